@@ -1,0 +1,301 @@
+//! The sparse PLS objective against a dense oracle that never forms the PLS
+//! system: V₀ = ZΛΛᵀZᵀ + I, generalized least squares, and
+//! log det V₀ = log det(ΛᵀZᵀZΛ + I) (the matrix determinant lemma).
+
+use faer::linalg::solvers::DenseSolveCore;
+use faer::prelude::Solve;
+use faer::{Mat, Side};
+
+use super::chol::FactorKind;
+use super::model::{ReTerm, Workspace};
+use super::CoreError;
+
+/// Deterministic pseudo-random numbers in [0, 1).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Problem {
+    n: usize,
+    p: usize,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    terms: Vec<ReTerm>,
+}
+
+/// Three terms: a random slope on g1 (k = 2), intercepts on a crossed g2 and
+/// on g3 nested in g1.
+fn problem(n: usize, seed: u64) -> Problem {
+    let mut rng = Lcg(seed);
+    let (l1, l2) = (7usize, 5usize);
+    let p = 2;
+    let mut x = vec![0.0; n * p];
+    let mut y = vec![0.0; n];
+    let (mut c1, mut z1, mut c2, mut z2, mut c3, mut z3) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let g1 = (rng.next() * l1 as f64) as u32;
+        let g2 = (rng.next() * l2 as f64) as u32;
+        let g3 = g1 * 2 + (rng.next() * 2.0) as u32;
+        let xi = rng.next() * 4.0 - 2.0;
+        x[i] = 1.0;
+        x[n + i] = xi;
+        y[i] = 1.0 + 0.5 * xi + (g1 as f64 - 3.0) * 0.7 + (g2 as f64) * 0.3 + rng.next() * 2.0;
+        c1.push(g1);
+        z1.extend([1.0, xi]);
+        c2.push(g2);
+        z2.push(1.0);
+        c3.push(g3);
+        z3.push(1.0);
+    }
+    let terms = vec![
+        ReTerm {
+            n_levels: 2 * l1,
+            k: 1,
+            codes: c3,
+            z: z3,
+        },
+        ReTerm {
+            n_levels: l1,
+            k: 2,
+            codes: c1,
+            z: z1,
+        },
+        ReTerm {
+            n_levels: l2,
+            k: 1,
+            codes: c2,
+            z: z2,
+        },
+    ];
+    Problem { n, p, x, y, terms }
+}
+
+fn dense_objective(pr: &Problem, theta: &[f64], reml: bool) -> f64 {
+    let n = pr.n;
+    let q: usize = pr.terms.iter().map(|t| t.n_levels * t.k).sum();
+    let mut zl = Mat::<f64>::zeros(n, q); // Z Λ
+    let (mut off, mut th) = (0, 0);
+    for t in &pr.terms {
+        let k = t.k;
+        let mut tm = Mat::<f64>::zeros(k, k);
+        for c in 0..k {
+            for r in c..k {
+                tm[(r, c)] = theta[th];
+                th += 1;
+            }
+        }
+        for i in 0..n {
+            let base = off + t.codes[i] as usize * k;
+            for c in 0..k {
+                for r in 0..k {
+                    zl[(i, base + c)] += t.z[i * k + r] * tm[(r, c)];
+                }
+            }
+        }
+        off += t.n_levels * k;
+    }
+    let v0 = &zl * zl.transpose() + Mat::<f64>::identity(n, n);
+    let llt = v0.llt(Side::Lower).unwrap();
+    let logdet_v0: f64 = 2.0 * (0..n).map(|i| llt.L()[(i, i)].ln()).sum::<f64>();
+    let x = Mat::<f64>::from_fn(n, pr.p, |i, j| pr.x[i + j * n]);
+    let y = Mat::<f64>::from_fn(n, 1, |i, _| pr.y[i]);
+    let vx = llt.solve(&x);
+    let vy = llt.solve(&y);
+    let xtvx = x.transpose() * &vx;
+    let beta = xtvx.llt(Side::Lower).unwrap().solve(&(x.transpose() * &vy));
+    let r = &y - &x * &beta;
+    let vr = llt.solve(&r);
+    let pwrss = (r.transpose() * &vr)[(0, 0)];
+    let two_pi = 2.0 * std::f64::consts::PI;
+    if reml {
+        let l = xtvx.llt(Side::Lower).unwrap();
+        let ld_x: f64 = 2.0 * (0..pr.p).map(|i| l.L()[(i, i)].ln()).sum::<f64>();
+        let nmp = (n - pr.p) as f64;
+        logdet_v0 + ld_x + nmp * (1.0 + (two_pi * pwrss / nmp).ln())
+    } else {
+        logdet_v0 + n as f64 * (1.0 + (two_pi * pwrss / n as f64).ln())
+    }
+}
+
+fn workspace(pr: &Problem) -> Workspace {
+    Workspace::new(pr.n, pr.p, pr.x.clone(), pr.y.clone(), pr.terms.clone()).unwrap()
+}
+
+fn workspaces(pr: &Problem) -> Vec<Workspace> {
+    [FactorKind::Simplicial, FactorKind::Supernodal]
+        .into_iter()
+        .map(|k| {
+            Workspace::with_factor_kind(pr.n, pr.p, pr.x.clone(), pr.y.clone(), pr.terms.clone(), k)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn objective_matches_dense_oracle() {
+    let pr = problem(120, 7);
+    for mut ws in workspaces(&pr) {
+        assert_eq!(ws.n_theta(), 5);
+        for theta in [
+            [1.0, 1.0, 0.0, 1.0, 1.0],
+            [0.3, 1.7, -0.4, 0.2, 2.5],
+            [0.0, 0.5, 0.1, 0.0, 0.8],
+        ] {
+            for reml in [false, true] {
+                let sparse = ws.objective(&theta, reml).unwrap();
+                let dense = dense_objective(&pr, &theta, reml);
+                assert!(
+                    (sparse - dense).abs() < 1e-9 * dense.abs(),
+                    "theta {theta:?} reml {reml}: {sparse} vs {dense}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn solution_reproduces_gls_and_pwrss() {
+    let pr = problem(90, 11);
+    for mut ws in workspaces(&pr) {
+        let theta = [0.8, 1.2, 0.3, 0.5, 0.9];
+        let sol = ws.solve(&theta).unwrap();
+        // pwrss = ||y - fitted||² + ||u||²
+        let rss: f64 =
+            pr.y.iter()
+                .zip(&sol.fitted)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
+        let uu: f64 = sol.u.iter().map(|v| v * v).sum();
+        assert!((rss + uu - sol.pwrss).abs() < 1e-9 * sol.pwrss);
+    }
+}
+
+#[test]
+fn row_order_does_not_change_the_objective() {
+    let pr = problem(60, 3);
+    let n = pr.n;
+    let perm: Vec<usize> = (0..n).rev().collect();
+    let mut pr2 = Problem {
+        n,
+        p: pr.p,
+        x: vec![0.0; n * pr.p],
+        y: perm.iter().map(|&i| pr.y[i]).collect(),
+        terms: vec![],
+    };
+    for j in 0..pr.p {
+        for (i, &src) in perm.iter().enumerate() {
+            pr2.x[i + j * n] = pr.x[src + j * n];
+        }
+    }
+    for t in &pr.terms {
+        pr2.terms.push(ReTerm {
+            n_levels: t.n_levels,
+            k: t.k,
+            codes: perm.iter().map(|&i| t.codes[i]).collect(),
+            z: perm
+                .iter()
+                .flat_map(|&i| t.z[i * t.k..(i + 1) * t.k].to_vec())
+                .collect(),
+        });
+    }
+    let theta = [0.4, 1.1, 0.2, 0.7, 1.3];
+    let a = workspace(&pr).objective(&theta, true).unwrap();
+    let b = workspace(&pr2).objective(&theta, true).unwrap();
+    assert!((a - b).abs() < 1e-10 * a.abs());
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let pr = problem(30, 5);
+    let mut ws = workspace(&pr);
+    assert!(matches!(
+        ws.objective(&[1.0, 1.0], true),
+        Err(CoreError::Theta(_))
+    ));
+    assert!(matches!(
+        ws.objective(&[1.0, f64::NAN, 0.0, 1.0, 1.0], true),
+        Err(CoreError::Theta(_))
+    ));
+    let mut terms = pr.terms.clone();
+    terms[0].codes[0] = 1000;
+    assert!(matches!(
+        Workspace::new(pr.n, pr.p, pr.x.clone(), pr.y.clone(), terms),
+        Err(CoreError::Dimension(_))
+    ));
+    assert!(matches!(
+        Workspace::new(
+            pr.n,
+            pr.p,
+            pr.x.clone(),
+            pr.y[1..].to_vec(),
+            pr.terms.clone()
+        ),
+        Err(CoreError::Dimension(_))
+    ));
+    // a duplicated fixed-effects column makes RX singular
+    let mut x = pr.x.clone();
+    let n = pr.n;
+    x.copy_within(0..n, n);
+    let mut ws = Workspace::new(n, pr.p, x, pr.y.clone(), pr.terms.clone()).unwrap();
+    assert!(matches!(
+        ws.objective(&[1.0, 1.0, 0.0, 1.0, 1.0], true),
+        Err(CoreError::NotPositiveDefinite(_))
+    ));
+}
+
+#[test]
+fn cond_var_matches_dense_inverse() {
+    let pr = problem(50, 9);
+    for mut ws in workspaces(&pr) {
+        let theta = [0.6, 1.0, 0.2, 0.4, 0.7];
+        ws.update(&theta).unwrap();
+        let blocks = ws.cond_var_blocks().unwrap();
+        // dense Λ (ΛᵀZᵀZΛ + I)⁻¹ Λᵀ for the slope term (term 1)
+        let q = ws.q();
+        let mut zl = Mat::<f64>::zeros(pr.n, q);
+        let mut lam = Mat::<f64>::zeros(q, q);
+        let (mut off, mut th) = (0, 0);
+        for t in &pr.terms {
+            let k = t.k;
+            for l in 0..t.n_levels {
+                let mut idx = th;
+                for c in 0..k {
+                    for r in c..k {
+                        lam[(off + l * k + r, off + l * k + c)] = theta[idx];
+                        idx += 1;
+                    }
+                }
+            }
+            for i in 0..pr.n {
+                let base = off + t.codes[i] as usize * k;
+                for c in 0..k {
+                    zl[(i, base + c)] += t.z[i * k + c];
+                }
+            }
+            off += t.n_levels * k;
+            th += k * (k + 1) / 2;
+        }
+        let zlam = &zl * &lam;
+        let m = zlam.transpose() * &zlam + Mat::<f64>::identity(q, q);
+        let minv = m.llt(Side::Lower).unwrap().inverse();
+        let cv = &lam * &minv * lam.transpose();
+        let lay = &ws.layout()[1];
+        for l in 0..lay.n_levels {
+            for c in 0..2 {
+                for r in 0..2 {
+                    let want = cv[(lay.offset + l * 2 + r, lay.offset + l * 2 + c)];
+                    let got = blocks[1][l * 4 + r + c * 2];
+                    assert!((want - got).abs() < 1e-10, "{want} vs {got}");
+                }
+            }
+        }
+    }
+}
