@@ -1,0 +1,47 @@
+"""mixedmodels: linear mixed-effects models with lme4's formulas and numbers.
+
+>>> import mixedmodels as mm
+>>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+>>> fit.fixef.round(3).to_dict()
+{'(Intercept)': 251.405, 'Days': 10.467}
+"""
+
+from __future__ import annotations
+
+from . import datasets, exceptions
+from ._core import __version__ as _core_version
+from .design import Design, build_design
+from .exceptions import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    MixedModelsError,
+    RankDeficiencyWarning,
+    ThetaError,
+)
+from .formula import parse_formula
+from .model import LinearMixedModel, lmer
+from .optimize import Control, OptSummary
+from .results import LinearMixedModelResult, RandomEffects
+
+__version__ = _core_version
+
+__all__ = [
+    "Control",
+    "ConvergenceWarning",
+    "DataError",
+    "Design",
+    "FormulaError",
+    "LinearMixedModel",
+    "LinearMixedModelResult",
+    "MixedModelsError",
+    "OptSummary",
+    "RandomEffects",
+    "RankDeficiencyWarning",
+    "ThetaError",
+    "build_design",
+    "datasets",
+    "exceptions",
+    "lmer",
+    "parse_formula",
+]

@@ -1,0 +1,64 @@
+"""Command line: ``python -m mixedmodels fit FORMULA --data NAME|PATH [--ml]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def _read_data(spec: str) -> tuple[pd.DataFrame, str]:
+    from . import datasets
+
+    path = Path(spec)
+    if path.suffix.lower() in (".csv", ".gz") and path.exists():
+        return pd.read_csv(path), path.name
+    if path.suffix.lower() in (".parquet", ".pq") and path.exists():
+        return pd.read_parquet(path), path.name
+    if path.exists():
+        raise SystemExit(f"error: {spec}: only CSV and Parquet files are supported")
+    try:
+        return datasets.load(spec), spec
+    except KeyError as e:
+        raise SystemExit(f"error: {spec!r} is neither a file nor an embedded data set ({e.args[0]})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixedmodels",
+        description="Fit linear mixed-effects models with lme4 formulas.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a model and print lme4's summary")
+    fit.add_argument("formula", help='lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
+    fit.add_argument(
+        "--data", required=True, help="embedded data set name, or a CSV or Parquet file"
+    )
+    fit.add_argument("--ml", action="store_true", help="fit by maximum likelihood (default REML)")
+    sub.add_parser("datasets", help="list the embedded data sets")
+    args = parser.parse_args(argv)
+
+    from . import datasets
+    from .exceptions import MixedModelsError
+    from .model import LinearMixedModel
+
+    if args.command == "datasets":
+        print("\n".join(datasets.names()))
+        return 0
+    data, name = _read_data(args.data)
+    try:
+        model = LinearMixedModel.from_formula(
+            args.formula, data, reml=not args.ml, data_name=name
+        )
+        result = model.fit()
+    except MixedModelsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result.summary(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

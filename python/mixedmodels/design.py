@@ -1,0 +1,333 @@
+"""From a parsed formula and a data frame to the model's arrays.
+
+Produces y, X (fixed effects, treatment contrasts, lme4's column names), and
+for each random-effects term its grouping codes, level labels and model
+matrix, with the terms in lme4's order (decreasing number of levels, ties in
+formula order) and θ laid out as lme4 lays it out (per term, the lower
+triangle of the template column by column).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import DataError, FormulaError, RankDeficiencyWarning
+from .formula import ParsedFormula, RandomTerm, parse_formula
+
+__all__ = ["Design", "TermDesign", "build_design"]
+
+
+@dataclass(frozen=True)
+class TermDesign:
+    """One random-effects term, ready for the core."""
+
+    group: str
+    """lme4's name of the grouping factor (``'tch:sch'``)."""
+    factors: tuple[str, ...]
+    cnames: tuple[str, ...]
+    """Names of the term's columns (``'(Intercept)'``, ``'Days'``)."""
+    codes: np.ndarray = field(repr=False)
+    """0-based level of each row (int64)."""
+    levels: pd.Index = field(repr=False)
+    """Level labels, in lme4's order."""
+    z: np.ndarray = field(repr=False)
+    """The term's model matrix, n x k."""
+
+    @property
+    def k(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def theta_names(self) -> list[str]:
+        out = []
+        for c in range(self.k):
+            for r in range(c, self.k):
+                if r == c:
+                    out.append(f"{self.group}.{self.cnames[c]}")
+                else:
+                    out.append(f"{self.group}.{self.cnames[r]}.{self.cnames[c]}")
+        return out
+
+    @property
+    def lower(self) -> list[float]:
+        return [0.0 if r == c else -np.inf for c in range(self.k) for r in range(c, self.k)]
+
+
+@dataclass(frozen=True)
+class Design:
+    formula: ParsedFormula
+    y: np.ndarray = field(repr=False)
+    X: np.ndarray = field(repr=False)
+    x_names: tuple[str, ...]
+    terms: tuple[TermDesign, ...]
+    row_index: pd.Index = field(repr=False)
+    """Index labels of the data rows used (after dropping missing values)."""
+    n_dropped: int
+    """Rows dropped because a variable of the model was missing."""
+    dropped_columns: tuple[str, ...]
+    """Fixed-effects columns dropped for rank deficiency."""
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def theta_names(self) -> list[str]:
+        return [n for t in self.terms for n in t.theta_names]
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.array([v for t in self.terms for v in t.lower])
+
+
+_SIMPLE_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
+
+
+def _variables(expr: str, data_columns) -> set[str]:
+    """Variables an expression refers to (via formulaic unless it is a plain
+    sum of names)."""
+    pieces = [p.strip() for p in re.split(r"\s*[+-]\s*", expr.strip())]
+    if all(p in ("0", "1") or _SIMPLE_NAME.fullmatch(p) for p in pieces):
+        return {p.strip("`") for p in pieces if p not in ("0", "1")}
+    from formulaic import Formula
+
+    try:
+        f = Formula(expr)
+        return set(f.required_variables)
+    except Exception as e:  # formulaic raises several exception types
+        raise FormulaError(f"cannot parse {expr!r}: {e}") from None
+
+
+def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
+    cols = [str(c) for c in data.columns]
+    for name in sorted(names):
+        if name not in data.columns:
+            close = difflib.get_close_matches(name, cols, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"column {name!r} ({where}) is not in the data{hint}")
+
+
+def _r_name(name: str) -> str:
+    """formulaic column names to R's: Intercept -> (Intercept), x[T.a] -> xa."""
+    if name == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"\[T\.(.*?)\]", r"\1", name)
+
+
+def _is_numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Model matrix of a right-hand side, with R's column names.
+
+    Plain sums of numeric columns (with ``1``/``0``/``-1``) are built directly;
+    anything else goes through formulaic."""
+    pieces = [p.strip() for p in re.split(r"\s*([+-])\s*", " + " + expr.strip())]
+    signs, terms = pieces[1::2], pieces[2::2]
+    intercept = True
+    names: list[str] = []
+    simple = True
+    for sgn, t in zip(signs, terms, strict=True):
+        if t == "0" or (t == "1" and sgn == "-"):
+            intercept = False
+        elif t == "1":
+            intercept = True
+        elif sgn == "+" and _SIMPLE_NAME.fullmatch(t) and t.strip("`") in data.columns:
+            col = t.strip("`")
+            if not _is_numeric(data[col]) or col in names:
+                simple = False
+                break
+            names.append(col)
+        else:
+            simple = False
+            break
+    n = len(data)
+    if simple:
+        cols = ([np.ones(n)] if intercept else []) + [
+            data[c].to_numpy(dtype=np.float64) for c in names
+        ]
+        out = np.column_stack(cols) if cols else np.empty((n, 0))
+        return out, (["(Intercept)"] if intercept else []) + names
+    from formulaic import model_matrix
+
+    try:
+        mm = model_matrix(expr, data, na_action="ignore")
+    except Exception as e:
+        raise FormulaError(f"cannot build the model matrix of {expr!r}: {e}") from None
+    return mm.to_numpy(dtype=np.float64), [_r_name(str(c)) for c in mm.columns]
+
+
+def _label(v) -> str:
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _factor(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes and labels of a grouping variable, in R's level order."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return s.cat.codes.to_numpy(np.int64), [_label(c) for c in s.cat.categories]
+    if pd.api.types.is_bool_dtype(s):
+        codes = s.to_numpy(np.int64)
+        return codes, ["FALSE", "TRUE"]
+    codes, uniques = pd.factorize(s, sort=True)
+    return codes.astype(np.int64), [_label(u) for u in uniques]
+
+
+def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
+    """Codes and labels of the (interaction) grouping factor, unused levels
+    dropped; for a:b the levels of a vary slowest, as R's a:b does."""
+    combined = np.zeros(len(data), dtype=np.int64)
+    labels: list[list[str]] = []
+    for name in term.factors:
+        codes, labs = _factor(data[name])
+        combined = combined * len(labs) + codes
+        labels.append(labs)
+    used, codes = np.unique(combined, return_inverse=True)
+    parts = []
+    rem = used.copy()
+    for labs in reversed(labels):
+        parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
+        rem //= len(labs)
+    parts.reverse()
+    lev = parts[0]
+    for p in parts[1:]:
+        lev = lev + ":" + p
+    return codes.astype(np.int64), pd.Index(lev, dtype=object, name=term.group)
+
+
+def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
+    """Drop columns that are linear combinations of earlier ones (lme4 drops
+    them with a message). Returns (X, names, dropped)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    norms = np.linalg.norm(X, axis=0)
+    zero = norms == 0
+    scaled = X / np.where(zero, 1.0, norms)
+    r = np.linalg.qr(scaled, mode="r")
+    d = np.abs(np.diag(r)) if r.shape[0] >= r.shape[1] else np.abs(np.diag(r, 0))
+    if len(d) < X.shape[1]:
+        d = np.concatenate([d, np.zeros(X.shape[1] - len(d))])
+    keep = (d > tol) & ~zero
+    if keep.all():
+        return X, names, []
+    dropped = [n for n, k in zip(names, keep, strict=True) if not k]
+    return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
+
+
+def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
+    """Build the model's arrays from an lme4 formula and a data frame."""
+    pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data frame has no rows")
+    resp_vars = _variables(pf.response, data.columns)
+    fixed_vars = _variables(pf.fixed, data.columns)
+    _check_columns(resp_vars, data, "response")
+    _check_columns(fixed_vars, data, "fixed effects")
+    used = set(resp_vars) | set(fixed_vars)
+    for t in pf.random:
+        tv = _variables(t.expr, data.columns)
+        _check_columns(tv, data, f"random effects ({t.expr} | {t.group})")
+        _check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
+        used |= tv | set(t.factors)
+    cols = [c for c in data.columns if c in used]
+    complete = data[cols].notna().all(axis=1).to_numpy()
+    n_dropped = int((~complete).sum())
+    if not complete.any():
+        raise DataError(
+            f"no rows left after dropping the {n_dropped} rows with missing values "
+            f"in the model's variables ({', '.join(map(str, cols))})"
+        )
+    df = data.loc[complete, cols] if n_dropped else data[cols]
+
+    # response
+    if pf.response in df.columns:
+        ycol = df[pf.response]
+        if not _is_numeric(ycol):
+            raise DataError(
+                f"the response {pf.response!r} must be numeric, but its type is {ycol.dtype}"
+            )
+        y = ycol.to_numpy(dtype=np.float64)
+    else:
+        ym, _ = _model_matrix("0 + " + pf.response, df)
+        if ym.shape[1] != 1:
+            raise DataError(f"the response {pf.response!r} must be a single numeric column")
+        y = ym[:, 0]
+    if not np.isfinite(y).all():
+        raise DataError(f"the response {pf.response!r} has non-finite values")
+
+    X, x_names = _model_matrix(pf.fixed, df)
+    if not np.isfinite(X).all():
+        raise DataError("the fixed-effects model matrix has non-finite values")
+    X, x_names, dropped = _drop_dependent_columns(X, x_names)
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column{'s' if len(dropped) > 1 else ''} / coefficient"
+            f"{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+    n = len(y)
+    terms = []
+    for t in pf.random:
+        z, cnames = _model_matrix(t.expr, df)
+        if z.shape[1] == 0:
+            raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
+        if not np.isfinite(z).all():
+            raise DataError(f"the model matrix of ({t.expr} | {t.group}) has non-finite values")
+        codes, levels = _grouping(t, df)
+        nl = len(levels)
+        if nl < 2:
+            raise DataError(f"grouping factor {t.group!r} must have more than 1 sampled level")
+        if nl >= n:
+            raise DataError(
+                f"number of levels of each grouping factor must be < number of observations "
+                f"(problems: {t.group} has {nl} levels for {n} observations)"
+            )
+        if nl * z.shape[1] >= n:
+            raise DataError(
+                f"number of observations (={n}) <= number of random effects "
+                f"(={nl * z.shape[1]}) for term ({t.expr} | {t.group}); the random-effects "
+                "parameters and the residual variance are probably unidentifiable"
+            )
+        terms.append(
+            TermDesign(
+                group=t.group,
+                factors=t.factors,
+                cnames=tuple(cnames),
+                codes=codes,
+                levels=levels,
+                z=np.ascontiguousarray(z),
+            )
+        )
+    # lme4 orders the terms by decreasing number of levels (stable)
+    order = sorted(range(len(terms)), key=lambda i: -terms[i].n_levels)
+    terms = [terms[i] for i in order]
+    return Design(
+        formula=pf,
+        y=y,
+        X=np.asfortranarray(X),
+        x_names=tuple(x_names),
+        terms=tuple(terms),
+        row_index=df.index,
+        n_dropped=n_dropped,
+        dropped_columns=tuple(dropped),
+    )

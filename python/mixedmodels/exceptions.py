@@ -1,0 +1,69 @@
+"""Exceptions raised by mixedmodels.
+
+Every error of the Rust core maps to one of these classes (see
+``rust/py/errors.rs``); the Python front raises them for bad formulas and data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MixedModelsError",
+    "FormulaError",
+    "DataError",
+    "DimensionError",
+    "ThetaError",
+    "NotPositiveDefiniteError",
+    "NumericalError",
+    "MemoryBudgetError",
+    "InternalError",
+    "ConvergenceWarning",
+    "RankDeficiencyWarning",
+]
+
+
+class MixedModelsError(Exception):
+    """Base class of every error raised by mixedmodels."""
+
+
+class FormulaError(MixedModelsError, ValueError):
+    """The model formula cannot be parsed or does not describe a mixed model."""
+
+
+class DataError(MixedModelsError, ValueError):
+    """The data do not fit the formula: a missing column, a non-numeric
+    response, too many levels for the number of observations, no rows left."""
+
+
+class DimensionError(MixedModelsError, ValueError):
+    """Arrays passed to the core do not fit together."""
+
+
+class ThetaError(MixedModelsError, ValueError):
+    """θ has the wrong length or a non-finite element."""
+
+
+class NumericalError(MixedModelsError, ArithmeticError):
+    """A numerical failure in the core."""
+
+
+class NotPositiveDefiniteError(NumericalError):
+    """A matrix that must be positive definite is not (for example the
+    fixed-effects cross-product of a rank-deficient model matrix)."""
+
+
+class MemoryBudgetError(MixedModelsError, MemoryError):
+    """A requested object would exceed the memory budget."""
+
+
+class InternalError(MixedModelsError, RuntimeError):
+    """A bug in mixedmodels (a panic in the Rust core). Please report it."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimizer stopped without meeting its convergence criteria, or the
+    fit is at a boundary (singular)."""
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Columns of the fixed-effects model matrix were dropped because they are
+    linear combinations of earlier ones (as lme4 does)."""

@@ -1,0 +1,236 @@
+"""The optimizer loop over θ: settings (`Control`) and record (`OptSummary`).
+
+The profiled objective is minimized over θ subject to lower bounds (0 on the
+diagonal of each template, none elsewhere) by a derivative-free method:
+NLopt's BOBYQA, the optimizer lme4 (``nloptwrap``) and MixedModels.jl use, or
+scipy's COBYQA. There is no silent fallback from one optimizer to another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .exceptions import MixedModelsError
+
+__all__ = ["Control", "OptSummary", "optimize_theta"]
+
+_NLOPT_RESULTS = {
+    1: "SUCCESS",
+    2: "STOPVAL_REACHED",
+    3: "FTOL_REACHED",
+    4: "XTOL_REACHED",
+    5: "MAXEVAL_REACHED",
+    6: "MAXTIME_REACHED",
+    -1: "FAILURE",
+    -2: "INVALID_ARGS",
+    -3: "OUT_OF_MEMORY",
+    -4: "ROUNDOFF_LIMITED",
+    -5: "FORCED_STOP",
+}
+
+
+@dataclass(frozen=True)
+class Control:
+    """Every setting of the optimization (lme4's ``lmerControl``).
+
+    Parameters
+    ----------
+    optimizer
+        ``"bobyqa"`` (NLopt's LN_BOBYQA, as lme4's default ``nloptwrap`` and
+        MixedModels.jl) or ``"cobyqa"`` (scipy's COBYQA).
+    ftol_rel, ftol_abs, xtol_rel, xtol_abs
+        Stopping tolerances on the objective and on θ (NLopt's meaning).
+        The defaults are MixedModels.jl's, tighter than lme4's.
+    initial_step
+        Initial trust-region radius / step for each θ element.
+    maxeval
+        Maximum number of objective evaluations.
+    boundary_tol
+        θ elements bounded below by zero and smaller than this are tried at
+        zero after the optimizer stops (MixedModels.jl's ``xtol_zero_abs``).
+    boundary_ftol
+        ...and kept at zero when the objective rises by at most this much
+        (MixedModels.jl's ``ftol_zero_abs``).
+    singular_tol
+        A fit is flagged singular when a θ element with lower bound zero is
+        below this (lme4's ``isSingular(tol = 1e-4)``).
+    """
+
+    optimizer: str = "bobyqa"
+    ftol_rel: float = 1e-12
+    ftol_abs: float = 1e-8
+    xtol_rel: float = 0.0
+    xtol_abs: float = 1e-10
+    initial_step: float = 0.75
+    maxeval: int = 100_000
+    boundary_tol: float = 1e-3
+    boundary_ftol: float = 1e-5
+    singular_tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("bobyqa", "cobyqa"):
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose 'bobyqa' or 'cobyqa'"
+            )
+        if self.maxeval < 1:
+            raise ValueError("maxeval must be at least 1")
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """The record of one optimization run (MixedModels.jl's ``OptSummary``).
+
+    Attributes
+    ----------
+    initial
+        Starting θ.
+    lower
+        Lower bounds of θ.
+    final
+        θ at the optimum (after any snapping to the boundary).
+    fmin
+        Objective at ``final``.
+    feval
+        Number of objective evaluations (including the boundary check).
+    optimizer
+        Name of the optimizer.
+    returnvalue
+        The optimizer's return code, as a name (NLopt's, or scipy's message).
+    control
+        The `Control` used.
+    elapsed
+        Seconds spent in the optimization loop.
+    fitlog
+        Every θ evaluated and its objective, in order: a list of (θ, objective).
+    snapped
+        Indices of θ elements set to zero after the optimizer stopped.
+    converged
+        False when the optimizer reported a failure or ran out of evaluations.
+    """
+
+    initial: np.ndarray
+    lower: np.ndarray
+    final: np.ndarray
+    fmin: float
+    feval: int
+    optimizer: str
+    returnvalue: str
+    control: Control
+    elapsed: float
+    fitlog: list = field(repr=False)
+    snapped: tuple[int, ...] = ()
+    converged: bool = True
+
+
+def optimize_theta(
+    fun: Callable[[np.ndarray], float],
+    start: np.ndarray,
+    lower: np.ndarray,
+    control: Control,
+) -> OptSummary:
+    """Minimize ``fun`` over θ >= lower, starting at ``start``."""
+    start = np.asarray(start, dtype=np.float64)
+    lower = np.asarray(lower, dtype=np.float64)
+    fitlog: list = []
+    t0 = time.perf_counter()
+    error: list[BaseException] = []
+
+    def f(theta: np.ndarray) -> float:
+        val = fun(theta)
+        fitlog.append((theta.copy(), val))
+        return val
+
+    if control.optimizer == "bobyqa":
+        import nlopt
+
+        opt = nlopt.opt(nlopt.LN_BOBYQA, len(start))
+        opt.set_lower_bounds(lower)
+        opt.set_ftol_rel(control.ftol_rel)
+        opt.set_ftol_abs(control.ftol_abs)
+        opt.set_xtol_rel(control.xtol_rel)
+        opt.set_xtol_abs(control.xtol_abs)
+        opt.set_maxeval(control.maxeval)
+        opt.set_initial_step(control.initial_step)
+
+        def nf(x, grad):
+            try:
+                return f(x)
+            except BaseException as e:  # re-raised below with its own type
+                error.append(e)
+                raise nlopt.ForcedStop from e
+
+        opt.set_min_objective(nf)
+        try:
+            xmin = opt.optimize(start)
+        except nlopt.ForcedStop:
+            raise error[0] from None
+        except (nlopt.RoundoffLimited, RuntimeError) as e:
+            if error:
+                raise error[0] from None
+            if not fitlog:
+                raise MixedModelsError(f"the optimizer failed: {e}") from e
+            xmin = min(fitlog, key=lambda t: t[1])[0]
+        code = opt.last_optimize_result()
+        ret = _NLOPT_RESULTS.get(code, str(code))
+        converged = code > 0 and code != 5
+    else:
+        from scipy.optimize import Bounds, minimize
+
+        res = minimize(
+            f,
+            start,
+            method="COBYQA",
+            bounds=Bounds(lower, np.full_like(lower, np.inf)),
+            options={
+                "maxfev": control.maxeval,
+                "initial_tr_radius": control.initial_step,
+                "final_tr_radius": max(control.xtol_abs, 1e-10),
+            },
+        )
+        xmin, ret, converged = res.x, str(res.message), bool(res.success)
+
+    xmin = np.maximum(np.asarray(xmin, dtype=np.float64), lower)
+    fmin = fun_value(fitlog, xmin)
+    if fmin is None:
+        fmin = f(xmin)
+    best_theta, best_val = min(fitlog, key=lambda t: t[1])
+    if best_val < fmin:
+        xmin, fmin = best_theta.copy(), best_val
+
+    # Try small θ elements bounded by zero at zero (MixedModels.jl's check).
+    snapped: tuple[int, ...] = ()
+    cand = xmin.copy()
+    small = (lower == 0) & (cand > 0) & (cand < control.boundary_tol)
+    if small.any():
+        cand[small] = 0.0
+        zval = f(cand)
+        if zval <= fmin + control.boundary_ftol:
+            xmin, fmin = cand, zval
+            snapped = tuple(int(i) for i in np.flatnonzero(small))
+    return OptSummary(
+        initial=start,
+        lower=lower,
+        final=xmin,
+        fmin=float(fmin),
+        feval=len(fitlog),
+        optimizer="NLopt LN_BOBYQA" if control.optimizer == "bobyqa" else "scipy COBYQA",
+        returnvalue=ret,
+        control=control,
+        elapsed=time.perf_counter() - t0,
+        fitlog=fitlog,
+        snapped=snapped,
+        converged=converged,
+    )
+
+
+def fun_value(fitlog: list, theta: np.ndarray) -> float | None:
+    """The logged objective at exactly ``theta``, if it was evaluated."""
+    for th, v in reversed(fitlog):
+        if np.array_equal(th, theta):
+            return v
+    return None
+
