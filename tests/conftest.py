@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import mixedmodels as mm
+import pytest
 
 REFERENCE = Path(__file__).parent / "reference"
 CASES = sorted(p.stem for p in (REFERENCE / "cases").glob("*.json"))
@@ -20,9 +19,7 @@ def load_case(name: str) -> dict:
 
 
 def case_params():
-    return [
-        pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES
-    ]
+    return [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
 
 
 class ModelCache:

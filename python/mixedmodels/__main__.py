@@ -22,7 +22,9 @@ def _read_data(spec: str) -> tuple[pd.DataFrame, str]:
     try:
         return datasets.load(spec), spec
     except KeyError as e:
-        raise SystemExit(f"error: {spec!r} is neither a file nor an embedded data set ({e.args[0]})")
+        raise SystemExit(
+            f"error: {spec!r} is neither a file nor an embedded data set ({e.args[0]})"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data, name = _read_data(args.data)
     try:
-        model = LinearMixedModel.from_formula(
-            args.formula, data, reml=not args.ml, data_name=name
-        )
+        model = LinearMixedModel.from_formula(args.formula, data, reml=not args.ml, data_name=name)
         result = model.fit()
     except MixedModelsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -79,10 +79,16 @@ def table(
     return "\n".join(lines)
 
 
-def named_vector(names: Sequence[str], values: Sequence[float], digits: int = 4) -> str:
+def named_vector(
+    names: Sequence[str], values: Sequence[float] | Sequence[str], digits: int = 4
+) -> str:
     """Print a named numeric vector as R does: names right-aligned over the
-    values, each field followed by a space."""
-    vals = format_r(values, digits)
+    values, each field followed by a space. Strings are taken as formatted."""
+    vals = (
+        [v.strip() for v in values]
+        if all(isinstance(v, str) for v in values)
+        else format_r(values, digits)
+    )
     w = max([len(n) for n in names] + [len(v) for v in vals])
     top = "".join(n.rjust(w) + " " for n in names)
     bottom = "".join(v.rjust(w) + " " for v in vals)

@@ -22,6 +22,7 @@ mirror lme4's ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``:
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from ._core import Workspace
 from .design import Design, build_design
 from .exceptions import ConvergenceWarning, ThetaError
 from .optimize import Control, optimize_theta
+
+if TYPE_CHECKING:
+    from .results import LinearMixedModelResult
 
 __all__ = ["LinearMixedModel", "lmer"]
 
@@ -54,9 +58,7 @@ class LinearMixedModel:
         self.reml = bool(reml)
         self.data_name = data_name
         d = design
-        self._ws = Workspace(
-            d.X, d.y, [(t.codes, t.z, t.n_levels) for t in d.terms]
-        )
+        self._ws = Workspace(d.X, d.y, [(t.codes, t.z, t.n_levels) for t in d.terms])
 
     @classmethod
     def from_formula(
@@ -138,7 +140,7 @@ def lmer(
     reml: bool = True,
     control: Control | None = None,
     start=None,
-) -> LinearMixedModelResult:  # noqa: F821
+) -> LinearMixedModelResult:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
     Parameters

@@ -45,9 +45,7 @@ class RandomEffects:
         """Conditional standard deviations (levels x coefficients)."""
         cv = self.condvar[group]
         m = self.modes[group]
-        return pd.DataFrame(
-            np.sqrt(np.einsum("lii->li", cv)), index=m.index, columns=m.columns
-        )
+        return pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=m.index, columns=m.columns)
 
     def as_frame(self) -> pd.DataFrame:
         """Long format, as lme4's ``as.data.frame(ranef(fit, condVar = TRUE))``:
@@ -294,11 +292,15 @@ class LinearMixedModelResult:
             lines.append(f"   Data: {self.model.data_name}")
         lines.append("")
         if self.reml:
-            lines.append(f"REML criterion at convergence: {format_r([self.objective], 5)[0]}")
+            crit_value = format_r([round(self.objective, 1)], 7)[0]
+            lines.append(f"REML criterion at convergence: {crit_value}")
         else:
-            vals = [self.aic, self.bic, self.loglik, self.objective, float(self.df_residual)]
+            vals = [f"{v:.1f}" for v in (self.aic, self.bic, self.loglik, self.objective)]
             lines.append(
-                named_vector(["AIC", "BIC", "logLik", "deviance", "df.resid"], np.round(vals, 1))
+                named_vector(
+                    ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+                    [*vals, str(self.df_residual)],
+                )
             )
         lines.append("")
         # scaled residuals: zapsmall(quantile, digits + 1) then print(digits)
@@ -338,9 +340,7 @@ class LinearMixedModelResult:
                 cols = [abbreviate(nm, 6) for nm in names[:-1]]
                 body = []
                 for i in range(1, p):
-                    body.append(
-                        [f"{corr[i, j]:.3f}" if j < i else "" for j in range(p - 1)]
-                    )
+                    body.append([f"{corr[i, j]:.3f}" if j < i else "" for j in range(p - 1)])
                 lines.append(table(cols, body, names[1:], right=False))
         if self.is_singular:
             lines.append("boundary (singular) fit: see help('isSingular')")

@@ -1,0 +1,101 @@
+"""Bad input gets a clear exception that names the problem."""
+
+from __future__ import annotations
+
+import mixedmodels as mm
+import numpy as np
+import pandas as pd
+import pytest
+from mixedmodels.exceptions import DataError, FormulaError, ThetaError
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return mm.datasets.load("sleepstudy")
+
+
+def test_unknown_column_suggests_the_closest(sleep):
+    with pytest.raises(DataError, match=r"column 'Dayz' .*did you mean 'Days'\?"):
+        mm.lmer("Reaction ~ Dayz + (1 | Subject)", sleep)
+    with pytest.raises(DataError, match="'Subjekt'.*did you mean 'Subject'"):
+        mm.lmer("Reaction ~ Days + (1 | Subjekt)", sleep)
+
+
+def test_unparseable_formula_points_at_the_spot(sleep):
+    with pytest.raises(FormulaError, match=r"missing '\)'") as e:
+        mm.lmer("Reaction ~ Days + (1 | Subject", sleep)
+    assert "^" in str(e.value)
+    with pytest.raises(FormulaError, match="no '~'"):
+        mm.lmer("Reaction Days", sleep)
+    with pytest.raises(FormulaError, match="no random-effects terms"):
+        mm.lmer("Reaction ~ Days", sleep)
+    with pytest.raises(FormulaError, match="in parentheses"):
+        mm.lmer("Reaction ~ Days + 1 | Subject", sleep)
+
+
+def test_non_numeric_response(sleep):
+    df = sleep.assign(R=sleep.Reaction.astype(str))
+    with pytest.raises(DataError, match="response 'R' must be numeric"):
+        mm.lmer("R ~ Days + (1 | Subject)", df)
+
+
+def test_grouping_factor_with_a_level_per_observation(sleep):
+    df = sleep.assign(obs=np.arange(len(sleep)))
+    with pytest.raises(DataError, match="number of levels of each grouping factor"):
+        mm.lmer("Reaction ~ Days + (1 | obs)", df)
+
+
+def test_too_many_random_effects_for_the_data(sleep):
+    df = sleep.assign(half=np.arange(len(sleep)) // 2)
+    with pytest.raises(DataError, match="number of random effects"):
+        mm.lmer("Reaction ~ Days + (Days | half)", df)
+
+
+def test_no_rows_left_after_dropping_missing(sleep):
+    df = sleep.assign(Days=np.nan)
+    with pytest.raises(DataError, match="no rows left"):
+        mm.lmer("Reaction ~ Days + (1 | Subject)", df)
+
+
+def test_missing_rows_are_dropped_and_counted(sleep):
+    df = sleep.copy()
+    df.loc[[3, 50], "Reaction"] = np.nan
+    fit = mm.lmer("Reaction ~ Days + (Days | Subject)", df)
+    assert fit.nobs == 178 and fit.n_dropped == 2
+    assert "2 observations deleted" in fit.summary()
+    full = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep.drop(index=[3, 50]))
+    assert abs(fit.objective - full.objective) < 1e-8 * full.objective
+
+
+def test_rank_deficient_fixed_effects_drop_columns_as_lme4(sleep):
+    df = sleep.assign(Days2=2 * sleep.Days)
+    with pytest.warns(mm.RankDeficiencyWarning, match="dropping 1 column.*Days2"):
+        fit = mm.lmer("Reaction ~ Days + Days2 + (1 | Subject)", df)
+    assert list(fit.fixef.index) == ["(Intercept)", "Days"]
+    ref = mm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    assert abs(fit.objective - ref.objective) < 1e-8 * ref.objective
+
+
+def test_theta_of_the_wrong_length(sleep):
+    model = mm.LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleep)
+    with pytest.raises(ThetaError, match="theta has 2 elements; this model has 3"):
+        model.objective([1.0, 1.0])
+    with pytest.raises(ThetaError, match="not finite"):
+        model.objective([1.0, np.nan, 1.0])
+
+
+def test_data_must_be_a_data_frame():
+    with pytest.raises(DataError, match="pandas DataFrame"):
+        mm.lmer("y ~ 1 + (1 | g)", {"y": [1, 2], "g": [1, 2]})
+
+
+def test_unknown_dataset():
+    with pytest.raises(KeyError, match="no data set named 'nope'"):
+        mm.datasets.load("nope")
+
+
+def test_errors_are_mixedmodels_errors(sleep):
+    with pytest.raises(mm.MixedModelsError):
+        mm.lmer("Reaction ~ Dayz + (1 | Subject)", sleep)
+    with pytest.raises(ValueError):
+        mm.lmer("Reaction ~ Dayz + (1 | Subject)", pd.DataFrame(sleep))

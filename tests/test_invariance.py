@@ -1,0 +1,54 @@
+"""Invariants: row order, level relabelling, shifting and scaling the response."""
+
+from __future__ import annotations
+
+import mixedmodels as mm
+import numpy as np
+import pytest
+
+FORMULAS = [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+    ("pastes", "strength ~ 1 + (1 | batch/cask)"),
+    ("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+]
+
+
+@pytest.mark.parametrize("data, formula", FORMULAS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_row_order(data, formula, seed):
+    d = mm.datasets.load(data)
+    m = mm.LinearMixedModel.from_formula(formula, d)
+    rng = np.random.default_rng(seed)
+    shuffled = d.iloc[rng.permutation(len(d))]
+    ms = mm.LinearMixedModel.from_formula(formula, shuffled)
+    theta = rng.uniform(0.2, 2.0, m.n_theta) * np.where(m.lower == 0, 1, 0.3)
+    assert abs(m.objective(theta) - ms.objective(theta)) < 1e-10 * abs(m.objective(theta))
+
+
+@pytest.mark.parametrize("data, formula", FORMULAS)
+def test_level_relabelling(data, formula):
+    d = mm.datasets.load(data)
+    m = mm.LinearMixedModel.from_formula(formula, d)
+    relabelled = d.copy()
+    for col in relabelled.columns:
+        if hasattr(relabelled[col], "cat"):
+            cats = list(relabelled[col].cat.categories)
+            relabelled[col] = relabelled[col].cat.reorder_categories(cats[::-1])
+    mr = mm.LinearMixedModel.from_formula(formula, relabelled)
+    theta = np.where(m.lower == 0, 0.7, 0.1)
+    assert abs(m.objective(theta) - mr.objective(theta)) < 1e-10 * abs(m.objective(theta))
+
+
+@pytest.mark.parametrize("data, formula", FORMULAS)
+def test_shift_and_scale_response(data, formula):
+    d = mm.datasets.load(data)
+    resp = formula.split("~")[0].strip()
+    fit = mm.lmer(formula, d)
+    a, c = 3.5, -40.0
+    fit2 = mm.lmer(formula, d.assign(**{resp: a * d[resp] + c}))
+    # θ is scale-free; σ scales by a; the intercept shifts
+    np.testing.assert_allclose(fit2.theta, fit.theta, atol=2e-4)
+    assert abs(fit2.sigma / (a * fit.sigma) - 1) < 1e-5
+    # the REML criterion shifts by 2(n - p) log a
+    shift = 2 * (fit.nobs - len(fit.beta)) * np.log(a)
+    assert abs(fit2.objective - fit.objective - shift) < 1e-6 * abs(fit.objective)
