@@ -24,5 +24,5 @@ bench:  ## benchmarks against lme4 and glmm (needs R with lme4, and glmm from Py
 	python benches/bench_fit.py
 
 reference:  ## regenerate lme4 reference values (needs R, lme4, lmerTest, pbkrtest, mlmRev)
-	Rscript scripts/make_reference.R
-	python scripts/import_reference.py
+	Rscript scripts/make_reference.R reference-out
+	python scripts/import_reference.py reference-out

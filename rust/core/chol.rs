@@ -5,7 +5,7 @@
 //! Wraps faer's sparse `SymbolicCholesky`. The factored matrix is
 //! `P A Pᵀ = L Lᵀ`, `P` the AMD permutation.
 
-use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::LltRegularization;
 use faer::linalg::temp_mat_scratch;
 use faer::reborrow::ReborrowMut;
@@ -29,8 +29,12 @@ pub enum FactorKind {
     Supernodal,
 }
 
+/// Factors with at least this many stored values are factored in parallel.
+const PARALLEL_MIN_NNZ: usize = 200_000;
+
 pub struct SparseCholesky {
     n: usize,
+    par: Par,
     col_ptr: Vec<usize>,
     row_idx: Vec<usize>,
     symbolic: SymbolicCholesky<usize>,
@@ -61,17 +65,21 @@ impl SparseCholesky {
         let symbolic =
             factorize_symbolic_cholesky(pattern, Side::Lower, SymmetricOrdering::Amd, params)
                 .map_err(|e| CoreError::Factorization(format!("{e:?}")))?;
-        let req: StackReq = StackReq::any_of(&[
-            symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Spec::default()),
-            // forward solves with up to `solve_cols` right-hand sides are done
-            // with a scratch of their own, sized at the call.
-        ]);
+        // Large factors (dense Schur complements of crossed designs) are
+        // worth both cores; small ones are not worth the threads' overhead.
+        let par = if symbolic.len_val() >= PARALLEL_MIN_NNZ {
+            Par::rayon(0)
+        } else {
+            Par::Seq
+        };
+        let req = symbolic.factorize_numeric_llt_scratch::<f64>(par, Spec::default());
         let buffer = MemBuffer::try_new(req).map_err(|_| {
             CoreError::MemoryBudget("not enough memory for the Cholesky workspace".into())
         })?;
         let l_values = vec![0.0; symbolic.len_val()];
         Ok(Self {
             n,
+            par,
             col_ptr,
             row_idx,
             symbolic,
@@ -117,7 +125,7 @@ impl SparseCholesky {
                 a,
                 Side::Lower,
                 LltRegularization::default(),
-                Par::Seq,
+                self.par,
                 stack,
                 Spec::default(),
             )

@@ -10,14 +10,26 @@
 //!
 //! Λ(θ) is block diagonal: one lower-triangular k×k template `T_t(θ)` per
 //! random-effects term `t`, repeated for each level of the term's grouping
-//! factor. The random-effect columns are ordered term by term, and within a
-//! term level by level with the term's k coefficients together (lme4's order).
+//! factor. The random-effect columns are ordered term by term (lme4's order),
+//! and within a term level by level with the term's k coefficients together.
 //!
-//! For a given θ the PLS problem is solved through the sparse Cholesky factor
-//! `P(ΛᵀZᵀZΛ + I)Pᵀ = LLᵀ` and the dense factor of the Schur complement
+//! # The factorization
+//!
+//! `M = ΛᵀZᵀZΛ + I` is factored blockwise, as MixedModels.jl does: the term
+//! with the most random effects (`f`) comes first, and its diagonal block is
+//! block diagonal (one k_f × k_f block per level), so
 //!
 //! ```text
-//! S = [X y]ᵀ[X y] − cᵀc,   c = L⁻¹P Λᵀ Zᵀ[X y],   S = RᵀR
+//! L11 = chol(M11)            per level, dense k_f × k_f
+//! L21 = M21 L11⁻ᵀ            same sparsity as M21
+//! P (M22 − L21 L21ᵀ) Pᵀ = L22 L22ᵀ   faer's sparse Cholesky (AMD, analysed once)
+//! ```
+//!
+//! and the fixed effects and response follow through the dense Schur
+//! complement
+//!
+//! ```text
+//! c = L⁻¹ P Λᵀ Zᵀ[X y],   S = [X y]ᵀ[X y] − cᵀc = RᵀR
 //! ```
 //!
 //! whose last diagonal element squared is the penalized residual sum of
@@ -34,10 +46,12 @@
 //! ```
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
 use super::error::{CoreError, Result};
+use super::small::{chol_lower, sandwich, solve_l, solve_lt, solve_right_lt};
 
 /// One random-effects term: a grouping factor and its model columns.
 #[derive(Clone, Debug)]
@@ -52,7 +66,7 @@ pub struct ReTerm {
     pub z: Vec<f64>,
 }
 
-/// Where a term's random effects and θ elements sit.
+/// Where a term's random effects and θ elements sit (lme4's order).
 #[derive(Clone, Debug)]
 pub struct TermLayout {
     pub k: usize,
@@ -61,8 +75,6 @@ pub struct TermLayout {
     pub offset: usize,
     /// First θ element of the term.
     pub theta_offset: usize,
-    /// First block (level) id of the term.
-    pub block_offset: usize,
 }
 
 impl TermLayout {
@@ -96,6 +108,103 @@ pub struct Solution {
     pub rx: Vec<f64>,
 }
 
+/// Off-diagonal blocks of a cross-product, stored by block column: entries
+/// `ptr[c]..ptr[c+1]` of column `c` have block row `row[e]` (sorted) and
+/// values (k_row x k_col, column-major) at `off[e]` in `val`.
+#[derive(Clone, Debug, Default)]
+struct BlockColumns {
+    ptr: Vec<usize>,
+    row: Vec<usize>,
+    off: Vec<usize>,
+    val: Vec<f64>,
+}
+
+/// For each level of `terms[col_term]`, the blocks of the `row_terms` that
+/// share rows with it and their cross-products `Z_rowᵀ Z_col`. Row blocks are
+/// numbered `row_block0[i] + level` for `row_terms[i]`.
+fn cross_blocks(
+    terms: &[ReTerm],
+    col_term: usize,
+    row_terms: &[usize],
+    row_block0: &[usize],
+    n_row_blocks: usize,
+) -> BlockColumns {
+    let term = &terms[col_term];
+    let (k, nl) = (term.k, term.n_levels);
+    let mut out = BlockColumns {
+        ptr: vec![0; nl + 1],
+        ..Default::default()
+    };
+    if row_terms.is_empty() {
+        return out;
+    }
+    // counting sort of the rows by level
+    let mut start = vec![0usize; nl + 1];
+    for &c in &term.codes {
+        start[c as usize + 1] += 1;
+    }
+    for l in 0..nl {
+        start[l + 1] += start[l];
+    }
+    let mut next = start.clone();
+    let mut rows = vec![0u32; term.codes.len()];
+    for (r, &c) in term.codes.iter().enumerate() {
+        rows[next[c as usize]] = r as u32;
+        next[c as usize] += 1;
+    }
+    let mut marker = vec![usize::MAX; n_row_blocks];
+    let mut marker_pos = vec![0usize; n_row_blocks];
+    let (mut col_rows, mut col_vals, mut col_voff, mut order) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for l in 0..nl {
+        col_rows.clear();
+        col_vals.clear();
+        col_voff.clear();
+        for &r in &rows[start[l]..start[l + 1]] {
+            let r = r as usize;
+            let z = &term.z[r * k..(r + 1) * k];
+            for (i, &t1) in row_terms.iter().enumerate() {
+                let term1 = &terms[t1];
+                let k1 = term1.k;
+                let rb = row_block0[i] + term1.codes[r] as usize;
+                let e = if marker[rb] == l {
+                    marker_pos[rb]
+                } else {
+                    marker[rb] = l;
+                    marker_pos[rb] = col_rows.len();
+                    col_rows.push(rb);
+                    col_voff.push(col_vals.len());
+                    col_vals.resize(col_vals.len() + k1 * k, 0.0);
+                    col_rows.len() - 1
+                };
+                let z1 = &term1.z[r * k1..(r + 1) * k1];
+                let v = &mut col_vals[col_voff[e]..][..k1 * k];
+                for c in 0..k {
+                    for i1 in 0..k1 {
+                        v[i1 + c * k1] += z1[i1] * z[c];
+                    }
+                }
+            }
+        }
+        order.clear();
+        order.extend(0..col_rows.len());
+        order.sort_unstable_by_key(|&e| col_rows[e]);
+        for &e in &order {
+            let start_v = col_voff[e];
+            let end_v = if e + 1 < col_voff.len() {
+                col_voff[e + 1]
+            } else {
+                col_vals.len()
+            };
+            out.row.push(col_rows[e]);
+            out.off.push(out.val.len());
+            out.val.extend_from_slice(&col_vals[start_v..end_v]);
+        }
+        out.ptr[l + 1] = out.row.len();
+    }
+    out
+}
+
 /// Everything needed to evaluate the profiled objective at any θ.
 pub struct Workspace {
     n: usize,
@@ -106,35 +215,51 @@ pub struct Workspace {
     layout: Vec<TermLayout>,
     q: usize,
     n_theta: usize,
-    /// Term of each block (one block per level of each term).
-    block_term: Vec<usize>,
-    /// Diagonal blocks of ZᵀZ: k x k column-major each, at `diag_off[block]`.
-    diag_off: Vec<usize>,
-    diag_val: Vec<f64>,
-    /// Off-diagonal blocks of the lower triangle of ZᵀZ, in block-compressed
-    /// columns: entries `bcol_ptr[cb]..bcol_ptr[cb+1]` of block column `cb`
-    /// have block row `brow[e] > cb` and values (k_r x k_c, column-major) at
-    /// `bval_off[e]`.
-    bcol_ptr: Vec<usize>,
-    brow: Vec<usize>,
-    bval_off: Vec<usize>,
-    bval: Vec<f64>,
-    /// Row offset of entry `e` within its scalar column, past the diagonal block.
-    brow_cum: Vec<usize>,
-    /// Zᵀ[X y], q x (p+1).
-    ztxy: Mat<f64>,
-    /// [X y]ᵀ[X y], (p+1) x (p+1).
-    xyxy: Mat<f64>,
-    /// Values of the lower triangle of ΛᵀZᵀZΛ + I in the factor's pattern.
-    m_val: Vec<f64>,
+
+    // -- the first term f: the one with the most random effects -------------
+    f: usize,
+    /// Diagonal blocks Z_fᵀZ_f, k_f² per level.
+    a11: Vec<f64>,
+    /// Z_restᵀ Z_f by columns of f (row blocks are rest blocks).
+    a21: BlockColumns,
+    /// For each rest block, the entries of `a21` in its row: (f level, entry).
+    a21t_ptr: Vec<usize>,
+    a21t: Vec<(usize, usize)>,
+
+    // -- the other terms ("rest"), in lme4's order -----------------------------
+    /// Term, level and scalar offset (in the rest's numbering) of each rest block.
+    rest_term: Vec<usize>,
+    rest_level: Vec<usize>,
+    rest_off: Vec<usize>,
+    q_rest: usize,
+    /// Diagonal blocks of Z_restᵀZ_rest (k² per rest block, at `a22d_off`).
+    a22d_off: Vec<usize>,
+    a22d: Vec<f64>,
+    /// Lower off-diagonal blocks of Z_restᵀZ_rest, by rest block column.
+    a22: BlockColumns,
+    /// Block pattern of the lower triangle of M22 − L21L21ᵀ: for rest column
+    /// block c, row blocks `m_brow[m_bptr[c]..m_bptr[c+1]]` (the first is c).
+    m_bptr: Vec<usize>,
+    m_brow: Vec<usize>,
     m_col_ptr: Vec<usize>,
-    chol: SparseCholesky,
-    /// Λᵀ Zᵀ[X y], then L⁻¹P of it (q x (p+1)).
-    c: Mat<f64>,
-    /// Cholesky factor R of S (upper, (p+1) x (p+1)).
-    r: Mat<f64>,
+    m_val: Vec<f64>,
+    chol: Option<SparseCholesky>,
+
+    /// Zᵀ[X y] (q x (p+1)), rows in lme4's order.
+    ztxy: Mat<f64>,
+    /// [X y]ᵀ[X y].
+    xyxy: Mat<f64>,
+
+    // -- numeric state at the current θ ---------------------------------------
     templates: Vec<Vec<f64>>,
     theta: Vec<f64>,
+    l11: Vec<f64>,
+    l21: Vec<f64>,
+    /// L⁻¹P Λᵀ Zᵀ[X y] for the f part (q_f x (p+1)) and the rest (q_rest x (p+1)).
+    c1: Mat<f64>,
+    c2: Mat<f64>,
+    r: Mat<f64>,
+    acc: Vec<f64>,
     eval: Option<Evaluation>,
 }
 
@@ -145,40 +270,6 @@ fn check_finite(name: &str, v: &[f64]) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// `out = T1ᵀ A T2` for lower-triangular `T1` (k1 x k1), `T2` (k2 x k2) and
-/// `A` (k1 x k2), all column-major. `tmp` has room for k1*k2 values.
-#[inline]
-fn sandwich(
-    t1: &[f64],
-    k1: usize,
-    a: &[f64],
-    t2: &[f64],
-    k2: usize,
-    tmp: &mut [f64],
-    out: &mut [f64],
-) {
-    // tmp = A T2
-    for c in 0..k2 {
-        for i in 0..k1 {
-            let mut s = 0.0;
-            for j in c..k2 {
-                s += a[i + j * k1] * t2[j + c * k2];
-            }
-            tmp[i + c * k1] = s;
-        }
-    }
-    // out = T1ᵀ tmp
-    for c in 0..k2 {
-        for r in 0..k1 {
-            let mut s = 0.0;
-            for i in r..k1 {
-                s += t1[i + r * k1] * tmp[i + c * k1];
-            }
-            out[r + c * k1] = s;
-        }
-    }
 }
 
 impl Workspace {
@@ -221,7 +312,7 @@ impl Workspace {
         check_finite("X", &x)?;
         check_finite("y", &y)?;
         let mut layout = Vec::with_capacity(terms.len());
-        let (mut q, mut nth, mut nb) = (0usize, 0usize, 0usize);
+        let (mut q, mut nth) = (0usize, 0usize);
         for (t, term) in terms.iter().enumerate() {
             if term.k == 0 || term.n_levels == 0 {
                 return Err(CoreError::Dimension(format!(
@@ -249,154 +340,166 @@ impl Workspace {
                 n_levels: term.n_levels,
                 offset: q,
                 theta_offset: nth,
-                block_offset: nb,
             });
             q += term.k * term.n_levels;
             nth += term.k * (term.k + 1) / 2;
-            nb += term.n_levels;
-        }
-        let mut block_term = Vec::with_capacity(nb);
-        for (t, l) in layout.iter().enumerate() {
-            block_term.extend(std::iter::repeat_n(t, l.n_levels));
         }
 
-        // Diagonal blocks of ZᵀZ.
-        let mut diag_off = Vec::with_capacity(nb);
-        let mut acc = 0;
-        for &t in &block_term {
-            diag_off.push(acc);
-            acc += layout[t].k * layout[t].k;
+        // f: the term with the most random effects (the first of ties)
+        let f = (0..terms.len())
+            .max_by_key(|&t| (layout[t].q(), std::cmp::Reverse(t)))
+            .unwrap();
+        let rest_terms: Vec<usize> = (0..terms.len()).filter(|&t| t != f).collect();
+        let (mut rest_term, mut rest_level, mut rest_off) = (vec![], vec![], vec![]);
+        let mut rest_block0 = Vec::with_capacity(rest_terms.len());
+        let mut q_rest = 0;
+        for &t in &rest_terms {
+            rest_block0.push(rest_term.len());
+            for l in 0..terms[t].n_levels {
+                rest_term.push(t);
+                rest_level.push(l);
+                rest_off.push(q_rest);
+                q_rest += terms[t].k;
+            }
         }
-        let mut diag_val = vec![0.0; acc];
-        for (t, term) in terms.iter().enumerate() {
-            let (k, bo) = (term.k, layout[t].block_offset);
+        let nb_rest = rest_term.len();
+
+        // diagonal blocks Z_tᵀZ_t
+        let diag_blocks = |t: usize| -> Vec<f64> {
+            let term = &terms[t];
+            let k = term.k;
+            let mut d = vec![0.0; term.n_levels * k * k];
             for r in 0..n {
                 let z = &term.z[r * k..(r + 1) * k];
-                let d = &mut diag_val[diag_off[bo + term.codes[r] as usize]..][..k * k];
+                let blk = &mut d[term.codes[r] as usize * k * k..][..k * k];
                 for c in 0..k {
                     for i in 0..k {
-                        d[i + c * k] += z[i] * z[c];
+                        blk[i + c * k] += z[i] * z[c];
                     }
+                }
+            }
+            d
+        };
+        let a11 = diag_blocks(f);
+        let mut a22d_off = Vec::with_capacity(nb_rest);
+        let mut a22d = Vec::new();
+        for &t in &rest_terms {
+            let d = diag_blocks(t);
+            let kk = terms[t].k * terms[t].k;
+            for l in 0..terms[t].n_levels {
+                a22d_off.push(a22d.len() + l * kk);
+            }
+            a22d.extend(d);
+        }
+
+        // Z_restᵀZ_f by columns of f, and its transpose pattern
+        let a21 = cross_blocks(&terms, f, &rest_terms, &rest_block0, nb_rest);
+        let mut a21t_ptr = vec![0usize; nb_rest + 1];
+        for &rb in &a21.row {
+            a21t_ptr[rb + 1] += 1;
+        }
+        for i in 0..nb_rest {
+            a21t_ptr[i + 1] += a21t_ptr[i];
+        }
+        let mut a21t = vec![(0usize, 0usize); a21.row.len()];
+        {
+            let mut next = a21t_ptr.clone();
+            for j in 0..terms[f].n_levels {
+                for e in a21.ptr[j]..a21.ptr[j + 1] {
+                    let rb = a21.row[e];
+                    a21t[next[rb]] = (j, e);
+                    next[rb] += 1;
                 }
             }
         }
 
-        // Off-diagonal blocks: for each term t and level l (block column cb),
-        // the levels of later terms that share rows with it.
-        let mut bcol_ptr = vec![0usize; nb + 1];
-        let mut brow = Vec::new();
-        let mut bval_off = Vec::new();
-        let mut bval = Vec::new();
-        let mut marker = vec![usize::MAX; nb];
-        let mut marker_pos = vec![0usize; nb];
-        let mut col_rows: Vec<usize> = Vec::new();
-        let mut col_vals: Vec<f64> = Vec::new();
-        let mut col_voff: Vec<usize> = Vec::new();
-        let mut order: Vec<usize> = Vec::new();
-        for (t, term) in terms.iter().enumerate() {
-            let lay = &layout[t];
-            if t + 1 == terms.len() {
-                for l in 0..lay.n_levels {
-                    bcol_ptr[lay.block_offset + l + 1] = brow.len();
-                }
-                continue;
-            }
-            // counting sort of the rows by level of term t
-            let mut start = vec![0usize; lay.n_levels + 1];
-            for &c in &term.codes {
-                start[c as usize + 1] += 1;
-            }
-            for l in 0..lay.n_levels {
-                start[l + 1] += start[l];
-            }
-            let mut next = start.clone();
-            let mut rows = vec![0usize; n];
-            for (r, &c) in term.codes.iter().enumerate() {
-                rows[next[c as usize]] = r;
-                next[c as usize] += 1;
-            }
-            let k = term.k;
-            for l in 0..lay.n_levels {
-                let cb = lay.block_offset + l;
-                col_rows.clear();
-                col_vals.clear();
-                col_voff.clear();
-                for &r in &rows[start[l]..start[l + 1]] {
-                    let z = &term.z[r * k..(r + 1) * k];
-                    for (t1, term1) in terms.iter().enumerate().skip(t + 1) {
-                        let k1 = term1.k;
-                        let rb = layout[t1].block_offset + term1.codes[r] as usize;
-                        let e = if marker[rb] == cb {
-                            marker_pos[rb]
-                        } else {
-                            marker[rb] = cb;
-                            marker_pos[rb] = col_rows.len();
-                            col_rows.push(rb);
-                            col_voff.push(col_vals.len());
-                            col_vals.resize(col_vals.len() + k1 * k, 0.0);
-                            col_rows.len() - 1
-                        };
-                        let z1 = &term1.z[r * k1..(r + 1) * k1];
-                        let v = &mut col_vals[col_voff[e]..][..k1 * k];
-                        for c in 0..k {
-                            for i in 0..k1 {
-                                v[i + c * k1] += z1[i] * z[c];
-                            }
-                        }
-                    }
-                }
-                order.clear();
-                order.extend(0..col_rows.len());
-                order.sort_unstable_by_key(|&e| col_rows[e]);
-                for &e in &order {
-                    let rb = col_rows[e];
-                    let len = layout[block_term[rb]].k * k;
-                    brow.push(rb);
-                    bval_off.push(bval.len());
-                    bval.extend_from_slice(&col_vals[col_voff[e]..][..len]);
-                }
-                bcol_ptr[cb + 1] = brow.len();
-            }
-        }
-
-        // The scalar pattern of the lower triangle of ΛᵀZᵀZΛ + I.
-        let mut col_ptr = Vec::with_capacity(q + 1);
-        col_ptr.push(0usize);
-        let mut row_idx = Vec::new();
-        let mut brow_cum = vec![0usize; brow.len()];
-        for cb in 0..nb {
-            let t = block_term[cb];
-            let (k, base) = (
-                layout[t].k,
-                layout[t].offset + (cb - layout[t].block_offset) * layout[t].k,
+        // lower off-diagonal blocks of Z_restᵀZ_rest: for each rest term, the
+        // later rest terms
+        let mut a22 = BlockColumns {
+            ptr: vec![0],
+            ..Default::default()
+        };
+        for (i, &t) in rest_terms.iter().enumerate() {
+            let bc = cross_blocks(
+                &terms,
+                t,
+                &rest_terms[i + 1..],
+                &rest_block0[i + 1..],
+                nb_rest,
             );
-            let mut cum = 0;
-            for e in bcol_ptr[cb]..bcol_ptr[cb + 1] {
-                brow_cum[e] = cum;
-                cum += layout[block_term[brow[e]]].k;
+            let base_e = a22.row.len();
+            let base_v = a22.val.len();
+            a22.row.extend_from_slice(&bc.row);
+            a22.off.extend(bc.off.iter().map(|o| o + base_v));
+            a22.val.extend_from_slice(&bc.val);
+            for l in 0..terms[t].n_levels {
+                a22.ptr.push(base_e + bc.ptr[l + 1]);
             }
-            for c in 0..k {
-                row_idx.extend(base + c..base + k);
-                for e in bcol_ptr[cb]..bcol_ptr[cb + 1] {
-                    let rb = brow[e];
-                    let lt = &layout[block_term[rb]];
-                    let rbase = lt.offset + (rb - lt.block_offset) * lt.k;
-                    row_idx.extend(rbase..rbase + lt.k);
+        }
+
+        // block pattern of the lower triangle of M22 − L21 L21ᵀ
+        let mut m_bptr = vec![0usize];
+        let mut m_brow = Vec::new();
+        let mut marker = vec![usize::MAX; nb_rest];
+        let mut col = Vec::new();
+        for c in 0..nb_rest {
+            col.clear();
+            col.push(c);
+            marker[c] = c;
+            for e in a22.ptr[c]..a22.ptr[c + 1] {
+                let rb = a22.row[e];
+                if marker[rb] != c {
+                    marker[rb] = c;
+                    col.push(rb);
                 }
-                col_ptr.push(row_idx.len());
+            }
+            for &(j, e) in &a21t[a21t_ptr[c]..a21t_ptr[c + 1]] {
+                // entries of column j below (and at) e have row blocks >= c
+                for e2 in e..a21.ptr[j + 1] {
+                    let rb = a21.row[e2];
+                    if marker[rb] != c {
+                        marker[rb] = c;
+                        col.push(rb);
+                    }
+                }
+            }
+            col[1..].sort_unstable();
+            m_brow.extend_from_slice(&col);
+            m_bptr.push(m_brow.len());
+        }
+        // scalar CSC of that pattern
+        let mut m_col_ptr = vec![0usize];
+        let mut row_idx = Vec::new();
+        for c in 0..nb_rest {
+            let kc = terms[rest_term[c]].k;
+            for cc in 0..kc {
+                row_idx.extend(rest_off[c] + cc..rest_off[c] + kc);
+                for &rb in &m_brow[m_bptr[c] + 1..m_bptr[c + 1]] {
+                    let kr = terms[rest_term[rb]].k;
+                    row_idx.extend(rest_off[rb]..rest_off[rb] + kr);
+                }
+                m_col_ptr.push(row_idx.len());
             }
         }
         let nnz = row_idx.len();
-        let chol = SparseCholesky::analyse(q, col_ptr.clone(), row_idx, kind)?;
+        let chol = if q_rest > 0 {
+            Some(SparseCholesky::analyse(
+                q_rest,
+                m_col_ptr.clone(),
+                row_idx,
+                kind,
+            )?)
+        } else {
+            None
+        };
 
-        // Zᵀ[X y] and [X y]ᵀ[X y].
-        let xy = Mat::<f64>::from_fn(n, p + 1, |i, j| if j < p { x[i + j * n] } else { y[i] });
+        // Zᵀ[X y] and [X y]ᵀ[X y]
         let mut ztxy = Mat::<f64>::zeros(q, p + 1);
         for (t, term) in terms.iter().enumerate() {
             let k = term.k;
             let off = layout[t].offset;
             for j in 0..=p {
-                let col = xy.col(j);
+                let col: &[f64] = if j < p { &x[j * n..(j + 1) * n] } else { &y };
                 let dst = ztxy
                     .col_mut(j)
                     .try_as_col_major_mut()
@@ -412,44 +515,59 @@ impl Workspace {
                 }
             }
         }
+        let xy = faer::MatRef::from_column_major_slice(&x, n, p);
+        let yv = faer::MatRef::from_column_major_slice(&y, n, 1);
         let mut xyxy = Mat::<f64>::zeros(p + 1, p + 1);
-        matmul(
-            xyxy.as_mut(),
-            Accum::Replace,
-            xy.transpose(),
-            xy.as_ref(),
-            1.0,
-            Par::Seq,
-        );
+        {
+            let (mut top, mut bottom) = xyxy.as_mut().split_at_row_mut(p);
+            let (xx, xty) = top.rb_mut().split_at_col_mut(p);
+            matmul(xx, Accum::Replace, xy.transpose(), xy, 1.0, Par::Seq);
+            matmul(xty, Accum::Replace, xy.transpose(), yv, 1.0, Par::Seq);
+            let (ytx, yy) = bottom.rb_mut().split_at_col_mut(p);
+            matmul(ytx, Accum::Replace, yv.transpose(), xy, 1.0, Par::Seq);
+            matmul(yy, Accum::Replace, yv.transpose(), yv, 1.0, Par::Seq);
+        }
 
+        let kmax = terms.iter().map(|t| t.k).max().unwrap();
+        let qf = layout[f].q();
         let templates = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
         Ok(Self {
             n,
             p,
             x,
             y,
+            l11: vec![0.0; a11.len()],
+            l21: vec![0.0; a21.val.len()],
+            a11,
+            a21,
+            a21t_ptr,
+            a21t,
+            rest_term,
+            rest_level,
+            rest_off,
+            q_rest,
+            a22d_off,
+            a22d,
+            a22,
+            m_bptr,
+            m_brow,
+            m_col_ptr,
+            m_val: vec![0.0; nnz],
+            chol,
+            ztxy,
+            xyxy,
+            templates,
+            theta: vec![f64::NAN; nth],
+            c1: Mat::zeros(qf, p + 1),
+            c2: Mat::zeros(q_rest, p + 1),
+            r: Mat::zeros(p + 1, p + 1),
+            acc: vec![0.0; q_rest * kmax],
+            eval: None,
             terms,
             layout,
             q,
             n_theta: nth,
-            block_term,
-            diag_off,
-            diag_val,
-            bcol_ptr,
-            brow,
-            bval_off,
-            bval,
-            brow_cum,
-            ztxy,
-            xyxy,
-            m_val: vec![0.0; nnz],
-            m_col_ptr: col_ptr,
-            chol,
-            c: Mat::zeros(q, p + 1),
-            r: Mat::zeros(p + 1, p + 1),
-            templates,
-            theta: vec![f64::NAN; nth],
-            eval: None,
+            f,
         })
     }
 
@@ -471,12 +589,24 @@ impl Workspace {
     pub fn terms(&self) -> &[ReTerm] {
         &self.terms
     }
-    pub fn chol(&self) -> &SparseCholesky {
-        &self.chol
+    /// The sparse factor of the Schur complement of the first term (None when
+    /// the model has a single random-effects term).
+    pub fn chol(&self) -> Option<&SparseCholesky> {
+        self.chol.as_ref()
     }
-    /// Nonzeros of the lower triangle of ΛᵀZᵀZΛ + I.
+    /// Index of the term factored first (the one with most random effects).
+    pub fn first_term(&self) -> usize {
+        self.f
+    }
+    /// Stored nonzeros of the lower triangle of ΛᵀZᵀZΛ + I (first-term
+    /// blocks, their cross-products with the rest, and the rest's pattern).
     pub fn pls_nnz(&self) -> usize {
-        self.m_val.len()
+        self.a11.len() + self.a21.val.len() + self.m_val.len()
+    }
+    /// Stored values of the factor L (block-diagonal part, off-diagonal
+    /// blocks and the sparse factor of the rest).
+    pub fn factor_nnz(&self) -> usize {
+        self.l11.len() + self.l21.len() + self.chol.as_ref().map_or(0, |c| c.factor_nnz())
     }
 
     /// Lower bounds of θ: 0 on the diagonal of each template, -∞ elsewhere.
@@ -526,53 +656,136 @@ impl Workspace {
         Ok(())
     }
 
-    /// Evaluates the factorization at θ: ΛᵀZᵀZΛ + I, its Cholesky factor, and
-    /// the dense factor R of the Schur complement.
+    /// Evaluates the factorization at θ and the dense factor R of the Schur
+    /// complement of the fixed effects and response.
     pub fn update(&mut self, theta: &[f64]) -> Result<Evaluation> {
-        if self.eval.is_some() && self.theta == theta {
-            return Ok(self.eval.clone().unwrap());
+        if let Some(ev) = &self.eval {
+            if self.theta == theta {
+                return Ok(ev.clone());
+            }
         }
         self.eval = None;
         self.set_theta(theta)?;
-        self.fill_pls_matrix();
-        self.chol.factor(&self.m_val)?;
-        let ld_l2 = self.chol.logdet();
-
-        // c = L⁻¹ P Λᵀ Zᵀ[X y]
+        let not_pd =
+            || CoreError::NotPositiveDefinite("ΛᵀZᵀZΛ + I is not positive definite".into());
         let p1 = self.p + 1;
-        for cb in 0..self.block_term.len() {
-            let t = self.block_term[cb];
-            let lay = &self.layout[t];
-            let k = lay.k;
-            let base = lay.offset + (cb - lay.block_offset) * k;
-            let tm = &self.templates[t];
-            for j in 0..p1 {
-                for r in 0..k {
-                    let mut s = 0.0;
-                    for i in r..k {
-                        s += tm[i + r * k] * self.ztxy[(base + i, j)];
+        let f = self.f;
+        let kf = self.terms[f].k;
+        let lf = self.terms[f].n_levels;
+        let tf = self.templates[f].clone();
+        let mut tmp = vec![0.0; 64];
+        let mut out = vec![0.0; 64];
+        let mut ld_l2 = 0.0;
+
+        // L11 = chol(T_fᵀ A11 T_f + I) per level, and c1 = L11⁻¹ T_fᵀ Zᵀ_f[X y]
+        let off_f = self.layout[f].offset;
+        let qf = kf * lf;
+        let ztxy_f = self.ztxy.as_ref().subrows(off_f, qf);
+        let src: Vec<&[f64]> = (0..p1)
+            .map(|c| ztxy_f.col(c).try_as_col_major().unwrap().as_slice())
+            .collect();
+        let c1 = self.c1.as_mut();
+        let ok = match kf {
+            1 => first_term_blocks::<1>(&tf, &self.a11, &mut self.l11, &src, c1),
+            2 => first_term_blocks::<2>(&tf, &self.a11, &mut self.l11, &src, c1),
+            3 => first_term_blocks::<3>(&tf, &self.a11, &mut self.l11, &src, c1),
+            _ => first_term_blocks_dyn(kf, &tf, &self.a11, &mut self.l11, &src, c1),
+        };
+        ld_l2 += ok.ok_or_else(not_pd)?;
+        let kk = kf * kf;
+
+        if self.q_rest > 0 {
+            // L21 = T_restᵀ A21 T_f L11⁻ᵀ
+            for j in 0..lf {
+                let l = &self.l11[j * kk..(j + 1) * kk];
+                for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                    let rb = self.a21.row[e];
+                    let tr = &self.templates[self.rest_term[rb]];
+                    let kr = self.terms[self.rest_term[rb]].k;
+                    let a = &self.a21.val[self.a21.off[e]..][..kr * kf];
+                    let dst = &mut self.l21[self.a21.off[e]..][..kr * kf];
+                    if kr == 1 && kf == 1 {
+                        dst[0] = tr[0] * a[0] * tf[0] / l[0];
+                    } else {
+                        tmp.resize((kr * kf).max(tmp.len()), 0.0);
+                        sandwich(tr, kr, a, &tf, kf, &mut tmp, dst);
+                        solve_right_lt(l, kf, dst, kr);
                     }
-                    self.c[(base + r, j)] = s;
                 }
             }
-        }
-        self.chol.forward_solve(self.c.as_mut());
+            self.fill_schur(&mut tmp, &mut out);
+            let chol = self.chol.as_mut().unwrap();
+            chol.factor(&self.m_val)?;
+            ld_l2 += chol.logdet();
 
-        // S = [X y]ᵀ[X y] − cᵀc and its Cholesky factor.
+            // c2 = L22⁻¹ P (T_restᵀ Zᵀ_rest[X y] − L21 c1)
+            for col in 0..p1 {
+                let src = self.ztxy.col(col);
+                let c1 = self.c1.col(col).try_as_col_major().unwrap().as_slice();
+                let dst = self
+                    .c2
+                    .col_mut(col)
+                    .try_as_col_major_mut()
+                    .unwrap()
+                    .as_slice_mut();
+                for rb in 0..self.rest_term.len() {
+                    let t = self.rest_term[rb];
+                    let k = self.terms[t].k;
+                    let tm = &self.templates[t];
+                    let ext = self.layout[t].offset + self.rest_level[rb] * k;
+                    let ro = self.rest_off[rb];
+                    for r in 0..k {
+                        let mut s = 0.0;
+                        for i in r..k {
+                            s += tm[i + r * k] * src[ext + i];
+                        }
+                        dst[ro + r] = s;
+                    }
+                }
+                for j in 0..lf {
+                    let cj = &c1[j * kf..(j + 1) * kf];
+                    for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                        let rb = self.a21.row[e];
+                        let kr = self.terms[self.rest_term[rb]].k;
+                        let lv = &self.l21[self.a21.off[e]..][..kr * kf];
+                        let ro = self.rest_off[rb];
+                        for c in 0..kf {
+                            for r in 0..kr {
+                                dst[ro + r] -= lv[r + c * kr] * cj[c];
+                            }
+                        }
+                    }
+                }
+            }
+            self.chol.as_ref().unwrap().forward_solve(self.c2.as_mut());
+        }
+
+        // S = [X y]ᵀ[X y] − c1ᵀc1 − c2ᵀc2 and its Cholesky factor
         self.r.copy_from(&self.xyxy);
         matmul(
             self.r.as_mut(),
             Accum::Add,
-            self.c.transpose(),
-            self.c.as_ref(),
+            self.c1.transpose(),
+            self.c1.as_ref(),
             -1.0,
             Par::Seq,
         );
+        if self.q_rest > 0 {
+            matmul(
+                self.r.as_mut(),
+                Accum::Add,
+                self.c2.transpose(),
+                self.c2.as_ref(),
+                -1.0,
+                Par::Seq,
+            );
+        }
         dense_upper_cholesky(self.r.as_mut()).map_err(|j| {
             CoreError::NotPositiveDefinite(if j < self.p {
                 format!("the fixed-effects model matrix is rank deficient (column {j} depends on the others)")
             } else {
-                "the penalized residual sum of squares is zero: the model fits the data exactly".into()
+                "the penalized residual sum of squares is zero: the model fits the data exactly"
+                    .into()
             })
         })?;
         let ld_rx2 = 2.0 * (0..self.p).map(|j| self.r[(j, j)].ln()).sum::<f64>();
@@ -586,48 +799,98 @@ impl Workspace {
         Ok(ev)
     }
 
-    fn fill_pls_matrix(&mut self) {
-        let mut tmp = Vec::new();
-        let mut out = Vec::new();
-        for cb in 0..self.block_term.len() {
-            let t = self.block_term[cb];
-            let lay = &self.layout[t];
-            let k = lay.k;
-            let col0 = lay.offset + (cb - lay.block_offset) * k;
-            let tm = &self.templates[t];
-            // diagonal block: Tᵀ A T + I (lower triangle)
-            let a = &self.diag_val[self.diag_off[cb]..][..k * k];
-            if k == 1 {
-                let pos = self.m_col_ptr[col0];
-                self.m_val[pos] = tm[0] * tm[0] * a[0] + 1.0;
+    /// Values of the lower triangle of M22 − L21 L21ᵀ in the factor's pattern.
+    fn fill_schur(&mut self, tmp: &mut Vec<f64>, out: &mut Vec<f64>) {
+        let kf = self.terms[self.f].k;
+        let qr = self.q_rest;
+        let acc = &mut self.acc;
+        for c in 0..self.rest_term.len() {
+            let tc = self.rest_term[c];
+            let kc = self.terms[tc].k;
+            let rc = self.rest_off[c];
+            let tmc = &self.templates[tc];
+            // diagonal block Tᵀ A T + I
+            let a = &self.a22d[self.a22d_off[c]..][..kc * kc];
+            if kc == 1 {
+                acc[rc] = tmc[0] * tmc[0] * a[0] + 1.0;
             } else {
-                tmp.resize(k * k, 0.0);
-                out.resize(k * k, 0.0);
-                sandwich(tm, k, a, tm, k, &mut tmp, &mut out);
-                for c in 0..k {
-                    let pos = self.m_col_ptr[col0 + c];
-                    for r in c..k {
-                        self.m_val[pos + r - c] = out[r + c * k] + if r == c { 1.0 } else { 0.0 };
+                tmp.resize((kc * kc).max(tmp.len()), 0.0);
+                out.resize((kc * kc).max(out.len()), 0.0);
+                sandwich(tmc, kc, a, tmc, kc, tmp, out);
+                for cc in 0..kc {
+                    for r in 0..kc {
+                        acc[rc + r + cc * qr] = out[r + cc * kc] + if r == cc { 1.0 } else { 0.0 };
                     }
                 }
             }
-            for e in self.bcol_ptr[cb]..self.bcol_ptr[cb + 1] {
-                let rb = self.brow[e];
-                let t1 = self.block_term[rb];
-                let k1 = self.layout[t1].k;
-                let a = &self.bval[self.bval_off[e]..][..k1 * k];
-                let cum = self.brow_cum[e];
-                if k == 1 && k1 == 1 {
-                    let pos = self.m_col_ptr[col0] + 1 + cum;
-                    self.m_val[pos] = self.templates[t1][0] * a[0] * tm[0];
+            // off-diagonal blocks of M22
+            for e in self.a22.ptr[c]..self.a22.ptr[c + 1] {
+                let rb = self.a22.row[e];
+                let tr = self.rest_term[rb];
+                let kr = self.terms[tr].k;
+                let ro = self.rest_off[rb];
+                let a = &self.a22.val[self.a22.off[e]..][..kr * kc];
+                if kr == 1 && kc == 1 {
+                    acc[ro] += self.templates[tr][0] * a[0] * tmc[0];
                 } else {
-                    tmp.resize(k1 * k, 0.0);
-                    out.resize(k1 * k, 0.0);
-                    sandwich(&self.templates[t1], k1, a, tm, k, &mut tmp, &mut out);
-                    for c in 0..k {
-                        let pos = self.m_col_ptr[col0 + c] + (k - c) + cum;
-                        self.m_val[pos..pos + k1].copy_from_slice(&out[c * k1..(c + 1) * k1]);
+                    tmp.resize((kr * kc).max(tmp.len()), 0.0);
+                    out.resize((kr * kc).max(out.len()), 0.0);
+                    sandwich(&self.templates[tr], kr, a, tmc, kc, tmp, out);
+                    for cc in 0..kc {
+                        for r in 0..kr {
+                            acc[ro + r + cc * qr] += out[r + cc * kr];
+                        }
                     }
+                }
+            }
+            // − L21 L21ᵀ: for each f level j with an entry in row c
+            for &(j, ec) in &self.a21t[self.a21t_ptr[c]..self.a21t_ptr[c + 1]] {
+                let lc = &self.l21[self.a21.off[ec]..][..kc * kf];
+                for e in ec..self.a21.ptr[j + 1] {
+                    let rb = self.a21.row[e];
+                    let kr = self.terms[self.rest_term[rb]].k;
+                    let ro = self.rest_off[rb];
+                    let lr = &self.l21[self.a21.off[e]..][..kr * kf];
+                    if kr == 1 && kc == 1 && kf == 1 {
+                        acc[ro] -= lr[0] * lc[0];
+                    } else {
+                        for cc in 0..kc {
+                            for r in 0..kr {
+                                let mut s = 0.0;
+                                for i in 0..kf {
+                                    s += lr[r + i * kr] * lc[cc + i * kc];
+                                }
+                                acc[ro + r + cc * qr] -= s;
+                            }
+                        }
+                    }
+                }
+            }
+            // gather into the column values, and clear the accumulator
+            let brows = &self.m_brow[self.m_bptr[c]..self.m_bptr[c + 1]];
+            for cc in 0..kc {
+                let mut pos = self.m_col_ptr[rc + cc];
+                for r in cc..kc {
+                    let i = rc + r + cc * qr;
+                    self.m_val[pos] = acc[i];
+                    acc[i] = 0.0;
+                    pos += 1;
+                }
+                for &rb in &brows[1..] {
+                    let kr = self.terms[self.rest_term[rb]].k;
+                    let ro = self.rest_off[rb];
+                    for r in 0..kr {
+                        let i = ro + r + cc * qr;
+                        self.m_val[pos] = acc[i];
+                        acc[i] = 0.0;
+                        pos += 1;
+                    }
+                }
+            }
+            // the upper part of the diagonal block was written but not gathered
+            for cc in 0..kc {
+                for r in 0..cc {
+                    acc[rc + r + cc * qr] = 0.0;
                 }
             }
         }
@@ -654,7 +917,6 @@ impl Workspace {
     pub fn solve(&mut self, theta: &[f64]) -> Result<Solution> {
         let ev = self.update(theta)?;
         let p = self.p;
-        // β = RX⁻¹ r_Xy
         let mut beta = vec![0.0; p];
         for i in (0..p).rev() {
             let mut s = self.r[(i, p)];
@@ -663,16 +925,49 @@ impl Workspace {
             }
             beta[i] = s / self.r[(i, i)];
         }
-        // u = Pᵀ L⁻ᵀ (c_y − c_X β)
-        let mut u = Mat::<f64>::from_fn(self.q, 1, |i, _| {
-            let mut s = self.c[(i, p)];
-            for j in 0..p {
-                s -= self.c[(i, j)] * beta[j];
+        let resid = |c: &Mat<f64>, i: usize| {
+            let mut s = c[(i, p)];
+            for (j, b) in beta.iter().enumerate() {
+                s -= c[(i, j)] * b;
             }
             s
-        });
-        self.chol.backward_solve(u.as_mut());
-        let u: Vec<f64> = (0..self.q).map(|i| u[(i, 0)]).collect();
+        };
+        // rest: u2 = Pᵀ L22⁻ᵀ (c2_y − c2_X β)
+        let mut u2 = Mat::<f64>::from_fn(self.q_rest, 1, |i, _| resid(&self.c2, i));
+        if let Some(ch) = &self.chol {
+            ch.backward_solve(u2.as_mut());
+        }
+        // f: u1_j = L11_j⁻ᵀ (c1_j − Σ_e L21_eᵀ u2[r(e)])
+        let f = self.f;
+        let (kf, lf) = (self.terms[f].k, self.terms[f].n_levels);
+        let mut u1: Vec<f64> = (0..kf * lf).map(|i| resid(&self.c1, i)).collect();
+        for j in 0..lf {
+            let v = &mut u1[j * kf..(j + 1) * kf];
+            for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                let rb = self.a21.row[e];
+                let kr = self.terms[self.rest_term[rb]].k;
+                let lv = &self.l21[self.a21.off[e]..][..kr * kf];
+                let ro = self.rest_off[rb];
+                for c in 0..kf {
+                    for r in 0..kr {
+                        v[c] -= lv[r + c * kr] * u2[(ro + r, 0)];
+                    }
+                }
+            }
+            solve_lt(&self.l11[j * kf * kf..(j + 1) * kf * kf], kf, v, 1);
+        }
+        // back to lme4's order
+        let mut u = vec![0.0; self.q];
+        let off_f = self.layout[f].offset;
+        u[off_f..off_f + kf * lf].copy_from_slice(&u1);
+        for rb in 0..self.rest_term.len() {
+            let t = self.rest_term[rb];
+            let k = self.terms[t].k;
+            let ext = self.layout[t].offset + self.rest_level[rb] * k;
+            for r in 0..k {
+                u[ext + r] = u2[(self.rest_off[rb] + r, 0)];
+            }
+        }
         let b = self.lambda_mul(&u);
         let fitted = self.linear_predictor(&beta, &b);
         let mut rx = vec![0.0; p * p];
@@ -714,9 +1009,9 @@ impl Workspace {
 
     /// Xβ + Zb.
     pub fn linear_predictor(&self, beta: &[f64], b: &[f64]) -> Vec<f64> {
-        let (n, p) = (self.n, self.p);
+        let n = self.n;
         let mut eta = vec![0.0; n];
-        for (j, &bj) in beta.iter().enumerate().take(p) {
+        for (j, &bj) in beta.iter().enumerate() {
             for (e, &xv) in eta.iter_mut().zip(&self.x[j * n..(j + 1) * n]) {
                 *e += xv * bj;
             }
@@ -739,70 +1034,297 @@ impl Workspace {
         &self.y
     }
 
-    /// Diagonal k x k blocks of Λ (ΛᵀZᵀZΛ + I)⁻¹ Λᵀ, one per level of each term,
-    /// at the θ of the last update: the conditional covariances of the random
-    /// effects divided by σ² (lme4's condVar). Returned per term as
+    /// Diagonal k x k blocks of Λ M⁻¹ Λᵀ (M = ΛᵀZᵀZΛ + I), one per level of
+    /// each term, at the θ of the last update: the conditional covariances of
+    /// the random effects divided by σ² (lme4's condVar). Returned per term as
     /// n_levels * k * k values (each block column-major).
     pub fn cond_var_blocks(&self) -> Result<Vec<Vec<f64>>> {
         if self.eval.is_none() {
             return Err(CoreError::Theta("no θ has been evaluated yet".into()));
         }
         const CHUNK: usize = 64;
-        let mut out: Vec<Vec<f64>> = self
+        let mut minv: Vec<Vec<f64>> = self
             .layout
             .iter()
             .map(|l| vec![0.0; l.n_levels * l.k * l.k])
             .collect();
-        for (t, lay) in self.layout.iter().enumerate() {
-            let k = lay.k;
-            let tm = &self.templates[t];
-            let per_chunk = (CHUNK / k).max(1);
-            let mut l0 = 0;
-            while l0 < lay.n_levels {
-                let nl = per_chunk.min(lay.n_levels - l0);
-                let mut e = Mat::<f64>::zeros(self.q, nl * k);
-                for li in 0..nl {
-                    for c in 0..k {
-                        e[(lay.offset + (l0 + li) * k + c, li * k + c)] = 1.0;
+        let f = self.f;
+        let (kf, lf) = (self.terms[f].k, self.terms[f].n_levels);
+        // f blocks: L11⁻ᵀ (I + WᵀW) L11⁻¹ with W = L22⁻¹ P L21[:, j]
+        let per = (CHUNK / kf).max(1);
+        let mut j0 = 0;
+        while j0 < lf {
+            let nj = per.min(lf - j0);
+            let mut w = Mat::<f64>::zeros(self.q_rest, nj * kf);
+            for jj in 0..nj {
+                let j = j0 + jj;
+                for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                    let rb = self.a21.row[e];
+                    let kr = self.terms[self.rest_term[rb]].k;
+                    let lv = &self.l21[self.a21.off[e]..][..kr * kf];
+                    for c in 0..kf {
+                        for r in 0..kr {
+                            w[(self.rest_off[rb] + r, jj * kf + c)] = lv[r + c * kr];
+                        }
                     }
                 }
-                self.chol.forward_solve(e.as_mut());
-                for li in 0..nl {
-                    // block of M⁻¹ for this level: XᵀX with X = L⁻¹P E
-                    let xs = e.as_ref().subcols(li * k, k);
-                    let mut minv = Mat::<f64>::zeros(k, k);
+            }
+            if let Some(ch) = &self.chol {
+                ch.forward_solve(w.as_mut());
+            }
+            for jj in 0..nj {
+                let j = j0 + jj;
+                let ws = w.as_ref().subcols(jj * kf, kf);
+                let mut g = Mat::<f64>::identity(kf, kf);
+                if self.q_rest > 0 {
+                    matmul(g.as_mut(), Accum::Add, ws.transpose(), ws, 1.0, Par::Seq);
+                }
+                // L11⁻ᵀ G L11⁻¹: solve columns then rows
+                let l = &self.l11[j * kf * kf..(j + 1) * kf * kf];
+                let mut gv: Vec<f64> = (0..kf * kf).map(|i| g[(i % kf, i / kf)]).collect();
+                for c in 0..kf {
+                    solve_lt(l, kf, &mut gv[c * kf..(c + 1) * kf], 1);
+                }
+                for r in 0..kf {
+                    solve_lt(l, kf, &mut gv[r..], kf);
+                }
+                minv[f][j * kf * kf..(j + 1) * kf * kf].copy_from_slice(&gv);
+            }
+            j0 += nj;
+        }
+        // rest blocks: diagonal blocks of (L22 L22ᵀ)⁻¹ in the P-permuted basis
+        if let Some(ch) = &self.chol {
+            let nb = self.rest_term.len();
+            let mut b0 = 0;
+            while b0 < nb {
+                let mut cols = 0;
+                let mut b1 = b0;
+                while b1 < nb && (cols == 0 || cols + self.terms[self.rest_term[b1]].k <= CHUNK) {
+                    cols += self.terms[self.rest_term[b1]].k;
+                    b1 += 1;
+                }
+                let mut e = Mat::<f64>::zeros(self.q_rest, cols);
+                let mut cpos = 0;
+                for rb in b0..b1 {
+                    for c in 0..self.terms[self.rest_term[rb]].k {
+                        e[(self.rest_off[rb] + c, cpos + c)] = 1.0;
+                    }
+                    cpos += self.terms[self.rest_term[rb]].k;
+                }
+                ch.forward_solve(e.as_mut());
+                let mut cpos = 0;
+                for rb in b0..b1 {
+                    let t = self.rest_term[rb];
+                    let k = self.terms[t].k;
+                    let xs = e.as_ref().subcols(cpos, k);
+                    let mut m = Mat::<f64>::zeros(k, k);
                     matmul(
-                        minv.as_mut(),
+                        m.as_mut(),
                         Accum::Replace,
                         xs.transpose(),
                         xs,
                         1.0,
                         Par::Seq,
                     );
-                    // T M⁻¹ Tᵀ
-                    let blk = &mut out[t][(l0 + li) * k * k..][..k * k];
+                    let l = self.rest_level[rb];
                     for c in 0..k {
                         for r in 0..k {
-                            let mut s = 0.0;
-                            for i in 0..=r {
-                                for j in 0..=c {
-                                    s += tm[r + i * k] * minv[(i, j)] * tm[c + j * k];
-                                }
-                            }
-                            blk[r + c * k] = s;
+                            minv[t][l * k * k + r + c * k] = m[(r, c)];
                         }
                     }
+                    cpos += k;
                 }
-                l0 += nl;
+                b0 = b1;
+            }
+        }
+        // Λ M⁻¹ Λᵀ per block
+        let mut out = minv;
+        for (t, lay) in self.layout.iter().enumerate() {
+            let k = lay.k;
+            let tm = &self.templates[t];
+            for l in 0..lay.n_levels {
+                let blk = &mut out[t][l * k * k..(l + 1) * k * k];
+                let m = blk.to_vec();
+                for c in 0..k {
+                    for r in 0..k {
+                        let mut s = 0.0;
+                        for i in 0..=r {
+                            for j in 0..=c {
+                                s += tm[r + i * k] * m[i + j * k] * tm[c + j * k];
+                            }
+                        }
+                        blk[r + c * k] = s;
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    /// RZX = c_X: the q x p block L⁻¹P ΛᵀZᵀX at the last θ (rows in L's order).
-    pub fn rzx(&self) -> MatRef<'_, f64> {
-        self.c.as_ref().subcols(0, self.p)
+    /// RZX: the q x p block L⁻¹P ΛᵀZᵀX at the last θ, rows in L's order (the
+    /// first term's levels, then the rest in the sparse factor's order).
+    pub fn rzx(&self) -> Mat<f64> {
+        let p = self.p;
+        let qf = self.c1.nrows();
+        Mat::from_fn(self.q, p, |i, j| {
+            if i < qf {
+                self.c1[(i, j)]
+            } else {
+                self.c2[(i - qf, j)]
+            }
+        })
     }
+}
+
+/// Sum of 2 log(d) over positive values, with one logarithm per few values
+/// (the diagonal of a Cholesky factor of a matrix ≥ I is ≥ 1, so products of
+/// a few of them stay finite).
+#[inline]
+fn log_det_chunk(prod: &mut f64, count: &mut usize, acc: &mut f64, d: f64) {
+    *prod *= d;
+    *count += 1;
+    if *count == 8 {
+        *acc += 2.0 * prod.ln();
+        *prod = 1.0;
+        *count = 0;
+    }
+}
+
+/// The first term's block-diagonal factor, with the block size known at
+/// compile time: per level, L = chol(Tᵀ A T + I), and c1 = L⁻¹ Tᵀ (Zᵀ[X y])
+/// for the level's rows. Returns log det(L11 L11ᵀ), or None when a block is not
+/// positive definite.
+fn first_term_blocks<const K: usize>(
+    tf: &[f64],
+    a11: &[f64],
+    l11: &mut [f64],
+    src: &[&[f64]],
+    mut c1: MatMut<'_, f64>,
+) -> Option<f64> {
+    let mut t = [[0.0f64; K]; K]; // t[r][c] = T[r, c]
+    for c in 0..K {
+        for r in 0..K {
+            t[r][c] = tf[r + c * K];
+        }
+    }
+    let lf = a11.len() / (K * K);
+    let (mut prod, mut count, mut ld) = (1.0f64, 0usize, 0.0f64);
+    for j in 0..lf {
+        let a = &a11[j * K * K..(j + 1) * K * K];
+        // m = Tᵀ A T + I (full, symmetric)
+        let mut at = [[0.0f64; K]; K]; // A T
+        for r in 0..K {
+            for c in 0..K {
+                let mut s = 0.0;
+                for i in c..K {
+                    s += a[r + i * K] * t[i][c];
+                }
+                at[r][c] = s;
+            }
+        }
+        let mut m = [[0.0f64; K]; K];
+        for r in 0..K {
+            for c in 0..=r {
+                let mut s = if r == c { 1.0 } else { 0.0 };
+                for i in r..K {
+                    s += t[i][r] * at[i][c];
+                }
+                m[r][c] = s;
+            }
+        }
+        // in-place lower Cholesky
+        for c in 0..K {
+            let mut d = m[c][c];
+            for i in 0..c {
+                d -= m[c][i] * m[c][i];
+            }
+            if !(d > 0.0) || !d.is_finite() {
+                return None;
+            }
+            let d = d.sqrt();
+            m[c][c] = d;
+            for r in c + 1..K {
+                let mut v = m[r][c];
+                for i in 0..c {
+                    v -= m[r][i] * m[c][i];
+                }
+                m[r][c] = v / d;
+            }
+            log_det_chunk(&mut prod, &mut count, &mut ld, d);
+        }
+        let l = &mut l11[j * K * K..(j + 1) * K * K];
+        for c in 0..K {
+            for r in 0..K {
+                l[r + c * K] = if r >= c { m[r][c] } else { 0.0 };
+            }
+        }
+        // c1 block: L⁻¹ Tᵀ b
+        for (col, s) in src.iter().enumerate() {
+            let b = &s[j * K..(j + 1) * K];
+            let mut v = [0.0f64; K];
+            for r in 0..K {
+                let mut acc = 0.0;
+                for i in r..K {
+                    acc += t[i][r] * b[i];
+                }
+                v[r] = acc;
+            }
+            for r in 0..K {
+                let mut x = v[r];
+                for i in 0..r {
+                    x -= m[r][i] * v[i];
+                }
+                v[r] = x / m[r][r];
+            }
+            for r in 0..K {
+                c1[(j * K + r, col)] = v[r];
+            }
+        }
+    }
+    if count > 0 {
+        ld += 2.0 * prod.ln();
+    }
+    Some(ld)
+}
+
+/// [`first_term_blocks`] for any block size.
+fn first_term_blocks_dyn(
+    k: usize,
+    tf: &[f64],
+    a11: &[f64],
+    l11: &mut [f64],
+    src: &[&[f64]],
+    mut c1: MatMut<'_, f64>,
+) -> Option<f64> {
+    let kk = k * k;
+    let lf = a11.len() / kk;
+    let mut tmp = vec![0.0; kk];
+    let mut v = vec![0.0; k];
+    let mut ld = 0.0;
+    for j in 0..lf {
+        let l = &mut l11[j * kk..(j + 1) * kk];
+        sandwich(tf, k, &a11[j * kk..(j + 1) * kk], tf, k, &mut tmp, l);
+        for d in 0..k {
+            l[d + d * k] += 1.0;
+        }
+        if !chol_lower(l, k) {
+            return None;
+        }
+        for d in 0..k {
+            ld += 2.0 * l[d + d * k].ln();
+        }
+        for (col, s) in src.iter().enumerate() {
+            let b = &s[j * k..(j + 1) * k];
+            for r in 0..k {
+                v[r] = (r..k).map(|i| tf[i + r * k] * b[i]).sum();
+            }
+            solve_l(l, k, &mut v, 1);
+            for r in 0..k {
+                c1[(j * k + r, col)] = v[r];
+            }
+        }
+    }
+    Some(ld)
 }
 
 /// In-place Cholesky S = RᵀR of a small dense symmetric matrix; the upper

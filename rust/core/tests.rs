@@ -33,8 +33,14 @@ struct Problem {
 /// Three terms: a random slope on g1 (k = 2), intercepts on a crossed g2 and
 /// on g3 nested in g1.
 fn problem(n: usize, seed: u64) -> Problem {
+    problem_with(n, seed, 7)
+}
+
+/// With `l1` > 7 the slope term has the most random effects and is factored
+/// first; otherwise the nested intercept term is.
+fn problem_with(n: usize, seed: u64, l1: usize) -> Problem {
     let mut rng = Lcg(seed);
-    let (l1, l2) = (7usize, 5usize);
+    let l2 = 5usize;
     let p = 2;
     let mut x = vec![0.0; n * p];
     let mut y = vec![0.0; n];
@@ -297,5 +303,33 @@ fn cond_var_matches_dense_inverse() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn slope_term_first_and_single_term_match_dense_oracle() {
+    // without the nested term, the slope term (9 levels x 2) is factored
+    // first, with a crossed intercept term in the sparse part
+    let mut pr = problem_with(150, 21, 9);
+    pr.terms.remove(0);
+    for mut ws in workspaces(&pr) {
+        assert_eq!(ws.layout()[ws.first_term()].k, 2);
+        for theta in [[1.3, -0.2, 0.6, 0.9], [0.7, 0.4, 0.3, 0.0]] {
+            for reml in [false, true] {
+                let got = ws.objective(&theta, reml).unwrap();
+                let want = dense_objective(&pr, &theta, reml);
+                assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+            }
+        }
+    }
+    // a single term: no sparse factor at all
+    let mut one = problem(80, 4);
+    one.terms = vec![one.terms[1].clone()];
+    let mut ws = workspace(&one);
+    assert!(ws.chol().is_none());
+    for theta in [[1.0, 0.0, 1.0], [0.4, -0.3, 1.7]] {
+        let got = ws.objective(&theta, true).unwrap();
+        let want = dense_objective(&one, &theta, true);
+        assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
     }
 }

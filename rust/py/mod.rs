@@ -109,7 +109,7 @@ impl PyWorkspace {
     /// Stored values of the sparse Cholesky factor L.
     #[getter]
     fn factor_nnz(&self) -> usize {
-        self.inner.chol().factor_nnz()
+        self.inner.factor_nnz()
     }
 
     /// The REML criterion (reml=True) or the ML deviance at θ.
