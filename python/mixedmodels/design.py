@@ -172,35 +172,45 @@ def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]
     return mm.to_numpy(dtype=np.float64), [_r_name(str(c)) for c in mm.columns]
 
 
-def _label(v) -> str:
-    if isinstance(v, float | np.floating) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
+def _labels(values) -> list[str]:
+    """R's labels of factor levels: integer-valued numbers without '.0'."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(str).tolist()
+    if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
+        return arr.astype(np.int64).astype(str).tolist()
+    return [str(v) for v in values]
 
 
 def _factor(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes and labels of a grouping variable, in R's level order."""
     if isinstance(s.dtype, pd.CategoricalDtype):
-        return s.cat.codes.to_numpy(np.int64), [_label(c) for c in s.cat.categories]
+        return s.cat.codes.to_numpy(np.int64), _labels(s.cat.categories)
     if pd.api.types.is_bool_dtype(s):
-        codes = s.to_numpy(np.int64)
-        return codes, ["FALSE", "TRUE"]
+        return s.to_numpy(np.int64), ["FALSE", "TRUE"]
     codes, uniques = pd.factorize(s, sort=True)
-    return codes.astype(np.int64), [_label(u) for u in uniques]
+    return codes.astype(np.int64, copy=False), _labels(uniques)
 
 
 def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
     """Codes and labels of the (interaction) grouping factor, unused levels
     dropped; for a:b the levels of a vary slowest, as R's a:b does."""
+    if len(term.factors) == 1:
+        codes, labs = _factor(data[term.factors[0]])
+        used = np.bincount(codes, minlength=len(labs)) > 0
+        if not used.all():
+            codes = (np.cumsum(used) - 1)[codes]
+            labs = [lab for lab, u in zip(labs, used, strict=True) if u]
+        return codes, pd.Index(labs, dtype=object, name=term.group)
     combined = np.zeros(len(data), dtype=np.int64)
     labels: list[list[str]] = []
     for name in term.factors:
         codes, labs = _factor(data[name])
         combined = combined * len(labs) + codes
         labels.append(labs)
-    used, codes = np.unique(combined, return_inverse=True)
+    codes, used = pd.factorize(combined, sort=True)
     parts = []
-    rem = used.copy()
+    rem = np.asarray(used).copy()
     for labs in reversed(labels):
         parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
         rem //= len(labs)
@@ -208,21 +218,34 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
     lev = parts[0]
     for p in parts[1:]:
         lev = lev + ":" + p
-    return codes.astype(np.int64), pd.Index(lev, dtype=object, name=term.group)
+    return codes.astype(np.int64, copy=False), pd.Index(lev, dtype=object, name=term.group)
 
 
 def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     """Drop columns that are linear combinations of earlier ones (lme4 drops
-    them with a message). Returns (X, names, dropped)."""
-    if X.shape[1] == 0:
+    them with a message). Returns (X, names, dropped).
+
+    A column is dependent when the diagonal of R in X = QR (columns scaled to
+    unit length) is below ``tol``. The QR is skipped when the Cholesky factor
+    of the scaled cross-product shows the columns far from dependence."""
+    p = X.shape[1]
+    if p == 0:
         return X, names, []
-    norms = np.linalg.norm(X, axis=0)
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     zero = norms == 0
+    if not zero.any():
+        g = (X.T @ X) / np.outer(norms, norms)
+        try:
+            r = np.linalg.cholesky(g)
+            if np.min(np.abs(np.diag(r))) > 1e-4:
+                return X, names, []
+        except np.linalg.LinAlgError:
+            pass
     scaled = X / np.where(zero, 1.0, norms)
     r = np.linalg.qr(scaled, mode="r")
-    d = np.abs(np.diag(r)) if r.shape[0] >= r.shape[1] else np.abs(np.diag(r, 0))
-    if len(d) < X.shape[1]:
-        d = np.concatenate([d, np.zeros(X.shape[1] - len(d))])
+    d = np.zeros(p)
+    m = min(r.shape)
+    d[:m] = np.abs(np.diag(r)[:m])
     keep = (d > tol) & ~zero
     if keep.all():
         return X, names, []
