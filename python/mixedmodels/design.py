@@ -132,11 +132,33 @@ def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
+def _is_factor(s: pd.Series) -> bool:
+    return (
+        isinstance(s.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(s)
+        or pd.api.types.is_string_dtype(s)
+        or s.dtype == object
+    )
+
+
+def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str]]:
+    """Indicator columns of a factor: treatment contrasts (first level the
+    baseline) or, with ``full``, one column per level; unused levels dropped."""
+    codes, labs = _factor(s)
+    used = np.bincount(codes[codes >= 0], minlength=len(labs)) > 0
+    levels = [i for i in range(len(labs)) if used[i]]
+    if not full:
+        levels = levels[1:]
+    cols = [(codes == i).astype(np.float64) for i in levels]
+    return cols, [f"{s.name}{labs[i]}" for i in levels]
+
+
 def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Model matrix of a right-hand side, with R's column names.
 
-    Plain sums of numeric columns (with ``1``/``0``/``-1``) are built directly;
-    anything else goes through formulaic."""
+    Sums of plain column names (numeric columns, and factors with treatment
+    contrasts, with ``1``/``0``/``-1``) are built directly; anything else goes
+    through formulaic."""
     pieces = [p.strip() for p in re.split(r"\s*([+-])\s*", " + " + expr.strip())]
     signs, terms = pieces[1::2], pieces[2::2]
     intercept = True
@@ -149,7 +171,7 @@ def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]
             intercept = True
         elif sgn == "+" and _SIMPLE_NAME.fullmatch(t) and t.strip("`") in data.columns:
             col = t.strip("`")
-            if not _is_numeric(data[col]) or col in names:
+            if col in names or not (_is_numeric(data[col]) or _is_factor(data[col])):
                 simple = False
                 break
             names.append(col)
@@ -158,11 +180,20 @@ def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]
             break
     n = len(data)
     if simple:
-        cols = ([np.ones(n)] if intercept else []) + [
-            data[c].to_numpy(dtype=np.float64) for c in names
-        ]
+        cols: list[np.ndarray] = [np.ones(n)] if intercept else []
+        out_names = ["(Intercept)"] if intercept else []
+        full = not intercept  # R: without an intercept the first factor is coded in full
+        for c in names:
+            if _is_numeric(data[c]):
+                cols.append(data[c].to_numpy(dtype=np.float64))
+                out_names.append(c)
+            else:
+                dcols, dnames = _dummies(data[c], full)
+                full = False
+                cols.extend(dcols)
+                out_names.extend(dnames)
         out = np.column_stack(cols) if cols else np.empty((n, 0))
-        return out, (["(Intercept)"] if intercept else []) + names
+        return out, out_names
     from formulaic import model_matrix
 
     try:

@@ -222,6 +222,12 @@ pub struct Workspace {
     a11: Vec<f64>,
     /// Z_restᵀ Z_f by columns of f (row blocks are rest blocks).
     a21: BlockColumns,
+    /// Whether every term has a single coefficient (scalar blocks throughout).
+    scalar: bool,
+    /// Rest columns split into chunks of about equal Schur-complement work
+    /// (boundaries), and an accumulator per chunk.
+    schur_chunks: Vec<usize>,
+    chunk_acc: Vec<Vec<f64>>,
     /// For each rest block, the entries of `a21` in its row: (f level, entry).
     a21t_ptr: Vec<usize>,
     a21t: Vec<(usize, usize)>,
@@ -261,6 +267,30 @@ pub struct Workspace {
     r: Mat<f64>,
     acc: Vec<f64>,
     eval: Option<Evaluation>,
+}
+
+/// Schur-complement updates per evaluation above which the fill is split
+/// across threads.
+const PARALLEL_SCHUR_MIN_WORK: usize = 250_000;
+
+/// Boundaries splitting `work` (per column) into `parts` chunks of about equal
+/// total, or one chunk when the total is below `min_total`.
+fn chunk_bounds(work: &[usize], min_total: usize, parts: usize) -> Vec<usize> {
+    let total: usize = work.iter().sum();
+    let n = work.len();
+    if total < min_total || parts < 2 || n < 2 {
+        return vec![0, n];
+    }
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for (c, &w) in work.iter().enumerate() {
+        acc += w;
+        if acc * parts >= total * bounds.len() && bounds.len() < parts && c + 1 < n {
+            bounds.push(c + 1);
+        }
+    }
+    bounds.push(n);
+    bounds
 }
 
 fn check_finite(name: &str, v: &[f64]) -> Result<()> {
@@ -531,11 +561,16 @@ impl Workspace {
         let kmax = terms.iter().map(|t| t.k).max().unwrap();
         let qf = layout[f].q();
         let templates = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
+        let scalar = terms.iter().all(|t| t.k == 1);
+        let nb_rest_chunks = vec![0, nb_rest];
         Ok(Self {
             n,
             p,
             x,
             y,
+            scalar,
+            schur_chunks: nb_rest_chunks,
+            chunk_acc: vec![vec![0.0; q_rest]],
             l11: vec![0.0; a11.len()],
             l21: vec![0.0; a21.val.len()],
             a11,
@@ -568,7 +603,36 @@ impl Workspace {
             q,
             n_theta: nth,
             f,
-        })
+        }
+        .split_schur(PARALLEL_SCHUR_MIN_WORK, rayon::current_num_threads()))
+    }
+
+    /// Splits the scalar Schur-complement fill into `parts` chunks of about
+    /// equal work when the work is at least `min_work`.
+    fn split_schur(mut self, min_work: usize, parts: usize) -> Self {
+        let nb_rest = self.rest_term.len();
+        self.schur_chunks = if self.scalar {
+            let work: Vec<usize> = (0..nb_rest)
+                .map(|c| {
+                    self.a21t[self.a21t_ptr[c]..self.a21t_ptr[c + 1]]
+                        .iter()
+                        .map(|&(j, e)| self.a21.ptr[j + 1] - e)
+                        .sum::<usize>()
+                        + self.m_bptr[c + 1]
+                        - self.m_bptr[c]
+                })
+                .collect();
+            chunk_bounds(&work, min_work, parts)
+        } else {
+            vec![0, nb_rest]
+        };
+        self.chunk_acc = vec![vec![0.0; self.q_rest]; self.schur_chunks.len() - 1];
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_schur_chunks(self, parts: usize) -> Self {
+        self.split_schur(0, parts)
     }
 
     pub fn n(&self) -> usize {
@@ -799,8 +863,50 @@ impl Workspace {
         Ok(ev)
     }
 
+    /// [`fill_schur`](Self::fill_schur) when every block is 1 x 1: then block
+    /// and scalar indices coincide, and value offsets are entry indices. The
+    /// columns are split into chunks of equal work, filled in parallel when
+    /// the work is large (the Schur complement of crossed designs).
+    fn fill_schur_scalar(&mut self) {
+        let ctx = SchurScalar {
+            templates: &self.templates,
+            rest_term: &self.rest_term,
+            a22d: &self.a22d,
+            a22: &self.a22,
+            a21: &self.a21,
+            a21t_ptr: &self.a21t_ptr,
+            a21t: &self.a21t,
+            l21: &self.l21,
+            m_col_ptr: &self.m_col_ptr,
+            m_bptr: &self.m_bptr,
+            m_brow: &self.m_brow,
+        };
+        let bounds = &self.schur_chunks;
+        if bounds.len() <= 2 {
+            ctx.fill(0, self.rest_term.len(), &mut self.m_val, &mut self.acc);
+            return;
+        }
+        // disjoint slices of m_val, one per chunk of columns
+        let mut slices = Vec::with_capacity(bounds.len() - 1);
+        let mut rest: &mut [f64] = &mut self.m_val;
+        for w in bounds.windows(2) {
+            let len = self.m_col_ptr[w[1]] - self.m_col_ptr[w[0]];
+            let (head, tail) = rest.split_at_mut(len);
+            slices.push((w[0], w[1], head));
+            rest = tail;
+        }
+        use rayon::prelude::*;
+        slices
+            .into_par_iter()
+            .zip(self.chunk_acc.par_iter_mut())
+            .for_each(|((c0, c1, vals), acc)| ctx.fill(c0, c1, vals, acc));
+    }
+
     /// Values of the lower triangle of M22 − L21 L21ᵀ in the factor's pattern.
     fn fill_schur(&mut self, tmp: &mut Vec<f64>, out: &mut Vec<f64>) {
+        if self.scalar {
+            return self.fill_schur_scalar();
+        }
         let kf = self.terms[self.f].k;
         let qr = self.q_rest;
         let acc = &mut self.acc;
@@ -1325,6 +1431,50 @@ fn first_term_blocks_dyn(
         }
     }
     Some(ld)
+}
+
+/// What the scalar Schur-complement fill reads (shared by the threads).
+struct SchurScalar<'a> {
+    templates: &'a [Vec<f64>],
+    rest_term: &'a [usize],
+    a22d: &'a [f64],
+    a22: &'a BlockColumns,
+    a21: &'a BlockColumns,
+    a21t_ptr: &'a [usize],
+    a21t: &'a [(usize, usize)],
+    l21: &'a [f64],
+    m_col_ptr: &'a [usize],
+    m_bptr: &'a [usize],
+    m_brow: &'a [usize],
+}
+
+impl SchurScalar<'_> {
+    /// Fills columns c0..c1; `vals` starts at column c0's first value.
+    fn fill(&self, c0: usize, c1: usize, vals: &mut [f64], acc: &mut [f64]) {
+        let base = self.m_col_ptr[c0];
+        let (a21, l21) = (self.a21, self.l21);
+        for c in c0..c1 {
+            let tc = self.templates[self.rest_term[c]][0];
+            acc[c] = tc * tc * self.a22d[c] + 1.0;
+            for e in self.a22.ptr[c]..self.a22.ptr[c + 1] {
+                let rb = self.a22.row[e];
+                acc[rb] += self.templates[self.rest_term[rb]][0] * self.a22.val[e] * tc;
+            }
+            for &(j, ec) in &self.a21t[self.a21t_ptr[c]..self.a21t_ptr[c + 1]] {
+                let lc = l21[ec];
+                let end = a21.ptr[j + 1];
+                for (&rb, &lv) in a21.row[ec..end].iter().zip(&l21[ec..end]) {
+                    acc[rb] -= lv * lc;
+                }
+            }
+            let pos = self.m_col_ptr[c] - base;
+            let brows = &self.m_brow[self.m_bptr[c]..self.m_bptr[c + 1]];
+            for (v, &rb) in vals[pos..pos + brows.len()].iter_mut().zip(brows) {
+                *v = acc[rb];
+                acc[rb] = 0.0;
+            }
+        }
+    }
 }
 
 /// In-place Cholesky S = RᵀR of a small dense symmetric matrix; the upper

@@ -333,3 +333,23 @@ fn slope_term_first_and_single_term_match_dense_oracle() {
         assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
     }
 }
+
+/// Crossed and nested intercepts only: the scalar Schur-complement path,
+/// filled in one chunk and split across threads.
+#[test]
+fn scalar_terms_match_dense_oracle_in_one_or_several_chunks() {
+    let mut pr = problem(160, 13);
+    pr.terms.remove(1); // drop the slope term: every term is scalar
+    let theta = [0.8, 1.4];
+    for reml in [false, true] {
+        let want = dense_objective(&pr, &theta, reml);
+        for parts in [1, 2, 3, 7] {
+            let mut ws = workspace(&pr).with_schur_chunks(parts);
+            let got = ws.objective(&theta, reml).unwrap();
+            assert!(
+                (got - want).abs() < 1e-9 * want.abs(),
+                "{parts}: {got} vs {want}"
+            );
+        }
+    }
+}
