@@ -50,8 +50,12 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
+
+#[path = "marginal.rs"]
+mod marginal;
 use super::error::{CoreError, Result};
 use super::small::{chol_lower, sandwich, solve_l, solve_lt, solve_right_lt};
+pub use marginal::Csr;
 
 /// One random-effects term: a grouping factor and its model columns.
 #[derive(Clone, Debug)]

@@ -353,3 +353,131 @@ fn scalar_terms_match_dense_oracle_in_one_or_several_chunks() {
         }
     }
 }
+
+/// Dense ZΛ and V₀ = ZΛΛᵀZᵀ + I of a problem at θ.
+fn dense_zl(pr: &Problem, theta: &[f64]) -> Mat<f64> {
+    let q: usize = pr.terms.iter().map(|t| t.n_levels * t.k).sum();
+    let mut zl = Mat::<f64>::zeros(pr.n, q);
+    let (mut off, mut th) = (0, 0);
+    for t in &pr.terms {
+        let k = t.k;
+        let mut tm = Mat::<f64>::zeros(k, k);
+        for c in 0..k {
+            for r in c..k {
+                tm[(r, c)] = theta[th];
+                th += 1;
+            }
+        }
+        for i in 0..pr.n {
+            let base = off + t.codes[i] as usize * k;
+            for c in 0..k {
+                for r in 0..k {
+                    zl[(i, base + c)] += t.z[i * k + r] * tm[(r, c)];
+                }
+            }
+        }
+        off += t.n_levels * k;
+    }
+    zl
+}
+
+#[test]
+fn marginal_covariance_matches_dense() {
+    for (pr, theta) in [
+        (problem(70, 17), vec![0.6, 1.1, -0.3, 0.5, 0.8]),
+        (
+            {
+                let mut p = problem_with(90, 5, 9);
+                p.terms.remove(0);
+                p
+            },
+            vec![1.2, 0.2, 0.4, 0.7],
+        ),
+    ] {
+        let mut ws = workspace(&pr);
+        ws.update(&theta).unwrap();
+        let n = pr.n;
+        let sigma = 1.7;
+        let zl = dense_zl(&pr, &theta);
+        let v = (&zl * zl.transpose() + Mat::<f64>::identity(n, n)) * (sigma * sigma);
+        // assembled V
+        let csr = ws.v_csr(sigma, u128::MAX).unwrap();
+        let mut dense = Mat::<f64>::zeros(n, n);
+        for i in 0..n {
+            for e in csr.indptr[i] as usize..csr.indptr[i + 1] as usize {
+                dense[(i, csr.indices[e] as usize)] = csr.data[e];
+            }
+        }
+        assert!((&dense - &v).norm_max() < 1e-12 * v.norm_max());
+        // every structurally nonzero entry of the dense V is stored
+        let nnz = (0..n)
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
+            .filter(|&(i, j)| v[(i, j)] != 0.0)
+            .count();
+        assert_eq!(nnz, csr.data.len());
+        // V⁻¹B, VB and log det V
+        let b = Mat::<f64>::from_fn(n, 2, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+        let vinv_b = ws.v_solve(sigma, b.as_ref()).unwrap();
+        assert!((&v * &vinv_b - &b).norm_max() < 1e-9 * b.norm_max());
+        let vb = ws.v_matvec(sigma, b.as_ref()).unwrap();
+        assert!((&vb - &v * &b).norm_max() < 1e-10 * vb.norm_max());
+        let llt = v.llt(Side::Lower).unwrap();
+        let ld: f64 = 2.0 * (0..n).map(|i| llt.L()[(i, i)].ln()).sum::<f64>();
+        assert!((ws.v_logdet(sigma).unwrap() - ld).abs() < 1e-9 * ld.abs());
+        // the budget refuses before building
+        assert!(matches!(
+            ws.v_csr(sigma, 10),
+            Err(CoreError::MemoryBudget(_))
+        ));
+    }
+}
+
+#[test]
+fn components_are_the_blocks_of_v() {
+    // nested: one block per level of the outer factor
+    let pr = problem(60, 8);
+    let mut nested = pr.terms.clone();
+    nested.truncate(2); // g3 nested in g1, and g1
+    let ws = Workspace::new(pr.n, pr.p, pr.x.clone(), pr.y.clone(), nested.clone()).unwrap();
+    let lab = ws.v_components();
+    for i in 0..pr.n {
+        for j in 0..pr.n {
+            assert_eq!(lab[i] == lab[j], nested[1].codes[i] == nested[1].codes[j]);
+        }
+    }
+    assert_eq!(lab[0], 0);
+    // adding the crossed factor joins everything
+    let ws = workspace(&pr);
+    let lab = ws.v_components();
+    assert!(lab.iter().all(|&l| l == 0));
+}
+
+#[test]
+fn factor_l_reproduces_the_pls_matrix() {
+    for pr in [problem(70, 2), {
+        let mut p = problem_with(90, 5, 9);
+        p.terms.remove(0);
+        p
+    }] {
+        let theta: Vec<f64> = match pr.terms.len() {
+            3 => vec![0.6, 1.1, -0.3, 0.5, 0.8],
+            _ => vec![1.2, 0.2, 0.4, 0.7],
+        };
+        let mut ws = workspace(&pr);
+        ws.update(&theta).unwrap();
+        let zl = dense_zl(&pr, &theta);
+        let q = zl.ncols();
+        let m = zl.transpose() * &zl + Mat::<f64>::identity(q, q);
+        let (perm, cp, ri, v) = ws.factor_l().unwrap();
+        let mut l = Mat::<f64>::zeros(q, q);
+        for c in 0..q {
+            for e in cp[c]..cp[c + 1] {
+                assert!(ri[e] >= c, "L must be lower triangular");
+                l[(ri[e], c)] = v[e];
+            }
+        }
+        let llt = &l * l.transpose();
+        let mp = Mat::<f64>::from_fn(q, q, |i, j| m[(perm[i], perm[j])]);
+        assert!((&llt - &mp).norm_max() < 1e-10 * mp.norm_max());
+    }
+}
