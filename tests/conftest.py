@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mixedmodels as mm
 import pytest
+
+import mixedmodels as mm
 
 REFERENCE = Path(__file__).parent / "reference"
 CASES = sorted(p.stem for p in (REFERENCE / "cases").glob("*.json"))

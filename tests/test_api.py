@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import mixedmodels as mm
 import numpy as np
 import pandas as pd
 import pytest
+
+import mixedmodels as mm
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import mixedmodels as mm
 import numpy as np
 import pandas as pd
 import pytest
+
+import mixedmodels as mm
 from mixedmodels.exceptions import DataError, FormulaError, ThetaError
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import mixedmodels as mm
 import numpy as np
 import pytest
+
+import mixedmodels as mm
 
 FORMULAS = [
     ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),

@@ -20,6 +20,7 @@ from .exceptions import (
     ThetaError,
 )
 from .formula import parse_formula
+from .matrices import GLSResult, LFactor, VBlock, gls
 from .model import LinearMixedModel, lmer
 from .optimize import Control, OptSummary
 from .results import LinearMixedModelResult, RandomEffects
@@ -32,6 +33,8 @@ __all__ = [
     "DataError",
     "Design",
     "FormulaError",
+    "GLSResult",
+    "LFactor",
     "LinearMixedModel",
     "LinearMixedModelResult",
     "MixedModelsError",
@@ -39,9 +42,11 @@ __all__ = [
     "RandomEffects",
     "RankDeficiencyWarning",
     "ThetaError",
+    "VBlock",
     "build_design",
     "datasets",
     "exceptions",
+    "gls",
     "lmer",
     "parse_formula",
 ]

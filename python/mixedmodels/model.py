@@ -30,7 +30,7 @@ import pandas as pd
 from ._core import Workspace
 from .design import Design, build_design
 from .exceptions import ConvergenceWarning, ThetaError
-from .optimize import Control, optimize_theta
+from .optimize import Control, OptSummary, optimize_theta
 
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
@@ -132,6 +132,31 @@ class LinearMixedModel:
                 stacklevel=2,
             )
         return LinearMixedModelResult._from_model(self, optsum)
+
+    def fit_at(self, theta) -> LinearMixedModelResult:
+        """The model evaluated at a given θ without optimizing (β, σ and the
+        random effects profiled at that θ), as lme4's ``lmer`` with
+        ``control = lmerControl(optimizer = NULL)`` and ``start = theta``."""
+        from .results import LinearMixedModelResult
+
+        th = self._theta(theta)
+        fmin = self.objective(th)
+        return LinearMixedModelResult._from_model(self, _fixed_theta_summary(th, self.lower, fmin))
+
+
+def _fixed_theta_summary(theta: np.ndarray, lower: np.ndarray, fmin: float) -> OptSummary:
+    return OptSummary(
+        initial=theta,
+        lower=lower,
+        final=theta,
+        fmin=fmin,
+        feval=1,
+        optimizer="none (fixed θ)",
+        returnvalue="FIXED",
+        control=Control(),
+        elapsed=0.0,
+        fitlog=[(theta.copy(), fmin)],
+    )
 
 
 def lmer(

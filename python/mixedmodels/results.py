@@ -8,6 +8,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ._format import abbreviate, format_r, named_vector, table
 from .design import Design
@@ -279,6 +280,153 @@ class LinearMixedModelResult:
                 o += t.k
             cv_out[g] = cv
         return RandomEffects(modes_out, cv_out)
+
+    # -- the model's matrices (lme4's getME, V, G, R) ----------------------------
+    _GET_ME = (
+        "X",
+        "y",
+        "Z",
+        "Zt",
+        "Lambda",
+        "Lambdat",
+        "Lind",
+        "theta",
+        "beta",
+        "u",
+        "b",
+        "sigma",
+        "flist",
+        "cnms",
+        "Gp",
+        "L",
+        "RX",
+        "RZX",
+        "lower",
+        "n_rtrms",
+    )
+
+    def get_me(self, name: str):
+        """lme4's ``getME(fit, name)``.
+
+        ``X`` (n x p array), ``y``, ``Z`` and ``Zt`` (scipy sparse, columns in
+        lme4's order: term by term, level by level, the term's coefficients
+        together), ``Lambda``/``Lambdat`` (sparse, every structural entry
+        stored), ``Lind`` (0-based θ index of each stored entry of Lambdat),
+        ``theta``, ``beta``, ``u``, ``b``, ``sigma``, ``flist`` (DataFrame of
+        the grouping factors), ``cnms`` (per term: group and column names),
+        ``Gp`` (first random-effect column of each term, and q), ``L`` (the
+        sparse Cholesky factor of ΛᵀZᵀZΛ + I with its permutation, an
+        `LFactor`), ``RX`` (p x p upper triangular), ``RZX`` (q x p, rows in
+        L's order), ``lower``, ``n_rtrms``. `z_columns` labels Z's columns.
+        """
+        from . import matrices as mx
+
+        d = self.design
+        if name == "X":
+            return d.X.copy()
+        if name == "y":
+            return d.y.copy()
+        if name == "Z":
+            return mx.z_matrix(self)
+        if name == "Zt":
+            return sp.csc_array(mx.z_matrix(self).T)
+        if name == "Lambdat":
+            return mx.lambdat(self)[0]
+        if name == "Lambda":
+            return sp.csc_array(mx.lambdat(self)[0].T)
+        if name == "Lind":
+            return mx.lambdat(self)[1]
+        if name in ("theta", "beta", "u", "b"):
+            return getattr(self, name).copy()
+        if name == "sigma":
+            return self.sigma
+        if name == "flist":
+            return pd.DataFrame(
+                {t.group: pd.Categorical.from_codes(t.codes, categories=t.levels) for t in d.terms},
+                index=d.row_index,
+            ).loc[:, lambda f: ~f.columns.duplicated()]
+        if name == "cnms":
+            return [(t.group, list(t.cnames)) for t in d.terms]
+        if name == "Gp":
+            return np.concatenate([[0], np.cumsum([t.n_levels * t.k for t in d.terms])])
+        if name == "L":
+            return mx.l_factor(self)
+        if name == "RX":
+            return self.rx.copy()
+        if name == "RZX":
+            return np.asarray(self.model._ws.solve(self.theta)["rzx"])
+        if name == "lower":
+            return self.lower.copy()
+        if name == "n_rtrms":
+            return len(d.terms)
+        raise KeyError(f"get_me: unknown name {name!r}; known: {', '.join(self._GET_ME)}")
+
+    @cached_property
+    def z_columns(self) -> pd.DataFrame:
+        """One row per column of Z (and of G, Λ, u, b): its term's grouping
+        factor, the level, and the coefficient."""
+        parts = []
+        for t in self.design.terms:
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "group": t.group,
+                        "level": np.repeat(np.asarray(t.levels, dtype=object), t.k),
+                        "coef": np.tile(np.asarray(t.cnames, dtype=object), t.n_levels),
+                    }
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    def V(self, dense: bool = False, max_bytes: int | None = None):
+        """The marginal covariance V = ZGZᵀ + R = σ²(ZΛΛᵀZᵀ + I), n x n, rows
+        in the data's order (after dropping rows with missing values).
+
+        A scipy sparse array (exact zeros not stored), or a numpy array with
+        ``dense=True``. Refuses with `MemoryBudgetError`, before building
+        anything, when V could exceed ``max_bytes`` (default 2 GiB): crossed
+        designs make V nearly dense; use `V_solve`, `V_matvec`, `V_logdet`
+        or `V_blocks` instead.
+        """
+        from . import matrices as mx
+
+        return mx.v_matrix(self, dense, max_bytes or mx.DEFAULT_MAX_BYTES)
+
+    def V_blocks(self, max_bytes: int | None = None) -> list:
+        """V split into its independent diagonal blocks (groups of
+        observations that share no random effect with the others, e.g. one per
+        school for ``(1 | sch/tch)``): a list of `VBlock` (rows, dense V)."""
+        from . import matrices as mx
+
+        return mx.v_blocks(self, max_bytes or mx.DEFAULT_MAX_BYTES)
+
+    def G(self) -> sp.csc_array:
+        """G = σ²ΛΛᵀ, the covariance of the random effects, in Z's columns
+        (the notes' ``Gm``); its blocks are `covariances`."""
+        from . import matrices as mx
+
+        return mx.g_matrix(self)
+
+    def R(self) -> sp.dia_array:
+        """R = σ²I, the residual covariance."""
+        return sp.dia_array((np.full(self.nobs, self.sigma**2), [0]), shape=(self.nobs,) * 2)
+
+    def V_solve(self, B) -> np.ndarray:
+        """V⁻¹B without forming V, through the PLS factor:
+        V⁻¹ = σ⁻²(I − ZΛ(ΛᵀZᵀZΛ + I)⁻¹ΛᵀZᵀ). B: n-vector or n x m."""
+        from . import matrices as mx
+
+        return mx.v_solve(self, B)
+
+    def V_matvec(self, B) -> np.ndarray:
+        """VB without forming V. B: n-vector or n x m."""
+        from . import matrices as mx
+
+        return mx.v_matvec(self, B)
+
+    def V_logdet(self) -> float:
+        """log det V = n log σ² + log det(ΛᵀZᵀZΛ + I)."""
+        return float(self.model._ws.v_logdet(self.theta, self.sigma))
 
     # -- printing --------------------------------------------------------------
     def summary(self) -> str:

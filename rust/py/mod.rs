@@ -3,6 +3,7 @@
 
 mod errors;
 
+use faer::{Mat, MatRef};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -39,6 +40,21 @@ fn to_array2<'py>(
         .reshape([cols, rows])?
         .into_any()
         .getattr("T")?)
+}
+
+/// A 2-d numpy array (any layout) as a column-major faer matrix.
+fn to_mat(b: &PyReadonlyArray2<'_, f64>) -> Mat<f64> {
+    let a = b.as_array();
+    Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+}
+
+fn mat_to_py<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> PyResult<Bound<'py, PyAny>> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut v = Vec::with_capacity(r * c);
+    for j in 0..c {
+        v.extend((0..r).map(|i| m[(i, j)]));
+    }
+    to_array2(py, v, r, c)
 }
 
 #[pymethods]
@@ -179,6 +195,123 @@ impl PyWorkspace {
             out.push(arr.into_any().call_method1("transpose", (0, 2, 1))?);
         }
         Ok(out)
+    }
+
+    // -- the marginal covariance V and the factor L --------------------------
+
+    /// Upper bound on the stored entries of V (computed from level counts).
+    fn v_nnz_bound(&self) -> u128 {
+        self.inner.v_nnz_bound()
+    }
+
+    /// V = σ²(ZΛΛᵀZᵀ + I) at θ as CSR arrays (indptr, indices, data); refuses
+    /// with MemoryBudgetError when its entries could exceed `max_nnz`.
+    fn v_csr<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        max_nnz: u128,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<f64>>,
+    )> {
+        let th = theta.as_array().to_vec();
+        let ws = &mut self.inner;
+        let csr = run(py, move || {
+            ws.update(&th)?;
+            ws.v_csr(sigma, max_nnz)
+        })?;
+        Ok((
+            PyArray1::from_vec(py, csr.indptr),
+            PyArray1::from_vec(py, csr.indices),
+            PyArray1::from_vec(py, csr.data),
+        ))
+    }
+
+    /// V⁻¹B at θ and σ, through the PLS factor (B is n x m).
+    fn v_solve<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        b: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let th = theta.as_array().to_vec();
+        let bm = to_mat(&b);
+        let ws = &mut self.inner;
+        let out = run(py, move || {
+            ws.update(&th)?;
+            ws.v_solve(sigma, bm.as_ref())
+        })?;
+        mat_to_py(py, out.as_ref())
+    }
+
+    /// VB at θ and σ (B is n x m).
+    fn v_matvec<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        b: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let th = theta.as_array().to_vec();
+        let bm = to_mat(&b);
+        let ws = &mut self.inner;
+        let out = run(py, move || {
+            ws.update(&th)?;
+            ws.v_matvec(sigma, bm.as_ref())
+        })?;
+        mat_to_py(py, out.as_ref())
+    }
+
+    /// log det V at θ and σ.
+    fn v_logdet(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+    ) -> PyResult<f64> {
+        let th = theta.as_array().to_vec();
+        let ws = &mut self.inner;
+        run(py, move || {
+            ws.update(&th)?;
+            ws.v_logdet(sigma)
+        })
+    }
+
+    /// Block label of each row: rows in different blocks share no random effect.
+    fn v_components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let ws = &self.inner;
+        let lab = run(py, move || Ok(ws.v_components()))?;
+        Ok(PyArray1::from_vec(py, lab))
+    }
+
+    /// The factor L of ΛᵀZᵀZΛ + I at θ: (perm, col_ptr, row_idx, values) with
+    /// L Lᵀ = M[perm][:, perm].
+    fn factor_l<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<usize>>,
+        Bound<'py, PyArray1<usize>>,
+        Bound<'py, PyArray1<usize>>,
+        Bound<'py, PyArray1<f64>>,
+    )> {
+        let th = theta.as_array().to_vec();
+        let ws = &mut self.inner;
+        let (perm, cp, ri, v) = run(py, move || {
+            ws.update(&th)?;
+            ws.factor_l()
+        })?;
+        Ok((
+            PyArray1::from_vec(py, perm),
+            PyArray1::from_vec(py, cp),
+            PyArray1::from_vec(py, ri),
+            PyArray1::from_vec(py, v),
+        ))
     }
 }
 
