@@ -3,7 +3,7 @@
 //! recomputed for each new matrix with the same pattern.
 //!
 //! Wraps faer's sparse `SymbolicCholesky`. The factored matrix is
-//! `P A Pᵀ = L Lᵀ`, `P` the AMD permutation.
+//! `P A Pᵀ = L Lᵀ`, `P` the AMD permutation, applied to the pattern once.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::LltRegularization;
@@ -35,8 +35,17 @@ const PARALLEL_MIN_NNZ: usize = 1_500_000;
 pub struct SparseCholesky {
     n: usize,
     par: Par,
-    col_ptr: Vec<usize>,
-    row_idx: Vec<usize>,
+    /// The permuted matrix P A Pᵀ, in the triangle the factorization reads
+    /// (`side`), compressed columns; `pos[e]` is where entry `e` of the
+    /// caller's pattern goes in `pvals`.
+    side: Side,
+    pcol_ptr: Vec<usize>,
+    prow_idx: Vec<usize>,
+    pvals: Vec<f64>,
+    pos: Vec<usize>,
+    /// The AMD permutation: row i of L is row `perm_fwd[i]` of A.
+    perm_fwd: Vec<usize>,
+    perm_inv: Vec<usize>,
     symbolic: SymbolicCholesky<usize>,
     l_values: Vec<f64>,
     buffer: MemBuffer,
@@ -47,24 +56,89 @@ impl SparseCholesky {
     /// Analyses the pattern of a symmetric matrix given by its lower triangle
     /// in compressed-column form (row indices sorted within each column, the
     /// diagonal present in every column).
+    ///
+    /// The fill-reducing ordering is computed once and the pattern permuted
+    /// once here, so that each numeric factorization is a scatter of the
+    /// values followed by faer's factorization of the permuted matrix.
     pub fn analyse(
         n: usize,
         col_ptr: Vec<usize>,
         row_idx: Vec<usize>,
         kind: FactorKind,
     ) -> Result<Self> {
+        let fe = |e: faer::sparse::FaerError| CoreError::Factorization(format!("{e:?}"));
         let pattern = SymbolicSparseColMatRef::new_checked(n, n, &col_ptr, None, &row_idx);
+        let threshold = |kind| match kind {
+            FactorKind::Auto => SupernodalThreshold::AUTO,
+            FactorKind::Simplicial => SupernodalThreshold::FORCE_SIMPLICIAL,
+            FactorKind::Supernodal => SupernodalThreshold::FORCE_SUPERNODAL,
+        };
         let params = CholeskySymbolicParams {
-            supernodal_flop_ratio_threshold: match kind {
-                FactorKind::Auto => SupernodalThreshold::AUTO,
-                FactorKind::Simplicial => SupernodalThreshold::FORCE_SIMPLICIAL,
-                FactorKind::Supernodal => SupernodalThreshold::FORCE_SUPERNODAL,
-            },
+            supernodal_flop_ratio_threshold: threshold(kind),
+            ..Default::default()
+        };
+        let amd = factorize_symbolic_cholesky(pattern, Side::Lower, SymmetricOrdering::Amd, params)
+            .map_err(fe)?;
+        let (perm_fwd, perm_inv) = match amd.perm() {
+            Some(p) => (p.arrays().0.to_vec(), p.arrays().1.to_vec()),
+            None => ((0..n).collect(), (0..n).collect()),
+        };
+        // faer's simplicial factorization reads the upper triangle, the
+        // supernodal one the lower: keep the kind chosen with the ordering.
+        let (side, kind) = match amd.raw() {
+            SymbolicCholeskyRaw::Simplicial(_) => (Side::Upper, FactorKind::Simplicial),
+            SymbolicCholeskyRaw::Supernodal(_) => (Side::Lower, FactorKind::Supernodal),
+        };
+        drop(amd);
+        // The permuted pattern, compressed by column. faer's symbolic analysis
+        // with the identity ordering reads the upper triangle; the numeric
+        // factorization reads `side`.
+        let build = |side: Side| -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+            let nnz = row_idx.len();
+            let mut entries: Vec<(usize, usize)> = Vec::with_capacity(nnz);
+            for j in 0..n {
+                for &i in &row_idx[col_ptr[j]..col_ptr[j + 1]] {
+                    let (pi, pj) = (perm_inv[i], perm_inv[j]);
+                    let (lo, hi) = (pi.min(pj), pi.max(pj));
+                    entries.push(if side == Side::Lower {
+                        (hi, lo)
+                    } else {
+                        (lo, hi)
+                    });
+                }
+            }
+            let mut cp = vec![0usize; n + 1];
+            for &(_, c) in &entries {
+                cp[c + 1] += 1;
+            }
+            for c in 0..n {
+                cp[c + 1] += cp[c];
+            }
+            let mut order: Vec<usize> = (0..nnz).collect();
+            order.sort_unstable_by_key(|&e| (entries[e].1, entries[e].0));
+            let mut pos = vec![0usize; nnz];
+            let mut ri = vec![0usize; nnz];
+            for (k, &e) in order.iter().enumerate() {
+                pos[e] = k;
+                ri[k] = entries[e].0;
+            }
+            (cp, ri, pos)
+        };
+        let (ucp, uri, upos) = build(Side::Upper);
+        let upattern = SymbolicSparseColMatRef::new_checked(n, n, &ucp, None, &uri);
+        let params = CholeskySymbolicParams {
+            supernodal_flop_ratio_threshold: threshold(kind),
             ..Default::default()
         };
         let symbolic =
-            factorize_symbolic_cholesky(pattern, Side::Lower, SymmetricOrdering::Amd, params)
-                .map_err(|e| CoreError::Factorization(format!("{e:?}")))?;
+            factorize_symbolic_cholesky(upattern, Side::Upper, SymmetricOrdering::Identity, params)
+                .map_err(fe)?;
+        let (pcol_ptr, prow_idx, pos) = if side == Side::Upper {
+            (ucp, uri, upos)
+        } else {
+            build(Side::Lower)
+        };
+        let nnz = pos.len();
         // Large factors (dense Schur complements of crossed designs) are
         // worth both cores; small ones are not worth the threads' overhead.
         let par = if symbolic.len_val() >= PARALLEL_MIN_NNZ {
@@ -80,8 +154,13 @@ impl SparseCholesky {
         Ok(Self {
             n,
             par,
-            col_ptr,
-            row_idx,
+            side,
+            pcol_ptr,
+            prow_idx,
+            pvals: vec![0.0; nnz],
+            pos,
+            perm_fwd,
+            perm_inv,
             symbolic,
             l_values,
             buffer,
@@ -95,7 +174,7 @@ impl SparseCholesky {
 
     /// Number of stored entries of the lower triangle of the matrix.
     pub fn nnz(&self) -> usize {
-        self.row_idx.len()
+        self.pos.len()
     }
 
     /// Number of stored values of the factor `L`.
@@ -106,24 +185,27 @@ impl SparseCholesky {
     /// Factors the matrix with the analysed pattern and the given values of its
     /// lower triangle (in the pattern's order).
     pub fn factor(&mut self, values: &[f64]) -> Result<()> {
-        assert_eq!(values.len(), self.row_idx.len());
+        assert_eq!(values.len(), self.pos.len());
         self.factored = false;
+        for (&p, &v) in self.pos.iter().zip(values) {
+            self.pvals[p] = v;
+        }
         let a = SparseColMatRef::new(
             SymbolicSparseColMatRef::new_checked(
                 self.n,
                 self.n,
-                &self.col_ptr,
+                &self.pcol_ptr,
                 None,
-                &self.row_idx,
+                &self.prow_idx,
             ),
-            values,
+            &self.pvals[..],
         );
         let stack = MemStack::new(&mut self.buffer);
         self.symbolic
             .factorize_numeric_llt(
                 &mut self.l_values,
                 a,
-                Side::Lower,
+                self.side,
                 LltRegularization::default(),
                 self.par,
                 stack,
@@ -173,16 +255,13 @@ impl SparseCholesky {
     pub fn forward_solve(&self, mut rhs: MatMut<'_, f64>) {
         debug_assert!(self.factored);
         let k = rhs.ncols();
-        if let Some(perm) = self.symbolic.perm() {
-            let fwd = perm.arrays().0;
-            let mut tmp = vec![0.0; self.n];
-            for j in 0..k {
-                for (i, &f) in fwd.iter().enumerate() {
-                    tmp[i] = rhs[(f, j)];
-                }
-                for (i, &t) in tmp.iter().enumerate() {
-                    rhs[(i, j)] = t;
-                }
+        let mut tmp = vec![0.0; self.n];
+        for j in 0..k {
+            for (i, &f) in self.perm_fwd.iter().enumerate() {
+                tmp[i] = rhs[(f, j)];
+            }
+            for (i, &t) in tmp.iter().enumerate() {
+                rhs[(i, j)] = t;
             }
         }
         match self.symbolic.raw() {
@@ -226,16 +305,13 @@ impl SparseCholesky {
                 );
             }
         }
-        if let Some(perm) = self.symbolic.perm() {
-            let inv = perm.arrays().1;
-            let mut tmp = vec![0.0; self.n];
-            for j in 0..k {
-                for (i, &v) in inv.iter().enumerate() {
-                    tmp[i] = rhs[(v, j)];
-                }
-                for (i, &t) in tmp.iter().enumerate() {
-                    rhs[(i, j)] = t;
-                }
+        let mut tmp = vec![0.0; self.n];
+        for j in 0..k {
+            for (i, &v) in self.perm_inv.iter().enumerate() {
+                tmp[i] = rhs[(v, j)];
+            }
+            for (i, &t) in tmp.iter().enumerate() {
+                rhs[(i, j)] = t;
             }
         }
     }
@@ -249,10 +325,7 @@ impl SparseCholesky {
     /// The fill-reducing permutation: `perm[i]` is the original index of the
     /// i-th row of `L`.
     pub fn perm(&self) -> Vec<usize> {
-        match self.symbolic.perm() {
-            Some(p) => p.arrays().0.to_vec(),
-            None => (0..self.n).collect(),
-        }
+        self.perm_fwd.clone()
     }
 
     /// `L` as compressed-column triplets (col_ptr, row_idx, values), rows in

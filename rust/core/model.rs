@@ -662,6 +662,10 @@ impl Workspace {
     pub fn chol(&self) -> Option<&SparseCholesky> {
         self.chol.as_ref()
     }
+    /// Number of chunks the Schur-complement fill is split into (threads).
+    pub fn schur_chunks(&self) -> usize {
+        self.schur_chunks.len() - 1
+    }
     /// Index of the term factored first (the one with most random effects).
     pub fn first_term(&self) -> usize {
         self.f
@@ -764,7 +768,26 @@ impl Workspace {
 
         if self.q_rest > 0 {
             // L21 = T_restᵀ A21 T_f L11⁻ᵀ
-            for j in 0..lf {
+            if self.scalar {
+                // 1 x 1 blocks: entry offsets are entry indices
+                let theta_r: Vec<f64> = self
+                    .rest_term
+                    .iter()
+                    .map(|&t| self.templates[t][0])
+                    .collect();
+                for j in 0..lf {
+                    let scale = tf[0] / self.l11[j];
+                    let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
+                    for ((dst, &a), &rb) in self.l21[e0..e1]
+                        .iter_mut()
+                        .zip(&self.a21.val[e0..e1])
+                        .zip(&self.a21.row[e0..e1])
+                    {
+                        *dst = theta_r[rb] * a * scale;
+                    }
+                }
+            }
+            for j in (0..lf).filter(|_| !self.scalar) {
                 let l = &self.l11[j * kk..(j + 1) * kk];
                 for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
                     let rb = self.a21.row[e];
@@ -809,6 +832,16 @@ impl Workspace {
                         }
                         dst[ro + r] = s;
                     }
+                }
+                if self.scalar {
+                    for j in 0..lf {
+                        let cj = c1[j];
+                        let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
+                        for (&rb, &lv) in self.a21.row[e0..e1].iter().zip(&self.l21[e0..e1]) {
+                            dst[rb] -= lv * cj;
+                        }
+                    }
+                    continue;
                 }
                 for j in 0..lf {
                     let cj = &c1[j * kf..(j + 1) * kf];

@@ -122,6 +122,11 @@ impl PyWorkspace {
     fn pls_nnz(&self) -> usize {
         self.inner.pls_nnz()
     }
+    /// Number of chunks (threads) the Schur-complement fill is split into.
+    #[getter]
+    fn schur_chunks(&self) -> usize {
+        self.inner.schur_chunks()
+    }
     /// Stored values of the sparse Cholesky factor L.
     #[getter]
     fn factor_nnz(&self) -> usize {
