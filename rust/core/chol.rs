@@ -30,7 +30,7 @@ pub enum FactorKind {
 }
 
 /// Factors with at least this many stored values are factored in parallel.
-const PARALLEL_MIN_NNZ: usize = 1_500_000;
+const PARALLEL_MIN_NNZ: usize = 500_000;
 
 pub struct SparseCholesky {
     n: usize,
