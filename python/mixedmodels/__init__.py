@@ -20,6 +20,7 @@ from .exceptions import (
     ThetaError,
 )
 from .formula import parse_formula
+from .inference import anova
 from .matrices import GLSResult, LFactor, VBlock, gls
 from .model import LinearMixedModel, lmer
 from .optimize import Control, OptSummary
@@ -43,6 +44,7 @@ __all__ = [
     "RankDeficiencyWarning",
     "ThetaError",
     "VBlock",
+    "anova",
     "build_design",
     "datasets",
     "exceptions",

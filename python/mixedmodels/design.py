@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,8 @@ class TermDesign:
     """Level labels, in lme4's order."""
     z: np.ndarray = field(repr=False)
     """The term's model matrix, n x k."""
+    builder: ColumnBuilder | None = field(default=None, repr=False)
+    """Makes the term's model matrix for new data."""
 
     @property
     def k(self) -> int:
@@ -76,6 +78,14 @@ class Design:
     """Rows dropped because a variable of the model was missing."""
     dropped_columns: tuple[str, ...]
     """Fixed-effects columns dropped for rank deficiency."""
+    weights: np.ndarray | None = field(default=None, repr=False)
+    """Prior weights (None: all one)."""
+    offset: np.ndarray | None = field(default=None, repr=False)
+    """Offset added to the linear predictor (None: zero)."""
+    x_builder: ColumnBuilder | None = field(default=None, repr=False)
+    """Makes X for new data."""
+    offset_spec: str | None = None
+    """The offset's column name, when given by name (read again from new data)."""
 
     @property
     def n(self) -> int:
@@ -141,20 +151,100 @@ def _is_factor(s: pd.Series) -> bool:
     )
 
 
-def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str]]:
+def _value_labels(s: pd.Series) -> np.ndarray:
+    """The level label of each value of a factor-like column (object array)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = np.asarray(_labels(s.cat.categories), dtype=object)
+        codes = s.cat.codes.to_numpy()
+        out = np.where(codes >= 0, cats[np.maximum(codes, 0)], None)
+        return out.astype(object)
+    if pd.api.types.is_bool_dtype(s):
+        return np.where(s.to_numpy(), "TRUE", "FALSE").astype(object)
+    codes, uniques = pd.factorize(s, sort=True)
+    labs = np.asarray(_labels(uniques), dtype=object)
+    return labs[codes] if len(labs) else np.array([], dtype=object)
+
+
+@dataclass(frozen=True)
+class ColumnBuilder:
+    """Rebuilds a model matrix for new data with the encoding of the fit:
+    the same columns, factor levels and contrasts (used by ``predict``)."""
+
+    parts: tuple = ()
+    """Direct path, per block of columns: ("1",), ("num", col), or
+    ("fac", col, labels of the indicator columns, labels of all levels seen)."""
+    spec: object = None
+    """formulaic's model spec, when formulaic built the matrix."""
+    keep: tuple[int, ...] | None = None
+    """Columns kept after dropping rank-deficient ones."""
+
+    def term_columns(self) -> list[tuple[str, list[int]]]:
+        """(term label, column indices) for each term other than the
+        intercept, in the matrix as built (before dropping columns)."""
+        out: list[tuple[str, list[int]]] = []
+        if self.spec is not None:
+            for term, idx in self.spec.term_indices.items():
+                if str(term) != "1":
+                    out.append((str(term), list(idx)))
+            return out
+        pos = 0
+        for part in self.parts:
+            width = 1 if part[0] in ("1", "num") else len(part[2])
+            if part[0] != "1":
+                out.append((part[1], list(range(pos, pos + width))))
+            pos += width
+        return out
+
+    def build(self, data: pd.DataFrame) -> np.ndarray:
+        n = len(data)
+        if self.spec is not None:
+            try:
+                mm = self.spec.get_model_matrix(data, na_action="ignore")
+            except Exception as e:
+                raise DataError(f"cannot build the model matrix for the new data: {e}") from None
+            out = mm.to_numpy(dtype=np.float64)
+        else:
+            cols: list[np.ndarray] = []
+            for part in self.parts:
+                if part[0] == "1":
+                    cols.append(np.ones(n))
+                elif part[0] == "num":
+                    _check_columns({part[1]}, data, "new data")
+                    cols.append(data[part[1]].to_numpy(dtype=np.float64))
+                else:
+                    _, col, labels, known = part
+                    _check_columns({col}, data, "new data")
+                    vals = _value_labels(data[col])
+                    unknown = sorted(set(vals) - set(known) - {None})
+                    if unknown:
+                        raise DataError(
+                            f"new data has levels of {col!r} that the fit has not seen: "
+                            f"{', '.join(map(str, unknown[:10]))}"
+                        )
+                    cols.extend((vals == lab).astype(np.float64) for lab in labels)
+            out = np.column_stack(cols) if cols else np.empty((n, 0))
+        if self.keep is not None:
+            out = out[:, list(self.keep)]
+        return out
+
+
+def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str], tuple, tuple]:
     """Indicator columns of a factor: treatment contrasts (first level the
-    baseline) or, with ``full``, one column per level; unused levels dropped."""
+    baseline) or, with ``full``, one column per level; unused levels dropped.
+    Also returns the labels of the columns' levels and of all used levels."""
     codes, labs = _factor(s)
     used = np.bincount(codes[codes >= 0], minlength=len(labs)) > 0
     levels = [i for i in range(len(labs)) if used[i]]
+    all_used = tuple(labs[i] for i in levels)
     if not full:
         levels = levels[1:]
     cols = [(codes == i).astype(np.float64) for i in levels]
-    return cols, [f"{s.name}{labs[i]}" for i in levels]
+    return cols, [f"{s.name}{labs[i]}" for i in levels], tuple(labs[i] for i in levels), all_used
 
 
-def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Model matrix of a right-hand side, with R's column names.
+def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str], ColumnBuilder]:
+    """Model matrix of a right-hand side, with R's column names, and the
+    builder that makes the same columns for new data.
 
     Sums of plain column names (numeric columns, and factors with treatment
     contrasts, with ``1``/``0``/``-1``) are built directly; anything else goes
@@ -182,25 +272,29 @@ def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]
     if simple:
         cols: list[np.ndarray] = [np.ones(n)] if intercept else []
         out_names = ["(Intercept)"] if intercept else []
+        parts: list[tuple] = [("1",)] if intercept else []
         full = not intercept  # R: without an intercept the first factor is coded in full
         for c in names:
             if _is_numeric(data[c]):
                 cols.append(data[c].to_numpy(dtype=np.float64))
                 out_names.append(c)
+                parts.append(("num", c))
             else:
-                dcols, dnames = _dummies(data[c], full)
+                dcols, dnames, dlabels, all_used = _dummies(data[c], full)
                 full = False
                 cols.extend(dcols)
                 out_names.extend(dnames)
+                parts.append(("fac", c, dlabels, all_used))
         out = np.column_stack(cols) if cols else np.empty((n, 0))
-        return out, out_names
+        return out, out_names, ColumnBuilder(parts=tuple(parts))
     from formulaic import model_matrix
 
     try:
         mm = model_matrix(expr, data, na_action="ignore")
     except Exception as e:
         raise FormulaError(f"cannot build the model matrix of {expr!r}: {e}") from None
-    return mm.to_numpy(dtype=np.float64), [_r_name(str(c)) for c in mm.columns]
+    names_out = [_r_name(str(c)) for c in mm.columns]
+    return mm.to_numpy(dtype=np.float64), names_out, ColumnBuilder(spec=mm.model_spec)
 
 
 def _labels(values) -> list[str]:
@@ -284,8 +378,29 @@ def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
-def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
-    """Build the model's arrays from an lme4 formula and a data frame."""
+def _row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray | None:
+    """A column name or one value per data row, as floats (NaN kept)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        _check_columns({spec}, data, what)
+        col = data[spec]
+        if not _is_numeric(col):
+            raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
+        return col.to_numpy(dtype=np.float64)
+    arr = np.asarray(spec, dtype=np.float64).ravel()
+    if arr.shape[0] != len(data):
+        raise DataError(f"{what} has {arr.shape[0]} values; the data have {len(data)} rows")
+    return arr
+
+
+def build_design(
+    formula: str | ParsedFormula, data: pd.DataFrame, weights=None, offset=None
+) -> Design:
+    """Build the model's arrays from an lme4 formula and a data frame.
+
+    ``weights`` (prior weights) and ``offset`` are a column name or one value
+    per row of ``data``; rows where they are missing are dropped too."""
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -302,7 +417,12 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
         _check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
         used |= tv | set(t.factors)
     cols = [c for c in data.columns if c in used]
-    complete = data[cols].notna().all(axis=1).to_numpy()
+    w_all = _row_values(weights, data, "weights")
+    o_all = _row_values(offset, data, "offset")
+    complete = data[cols].notna().all(axis=1).to_numpy().copy()
+    for extra in (w_all, o_all):
+        if extra is not None:
+            complete &= ~np.isnan(extra)
     n_dropped = int((~complete).sum())
     if not complete.any():
         raise DataError(
@@ -310,6 +430,12 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
             f"in the model's variables ({', '.join(map(str, cols))})"
         )
     df = data.loc[complete, cols] if n_dropped else data[cols]
+    w = None if w_all is None else w_all[complete]
+    off = None if o_all is None else o_all[complete]
+    if w is not None and not (np.isfinite(w).all() and (w > 0).all()):
+        raise DataError("prior weights must be finite and positive")
+    if off is not None and not np.isfinite(off).all():
+        raise DataError("the offset has non-finite values")
 
     # response
     if pf.response in df.columns:
@@ -320,14 +446,15 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
             )
         y = ycol.to_numpy(dtype=np.float64)
     else:
-        ym, _ = _model_matrix("0 + " + pf.response, df)
+        ym, _, _ = _model_matrix("0 + " + pf.response, df)
         if ym.shape[1] != 1:
             raise DataError(f"the response {pf.response!r} must be a single numeric column")
         y = ym[:, 0]
     if not np.isfinite(y).all():
         raise DataError(f"the response {pf.response!r} has non-finite values")
 
-    X, x_names = _model_matrix(pf.fixed, df)
+    X, x_names, x_builder = _model_matrix(pf.fixed, df)
+    all_x_names = list(x_names)
     if not np.isfinite(X).all():
         raise DataError("the fixed-effects model matrix has non-finite values")
     X, x_names, dropped = _drop_dependent_columns(X, x_names)
@@ -342,7 +469,7 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
     n = len(y)
     terms = []
     for t in pf.random:
-        z, cnames = _model_matrix(t.expr, df)
+        z, cnames, z_builder = _model_matrix(t.expr, df)
         if z.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
         if not np.isfinite(z).all():
@@ -370,6 +497,7 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
                 codes=codes,
                 levels=levels,
                 z=np.ascontiguousarray(z),
+                builder=z_builder,
             )
         )
     # lme4 orders the terms by decreasing number of levels (stable)
@@ -384,4 +512,10 @@ def build_design(formula: str | ParsedFormula, data: pd.DataFrame) -> Design:
         row_index=df.index,
         n_dropped=n_dropped,
         dropped_columns=tuple(dropped),
+        weights=w,
+        offset=off,
+        x_builder=replace(
+            x_builder, keep=tuple(i for i, nm in enumerate(all_x_names) if nm in x_names)
+        ),
+        offset_spec=offset if isinstance(offset, str) else None,
     )

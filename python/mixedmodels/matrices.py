@@ -159,6 +159,11 @@ def v_matrix(
         raise MemoryBudgetError(_budget_message(bound, need, max_bytes, ""))
     indptr, indices, data = ws.v_csr(fit.theta, fit.sigma, max(bound, 1))
     v = sp.csr_array((data, indices, indptr), shape=(n, n))
+    sw = fit.model._sqrt_w
+    if sw is not None:
+        # the core's V is W^½ V W^½
+        d = sp.dia_array((1.0 / sw, [0]), shape=(n, n))
+        v = sp.csr_array(d @ v @ d)
     return v.toarray() if dense else v
 
 
@@ -203,14 +208,22 @@ def l_factor(fit: LinearMixedModelResult) -> LFactor:
 def v_solve(fit: LinearMixedModelResult, b) -> np.ndarray:
     a, vec = _as_2d(b)
     _check_rows(fit, a)
-    out = fit.model._ws.v_solve(fit.theta, fit.sigma, a)
+    sw = fit.model._sqrt_w
+    if sw is None:
+        out = fit.model._ws.v_solve(fit.theta, fit.sigma, a)
+    else:  # V⁻¹ = W^½ (W^½ V W^½)⁻¹ W^½
+        out = sw[:, None] * fit.model._ws.v_solve(fit.theta, fit.sigma, sw[:, None] * a)
     return out[:, 0] if vec else out
 
 
 def v_matvec(fit: LinearMixedModelResult, b) -> np.ndarray:
     a, vec = _as_2d(b)
     _check_rows(fit, a)
-    out = fit.model._ws.v_matvec(fit.theta, fit.sigma, a)
+    sw = fit.model._sqrt_w
+    if sw is None:
+        out = fit.model._ws.v_matvec(fit.theta, fit.sigma, a)
+    else:  # V = W^-½ (W^½ V W^½) W^-½
+        out = fit.model._ws.v_matvec(fit.theta, fit.sigma, a / sw[:, None]) / sw[:, None]
     return out[:, 0] if vec else out
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ._core import Workspace
 from .design import Design, build_design
-from .exceptions import ConvergenceWarning, ThetaError
+from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
 from .optimize import Control, OptSummary, optimize_theta
 
 if TYPE_CHECKING:
@@ -53,12 +53,48 @@ class LinearMixedModel:
     1773.680331
     """
 
-    def __init__(self, design: Design, reml: bool = True, data_name: str | None = None):
+    def __init__(
+        self,
+        design: Design,
+        reml: bool = True,
+        data_name: str | None = None,
+        _workspace: Workspace | None = None,
+    ):
         self.design = design
         self.reml = bool(reml)
         self.data_name = data_name
         d = design
-        self._ws = Workspace(d.X, d.y, [(t.codes, t.z, t.n_levels) for t in d.terms])
+        # Prior weights W enter as √W times the rows of X, y - offset and Z;
+        # the objective then gains -log det W (lme4's ldW).
+        sw = None if d.weights is None else np.sqrt(d.weights)
+        self._sqrt_w = sw
+        self._log_det_w = 0.0 if d.weights is None else float(np.log(d.weights).sum())
+        if _workspace is not None:
+            self._ws = _workspace
+            return
+
+        def scale(a: np.ndarray) -> np.ndarray:
+            if sw is None:
+                return a
+            return a * (sw[:, None] if a.ndim == 2 else sw)
+
+        self._ws = Workspace(
+            np.asfortranarray(scale(d.X)),
+            scale(self._core_response(d.y)),
+            [(t.codes, np.ascontiguousarray(scale(t.z)), t.n_levels) for t in d.terms],
+        )
+
+    def _core_response(self, y: np.ndarray) -> np.ndarray:
+        """The response as the core sees it: y - offset (weights applied by the caller)."""
+        return y if self.design.offset is None else y - self.design.offset
+
+    def _fitted_from_core(self, eta: np.ndarray) -> np.ndarray:
+        """Undo the weighting of the core's linear predictor and add the offset."""
+        if self._sqrt_w is not None:
+            eta = eta / self._sqrt_w
+        if self.design.offset is not None:
+            eta = eta + self.design.offset
+        return eta
 
     @classmethod
     def from_formula(
@@ -67,13 +103,20 @@ class LinearMixedModel:
         data: pd.DataFrame,
         reml: bool = True,
         data_name: str | None = None,
+        weights=None,
+        offset=None,
     ) -> LinearMixedModel:
         """Build a model from an lme4 formula and a data frame.
 
         Rows with a missing value in any variable of the model are dropped (as
-        lme4's ``na.omit``); ``design.n_dropped`` says how many.
+        lme4's ``na.omit``); ``design.n_dropped`` says how many. ``weights``
+        (prior weights) and ``offset``: a column name or one value per row.
         """
-        return cls(build_design(formula, data), reml=reml, data_name=data_name)
+        return cls(
+            build_design(formula, data, weights=weights, offset=offset),
+            reml=reml,
+            data_name=data_name,
+        )
 
     # -- layout --------------------------------------------------------------
     @property
@@ -114,7 +157,7 @@ class LinearMixedModel:
     def objective(self, theta) -> float:
         """The REML criterion (REML models) or the ML deviance at θ, in lme4's
         θ order: lme4's ``devFunOnly`` function."""
-        return self._ws.objective(self._theta(theta), self.reml)
+        return self._ws.objective(self._theta(theta), self.reml) - self._log_det_w
 
     def fit(self, control: Control | None = None, start=None) -> LinearMixedModelResult:
         """Optimize the objective over θ and return the fitted model."""
@@ -122,8 +165,8 @@ class LinearMixedModel:
 
         control = control or Control()
         start = self.start() if start is None else self._theta(start)
-        ws, reml = self._ws, self.reml
-        optsum = optimize_theta(lambda th: ws.objective(th, reml), start, self.lower, control)
+        ws, reml, ldw = self._ws, self.reml, self._log_det_w
+        optsum = optimize_theta(lambda th: ws.objective(th, reml) - ldw, start, self.lower, control)
         if not optsum.converged:
             warnings.warn(
                 f"the optimizer did not converge ({optsum.returnvalue} after "
@@ -132,6 +175,27 @@ class LinearMixedModel:
                 stacklevel=2,
             )
         return LinearMixedModelResult._from_model(self, optsum)
+
+    def with_response(self, y) -> LinearMixedModel:
+        """The same model for a new response (same rows as the fitted data),
+        reusing everything that depends only on X, Z and the grouping: the
+        cross-products and the analysis of the sparse factorization."""
+        from dataclasses import replace
+
+        ya = np.asarray(y, dtype=np.float64).ravel()
+        if ya.shape[0] != self.nobs:
+            raise DimensionError(f"y has {ya.shape[0]} values; the model has {self.nobs} rows")
+        if not np.isfinite(ya).all():
+            raise DataError("the new response has non-finite values")
+        core_y = self._core_response(ya)
+        if self._sqrt_w is not None:
+            core_y = core_y * self._sqrt_w
+        return LinearMixedModel(
+            replace(self.design, y=ya),
+            reml=self.reml,
+            data_name=self.data_name,
+            _workspace=self._ws.with_response(core_y),
+        )
 
     def fit_at(self, theta) -> LinearMixedModelResult:
         """The model evaluated at a given θ without optimizing (β, σ and the
@@ -165,6 +229,8 @@ def lmer(
     reml: bool = True,
     control: Control | None = None,
     start=None,
+    weights=None,
+    offset=None,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
@@ -180,6 +246,10 @@ def lmer(
         Optimizer settings.
     start
         Starting θ (default lme4's).
+    weights
+        Prior weights: a column name or one value per row (lme4's ``weights``).
+    offset
+        Offset of the linear predictor: a column name or one value per row.
 
     Examples
     --------
@@ -188,4 +258,5 @@ def lmer(
     >>> round(fit.objective, 3)
     1743.628
     """
-    return LinearMixedModel.from_formula(formula, data, reml=reml).fit(control, start)
+    model = LinearMixedModel.from_formula(formula, data, reml=reml, weights=weights, offset=offset)
+    return model.fit(control, start)

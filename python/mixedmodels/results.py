@@ -100,7 +100,7 @@ class LinearMixedModelResult:
         d: Design = model.design
         n, p = d.n, d.p
         sigma = math.sqrt(sol["pwrss"] / (n - p if model.reml else n))
-        obj = model._ws.objective(theta, model.reml)
+        obj = model.objective(theta)
         return cls(
             model=model,
             reml=model.reml,
@@ -111,7 +111,7 @@ class LinearMixedModelResult:
             optsum=optsum,
             u=np.asarray(sol["u"]),
             b=np.asarray(sol["b"]),
-            fitted_values=np.asarray(sol["fitted"]),
+            fitted_values=model._fitted_from_core(np.asarray(sol["fitted"])),
             pwrss=sol["pwrss"],
             ld_l2=sol["ld_l2"],
             ld_rx2=sol["ld_rx2"],
@@ -281,6 +281,100 @@ class LinearMixedModelResult:
             cv_out[g] = cv
         return RandomEffects(modes_out, cv_out)
 
+    # -- random effects, prediction, simulation ---------------------------------
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Fixed plus random effects per level of each grouping factor (lme4's
+        ``coef``): columns are the fixed effects, then any random-only ones."""
+        out = {}
+        fe = self.fixef
+        for g, modes in self.ranef.modes.items():
+            cols = list(fe.index) + [c for c in modes.columns if c not in fe.index]
+            df = pd.DataFrame(
+                np.tile([fe.get(c, 0.0) for c in cols], (len(modes), 1)),
+                index=modes.index,
+                columns=cols,
+            )
+            for c in modes.columns:
+                df[c] = df[c] + modes[c].to_numpy()
+            out[g] = df
+        return out
+
+    def resid(self, type: str = "response") -> pd.Series:
+        """Residuals: ``"response"`` (y − fitted), ``"pearson"`` (√w (y − fitted))
+        or ``"scaled"`` (Pearson residuals over σ), as lme4's ``residuals``."""
+        r = self.design.y - self.fitted_values
+        if type == "response":
+            vals = r
+        elif type in ("pearson", "scaled"):
+            w = self.design.weights
+            vals = r if w is None else r * np.sqrt(w)
+            if type == "scaled":
+                vals = vals / self.sigma
+        else:
+            raise ValueError(f"unknown residual type {type!r}: response, pearson or scaled")
+        return pd.Series(vals, index=self.design.row_index, name=f"{type} residuals")
+
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        re_form: str | None = None,
+        allow_new_levels: bool = False,
+    ) -> np.ndarray:
+        """Predictions, as lme4's ``predict``.
+
+        Parameters
+        ----------
+        newdata
+            Data to predict for (default: the fitted rows).
+        re_form
+            None: all random effects; ``"~0"`` (or ``"NA"``): none, the
+            population prediction; a formula such as ``"~(1|Subject)"``: only
+            those random-effects terms.
+        allow_new_levels
+            Levels of a grouping factor not seen in the fit get the population
+            prediction for that term when True; when False they are an error
+            that names them.
+        """
+        from .predict import predict
+
+        return predict(self, newdata, re_form, allow_new_levels)
+
+    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate``):
+        y* = Xβ̂ + offset + Zb* + ε*, b* ~ N(0, σ̂²ΛΛᵀ), ε* ~ N(0, σ̂²W⁻¹).
+        One column per simulation (sim_1, ...)."""
+        from .predict import simulate
+
+        return simulate(self, nsim, seed)
+
+    def refit(self, y, control=None) -> LinearMixedModelResult:
+        """Fit the same model to a new response (lme4's ``refit``), reusing
+        everything that depends only on X, Z and the grouping. The optimizer
+        starts from this fit's θ."""
+        model = self.model.with_response(y)
+        return model.fit(control, start=self.theta)
+
+    # -- inference ------------------------------------------------------------------
+    @cached_property
+    def _satterthwaite_info(self):
+        from .inference import SatterthwaiteInfo
+
+        return SatterthwaiteInfo(self)
+
+    def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
+        """Fixed effects with estimate, se, df, t and p; ``ddf`` is
+        ``"satterthwaite"`` (lmerTest) or None (no df, as lme4's summary)."""
+        from .inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Confidence intervals (lme4's ``confint`` order): ``"wald"`` or
+        ``"boot"`` (parametric bootstrap; ``nsim``, ``seed``, ``n_jobs``)."""
+        from .inference import confint
+
+        return confint(self, method, level, **kwargs)
+
     # -- the model's matrices (lme4's getME, V, G, R) ----------------------------
     _GET_ME = (
         "X",
@@ -408,8 +502,10 @@ class LinearMixedModelResult:
         return mx.g_matrix(self)
 
     def R(self) -> sp.dia_array:
-        """R = σ²I, the residual covariance."""
-        return sp.dia_array((np.full(self.nobs, self.sigma**2), [0]), shape=(self.nobs,) * 2)
+        """R = σ²W⁻¹, the residual covariance (σ²I without prior weights)."""
+        w = self.design.weights
+        diag = np.full(self.nobs, self.sigma**2) if w is None else self.sigma**2 / w
+        return sp.dia_array((diag, [0]), shape=(self.nobs,) * 2)
 
     def V_solve(self, B) -> np.ndarray:
         """V⁻¹B without forming V, through the PLS factor:
@@ -425,8 +521,8 @@ class LinearMixedModelResult:
         return mx.v_matvec(self, B)
 
     def V_logdet(self) -> float:
-        """log det V = n log σ² + log det(ΛᵀZᵀZΛ + I)."""
-        return float(self.model._ws.v_logdet(self.theta, self.sigma))
+        """log det V = n log σ² + log det(ΛᵀZᵀZΛ + I) − log det W."""
+        return float(self.model._ws.v_logdet(self.theta, self.sigma)) - self.model._log_det_w
 
     # -- printing --------------------------------------------------------------
     def summary(self) -> str:
@@ -452,7 +548,7 @@ class LinearMixedModelResult:
             )
         lines.append("")
         # scaled residuals: zapsmall(quantile, digits + 1) then print(digits)
-        sr = (d.y - self.fitted_values) / self.sigma
+        sr = self.resid("scaled").to_numpy()
         qs = np.quantile(sr, [0, 0.25, 0.5, 0.75, 1.0])
         mx = np.max(np.abs(qs))
         if mx > 0:

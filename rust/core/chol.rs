@@ -5,6 +5,8 @@
 //! Wraps faer's sparse `SymbolicCholesky`. The factored matrix is
 //! `P A Pᵀ = L Lᵀ`, `P` the AMD permutation, applied to the pattern once.
 
+use std::sync::Arc;
+
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::LltRegularization;
 use faer::linalg::temp_mat_scratch;
@@ -46,10 +48,35 @@ pub struct SparseCholesky {
     /// The AMD permutation: row i of L is row `perm_fwd[i]` of A.
     perm_fwd: Vec<usize>,
     perm_inv: Vec<usize>,
-    symbolic: SymbolicCholesky<usize>,
+    /// Shared by clones of the workspace (refits of new responses).
+    symbolic: Arc<SymbolicCholesky<usize>>,
     l_values: Vec<f64>,
     buffer: MemBuffer,
     factored: bool,
+}
+
+impl Clone for SparseCholesky {
+    /// A copy with the same analysis (shared) and its own numeric storage.
+    fn clone(&self) -> Self {
+        let req = self
+            .symbolic
+            .factorize_numeric_llt_scratch::<f64>(self.par, Spec::default());
+        Self {
+            n: self.n,
+            par: self.par,
+            side: self.side,
+            pcol_ptr: self.pcol_ptr.clone(),
+            prow_idx: self.prow_idx.clone(),
+            pvals: self.pvals.clone(),
+            pos: self.pos.clone(),
+            perm_fwd: self.perm_fwd.clone(),
+            perm_inv: self.perm_inv.clone(),
+            symbolic: Arc::clone(&self.symbolic),
+            l_values: self.l_values.clone(),
+            buffer: MemBuffer::new(req),
+            factored: self.factored,
+        }
+    }
 }
 
 impl SparseCholesky {
@@ -161,7 +188,7 @@ impl SparseCholesky {
             pos,
             perm_fwd,
             perm_inv,
-            symbolic,
+            symbolic: Arc::new(symbolic),
             l_values,
             buffer,
             factored: false,

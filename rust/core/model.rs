@@ -210,6 +210,7 @@ fn cross_blocks(
 }
 
 /// Everything needed to evaluate the profiled objective at any θ.
+#[derive(Clone)]
 pub struct Workspace {
     n: usize,
     p: usize,
@@ -1113,12 +1114,7 @@ impl Workspace {
         }
         let b = self.lambda_mul(&u);
         let fitted = self.linear_predictor(&beta, &b);
-        let mut rx = vec![0.0; p * p];
-        for j in 0..p {
-            for i in 0..=j {
-                rx[i + j * p] = self.r[(i, j)];
-            }
-        }
+        let rx = self.rx();
         Ok(Solution {
             beta,
             u,
@@ -1129,6 +1125,18 @@ impl Workspace {
             ld_rx2: ev.ld_rx2,
             rx,
         })
+    }
+
+    /// RX (p x p upper triangular, column-major) at the θ of the last update.
+    pub fn rx(&self) -> Vec<f64> {
+        let p = self.p;
+        let mut rx = vec![0.0; p * p];
+        for j in 0..p {
+            for i in 0..=j {
+                rx[i + j * p] = self.r[(i, j)];
+            }
+        }
+        rx
     }
 
     /// Λ(θ) u for the θ of the last update.
@@ -1175,6 +1183,43 @@ impl Workspace {
     /// The response.
     pub fn y(&self) -> &[f64] {
         &self.y
+    }
+
+    /// Replaces the response: recomputes only Zᵀy, Xᵀy and yᵀy (one pass over
+    /// the rows); the cross-products of X and Z and the analysis of the
+    /// factorization are kept.
+    pub fn set_response(&mut self, y: Vec<f64>) -> Result<()> {
+        if y.len() != self.n {
+            return Err(CoreError::Dimension(format!(
+                "y has {} values, expected {}",
+                y.len(),
+                self.n
+            )));
+        }
+        check_finite("y", &y)?;
+        let (n, p) = (self.n, self.p);
+        for i in 0..self.q {
+            self.ztxy[(i, p)] = 0.0;
+        }
+        for (term, lay) in self.terms.iter().zip(&self.layout) {
+            let k = term.k;
+            for r in 0..n {
+                let base = lay.offset + term.codes[r] as usize * k;
+                for c in 0..k {
+                    self.ztxy[(base + c, p)] += term.z[r * k + c] * y[r];
+                }
+            }
+        }
+        for j in 0..p {
+            let xj = &self.x[j * n..(j + 1) * n];
+            let v: f64 = xj.iter().zip(&y).map(|(a, b)| a * b).sum();
+            self.xyxy[(j, p)] = v;
+            self.xyxy[(p, j)] = v;
+        }
+        self.xyxy[(p, p)] = y.iter().map(|v| v * v).sum();
+        self.y = y;
+        self.eval = None;
+        Ok(())
     }
 
     /// Diagonal k x k blocks of Λ M⁻¹ Λᵀ (M = ΛᵀZᵀZΛ + I), one per level of

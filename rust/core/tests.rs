@@ -481,3 +481,26 @@ fn factor_l_reproduces_the_pls_matrix() {
         assert!((&llt - &mp).norm_max() < 1e-10 * mp.norm_max());
     }
 }
+
+#[test]
+fn a_new_response_on_a_clone_matches_a_fresh_workspace() {
+    let pr = problem(90, 31);
+    let mut ws = workspace(&pr);
+    let theta = [0.7, 1.2, 0.1, 0.4, 0.9];
+    let before = ws.objective(&theta, true).unwrap();
+    let y2: Vec<f64> =
+        pr.y.iter()
+            .enumerate()
+            .map(|(i, v)| v * 0.5 + (i % 7) as f64)
+            .collect();
+    let mut other = ws.clone();
+    other.set_response(y2.clone()).unwrap();
+    let fresh = Workspace::new(pr.n, pr.p, pr.x.clone(), y2, pr.terms.clone())
+        .unwrap()
+        .objective(&theta, true)
+        .unwrap();
+    assert!((other.objective(&theta, true).unwrap() - fresh).abs() < 1e-10 * fresh.abs());
+    // the original is untouched
+    assert_eq!(ws.objective(&theta, true).unwrap(), before);
+    assert!(other.set_response(vec![1.0; 3]).is_err());
+}

@@ -133,6 +133,20 @@ impl PyWorkspace {
         self.inner.factor_nnz()
     }
 
+    /// A copy of this workspace with a new response; everything that depends
+    /// only on X, Z and the grouping (cross-products, the analysis of the
+    /// factorization) is reused.
+    fn with_response(&self, py: Python<'_>, y: PyReadonlyArray1<'_, f64>) -> PyResult<Self> {
+        let yv = y.as_array().to_vec();
+        let ws = &self.inner;
+        let inner = run(py, move || {
+            let mut w = ws.clone();
+            w.set_response(yv)?;
+            Ok(w)
+        })?;
+        Ok(Self { inner })
+    }
+
     /// The REML criterion (reml=True) or the ML deviance at θ.
     fn objective(
         &mut self,
@@ -146,6 +160,34 @@ impl PyWorkspace {
             .unwrap_or_else(|_| theta.as_array().to_vec());
         let ws = &mut self.inner;
         run(py, move || ws.objective(&th, reml))
+    }
+
+    /// (pwrss, ld_l2, ld_rx2) at θ: the pieces of the objective.
+    fn components(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(f64, f64, f64)> {
+        let th = theta.as_array().to_vec();
+        let ws = &mut self.inner;
+        let ev = run(py, move || ws.update(&th))?;
+        Ok((ev.pwrss, ev.ld_l2, ev.ld_rx2))
+    }
+
+    /// RX (p x p, upper triangular) at θ: XᵀV₀⁻¹X = RXᵀRX with V₀ = V/σ².
+    fn rx<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let th = theta.as_array().to_vec();
+        let ws = &mut self.inner;
+        let rx = run(py, move || {
+            ws.update(&th)?;
+            Ok(ws.rx())
+        })?;
+        let p = self.inner.p();
+        to_array2(py, rx, p, p)
     }
 
     /// The PLS solution at θ: a dict with beta, u, b, fitted, pwrss, ld_l2,
