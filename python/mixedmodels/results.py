@@ -17,6 +17,15 @@ from .optimize import OptSummary
 __all__ = ["LinearMixedModelResult", "RandomEffects"]
 
 
+def _format_pvalue(p: float) -> str:
+    """R's format.pval with 3 digits: '< 2e-16' below machine precision."""
+    if not np.isfinite(p):
+        return "NA"
+    if p < 2.2e-16:
+        return "< 2e-16"
+    return f"{p:.3g}"
+
+
 @dataclass(frozen=True)
 class RandomEffects:
     """Conditional modes of the random effects and their conditional
@@ -361,9 +370,16 @@ class LinearMixedModelResult:
 
         return SatterthwaiteInfo(self)
 
+    @cached_property
+    def _kenward_roger_info(self):
+        from .inference import KenwardRogerInfo
+
+        return KenwardRogerInfo(self)
+
     def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
         """Fixed effects with estimate, se, df, t and p; ``ddf`` is
-        ``"satterthwaite"`` (lmerTest) or None (no df, as lme4's summary)."""
+        ``"satterthwaite"`` (lmerTest), ``"kenward-roger"`` (pbkrtest) or None
+        (no df, as lme4's summary)."""
         from .inference import coef_table
 
         return coef_table(self, ddf)
@@ -525,8 +541,10 @@ class LinearMixedModelResult:
         return float(self.model._ws.v_logdet(self.theta, self.sigma)) - self.model._log_det_w
 
     # -- printing --------------------------------------------------------------
-    def summary(self) -> str:
-        """lme4's ``summary(fit)`` layout."""
+    def summary(self, ddf: str | None = None) -> str:
+        """lme4's ``summary(fit)`` layout; with ``ddf="satterthwaite"`` or
+        ``"kenward-roger"`` the fixed-effects table gets df and p columns
+        (lmerTest's layout)."""
         d = self.design
         lines = []
         crit = "REML " if self.reml else "maximum likelihood  "
@@ -573,8 +591,15 @@ class LinearMixedModelResult:
             est_se = format_r(np.round(np.concatenate([self.beta, se]), max(1, dig)), 4)
             tv = format_r(np.round(self.beta / se, 3), 4)
             rows = [[est_se[i], est_se[p + i], tv[i]] for i in range(p)]
+            header = ["Estimate", "Std. Error", "t value"]
+            if ddf is not None:
+                ct = self.coef_table(ddf)
+                dfs = format_r(np.round(ct.df.to_numpy(), 3), 4)
+                pv = [_format_pvalue(v) for v in ct.p.to_numpy()]
+                rows = [[r[0], r[1], dfs[i], r[2], pv[i]] for i, r in enumerate(rows)]
+                header = ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
             lines.append("Fixed effects:")
-            lines.append(table(["Estimate", "Std. Error", "t value"], rows, list(d.x_names)))
+            lines.append(table(header, rows, list(d.x_names)))
             if 1 < p <= 12:
                 lines.append("")
                 lines.append("Correlation of Fixed Effects:")

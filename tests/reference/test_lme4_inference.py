@@ -68,6 +68,27 @@ def test_satterthwaite(at_lme4_theta, name):
     assert rel_err(table.p, ref["p"]) < 1e-4
 
 
+@pytest.mark.parametrize("name", [c for c in CASES if "kenward_roger" in load(c)])
+def test_kenward_roger(at_lme4_theta, fits, name):
+    ref = load(name)["kenward_roger"]
+    assert rel_err(at_lme4_theta[name].coef_table("kenward-roger").df, ref["df"]) < 1e-3
+    assert rel_err(at_lme4_theta[name].coef_table("kenward-roger").p, ref["p"]) < 1e-4
+    # at our own optimum too (penicillin's optimum is below lme4's)
+    assert rel_err(fits[name].coef_table("kenward-roger").df, ref["df"]) < 1e-3
+
+
+def test_kenward_roger_refits_ml_by_reml(fits):
+    ml = fits["sleepstudy_ml"].coef_table("kenward-roger")
+    reml = fits["sleepstudy_reml"].coef_table("kenward-roger")
+    np.testing.assert_allclose(ml.df, reml.df, rtol=1e-5)
+
+
+def test_summary_with_df(fits):
+    s = fits["sleepstudy_reml"].summary(ddf="satterthwaite")
+    assert "Estimate Std. Error" in s and "Pr(>|t|)" in s and "< 2e-16" in s
+    assert "3.26e-06" in s
+
+
 @pytest.mark.parametrize("name", [c for c in CASES if "anova_satterthwaite" in load(c)])
 def test_type3_anova(at_lme4_theta, name):
     ref = load(name)["anova_satterthwaite"]
