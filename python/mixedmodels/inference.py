@@ -470,7 +470,8 @@ def confint(
     ``"boot"``: parametric bootstrap percentile intervals (lme4's bootMer):
     ``nsim`` responses simulated from the fit, each refitted; ``n_jobs``
     threads (the numerical work releases the GIL); a progress line on
-    stderr for long runs. ``"profile"``: not implemented yet.
+    stderr for long runs. ``"profile"``: profile-likelihood intervals (lme4's
+    profile; REML fits are profiled on the ML deviance, as lme4 does).
     """
     names = _param_names(fit)
     alpha = (1 - level) / 2
@@ -490,7 +491,9 @@ def confint(
         upper = np.nanquantile(samples, 1 - alpha, axis=0)
         return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     if key == "profile":
-        raise NotImplementedError("profile intervals are not implemented yet; use 'wald' or 'boot'")
+        from .profile import profile_confint
+
+        return profile_confint(fit, level)
     raise ValueError(f"unknown method {method!r}: 'wald', 'profile' or 'boot'")
 
 
