@@ -157,7 +157,7 @@ def _roots(zeta, hat: float, scale: float, lo: float, hi: float, z: float) -> tu
             zx = zeta(x)
             if (zx - target) * direction >= 0:
                 found = optimize.brentq(
-                    lambda v: zeta(v) - target, min(prev, x), max(prev, x), xtol=1e-10 * scale
+                    lambda v, t=target: zeta(v) - t, min(prev, x), max(prev, x), xtol=1e-10 * scale
                 )
                 break
             if x == bound:
