@@ -26,7 +26,7 @@ from scipy import optimize, stats
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
 
-__all__ = ["profile_confint"]
+__all__ = ["profile", "profile_confint"]
 
 
 def _tolerant_cholesky(c: np.ndarray) -> np.ndarray:
@@ -168,17 +168,20 @@ def _roots(zeta, hat: float, scale: float, lo: float, hi: float, z: float) -> tu
     return out[0], out[1]
 
 
-def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
+def _zeta_functions(fit: LinearMixedModelResult) -> list[tuple]:
+    """(name, ζ function, estimate, step scale, lower bound, upper bound) for
+    each parameter, in lme4's confint order."""
+    from dataclasses import replace
+
     from .inference import _param_names
     from .model import LinearMixedModel
+    from .optimize import Control
 
     pr = _Profiler(fit)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
     names = _param_names(fit)
-    lower, upper = [], []
-    nvar = len(pr.kinds)
+    out = []
     cache: dict[tuple[int, float], tuple[float, np.ndarray]] = {}
-    for i in range(nvar):
+    for i in range(len(pr.kinds)):
         hat = pr.psi_hat[i]
         lo, hi = pr.bounds(i)
         last = {"psi": pr.psi_hat.copy()}
@@ -191,16 +194,9 @@ def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.Data
             last["psi"] = psi
             return math.copysign(math.sqrt(max(d - pr.d_hat, 0.0)), v - hat)
 
-        if pr.kinds[i] == "cor":
-            scale = 0.1
-        else:
-            scale = 0.25 * (hat if hat > 0 else pr.psi_hat[-1])
-        lower_i, upper_i = _roots(zeta, hat, scale, lo, hi, z)
-        lower.append(lower_i)
-        upper.append(upper_i)
+        scale = 0.1 if pr.kinds[i] == "cor" else 0.25 * (hat if hat > 0 else pr.psi_hat[-1])
+        out.append((names[i], zeta, hat, scale, lo, hi))
     # fixed effects: the reduced model with x_j β_j moved to the response
-    from dataclasses import replace
-
     d = pr.fit.design
     se = np.sqrt(np.diag(pr.fit.vcov.to_numpy()))
     for j in range(d.p):
@@ -216,14 +212,33 @@ def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.Data
         state = {"theta": pr.fit.theta.copy()}
 
         def zeta_b(b, xj=xj, bhat=bhat, reduced=reduced, state=state):
-            from .optimize import Control
-
             m = reduced.with_response(d.y - xj * b)
             r = m.fit(Control.precise(), start=state["theta"])
             state["theta"] = r.theta
             return math.copysign(math.sqrt(max(r.objective - pr.d_hat, 0.0)), b - bhat)
 
-        lo_b, hi_b = _roots(zeta_b, bhat, se[j], -math.inf, math.inf, z)
-        lower.append(lo_b)
-        upper.append(hi_b)
-    return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
+        out.append((names[len(pr.kinds) + j], zeta_b, bhat, se[j], -math.inf, math.inf))
+    return out
+
+
+def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    rows = {}
+    for name, zeta, hat, scale, lo, hi in _zeta_functions(fit):
+        rows[name] = _roots(zeta, hat, scale, lo, hi, z)
+    return pd.DataFrame(rows.values(), index=list(rows), columns=["lower", "upper"])
+
+
+def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) -> pd.DataFrame:
+    """Profile traces (lme4's ``profile``): ζ at ``points`` values of each
+    parameter spanning its ``level`` profile interval. Columns: param, value,
+    zeta."""
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    parts = []
+    for name, zeta, hat, scale, lo, hi in _zeta_functions(fit):
+        a, b = _roots(zeta, hat, scale, lo, hi, z)
+        values = np.unique(np.concatenate([np.linspace(a, b, points), [hat]]))
+        parts.append(
+            pd.DataFrame({"param": name, "value": values, "zeta": [zeta(v) for v in values]})
+        )
+    return pd.concat(parts, ignore_index=True)

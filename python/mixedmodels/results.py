@@ -391,6 +391,13 @@ class LinearMixedModelResult:
 
         return confint(self, method, level, **kwargs)
 
+    def profile(self, level: float = 0.99, points: int = 15) -> pd.DataFrame:
+        """Profile traces (lme4's ``profile``): ζ at points spanning each
+        parameter's profile interval; columns param, value, zeta."""
+        from .profile import profile
+
+        return profile(self, level, points)
+
     # -- the model's matrices (lme4's getME, V, G, R) ----------------------------
     _GET_ME = (
         "X",
