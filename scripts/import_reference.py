@@ -70,9 +70,14 @@ def main(ref: Path) -> None:
             factors[col] = given if given is not None else default_levels(present)
             missing = present - set(factors[col])
             if missing:
-                raise SystemExit(f"{name}.{col}: levels {sorted(missing)[:5]} not in the reference order")
+                raise SystemExit(
+                    f"{name}.{col}: levels {sorted(missing)[:5]} not in the reference order"
+                )
         meta[name] = {"file": f"{name}.csv.gz", "factors": factors}
-        with open(csv, "rb") as src, gzip.GzipFile(data_out / f"{name}.csv.gz", "wb", mtime=0) as dst:
+        with (
+            open(csv, "rb") as src,
+            gzip.GzipFile(data_out / f"{name}.csv.gz", "wb", mtime=0) as dst,
+        ):
             shutil.copyfileobj(src, dst)
     (data_out / "datasets.json").write_text(json.dumps(meta, indent=1) + "\n")
     for sub in ("cases", "inference"):

@@ -433,15 +433,11 @@ def _param_names(fit: LinearMixedModelResult) -> list[str]:
 
 def _param_values(fit: LinearMixedModelResult) -> np.ndarray:
     """sds and correlations of each term (θ order), σ, β."""
+    from .matrices import templates
+
     vals = []
-    pos = 0
-    for t in fit.design.terms:
+    for t, tm in zip(fit.design.terms, templates(fit), strict=True):
         k = t.k
-        tm = np.zeros((k, k))
-        for c in range(k):
-            for r in range(c, k):
-                tm[r, c] = fit.theta[pos]
-                pos += 1
         cov = fit.sigma**2 * tm @ tm.T
         sd = np.sqrt(np.diag(cov))
         for c in range(k):

@@ -89,7 +89,9 @@ def z_matrix(fit: LinearMixedModelResult) -> sp.csc_array:
     return z
 
 
-def _templates(fit: LinearMixedModelResult) -> list[np.ndarray]:
+def templates(fit: LinearMixedModelResult) -> list[np.ndarray]:
+    """Each term's lower-triangular template T(θ) (k x k), from θ in lme4's
+    order (the lower triangle, column by column)."""
     out, pos = [], 0
     for t in fit.design.terms:
         tm = np.zeros((t.k, t.k))
@@ -136,7 +138,7 @@ def lambdat(fit: LinearMixedModelResult) -> tuple[sp.csc_array, np.ndarray]:
 def g_matrix(fit: LinearMixedModelResult) -> sp.csc_array:
     """G = σ²ΛΛᵀ (q x q), in Z's column order."""
     blocks = []
-    for t, tm in zip(fit.design.terms, _templates(fit), strict=True):
+    for t, tm in zip(fit.design.terms, templates(fit), strict=True):
         cov = fit.sigma**2 * tm @ tm.T
         blocks.append(sp.kron(sp.eye_array(t.n_levels), sp.csc_array(cov), format="csc"))
     g = sp.block_diag(blocks, format="csc")

@@ -226,16 +226,11 @@ class LinearMixedModelResult:
         """Per term, the covariance matrix of its random effects σ² T Tᵀ
         (the blocks of lme4's ``bdiag(VarCorr(fit))``). Keys are lme4's group
         names, made unique as ``Subject``, ``Subject.1``."""
+        from .matrices import templates
+
         out = {}
         used: dict[str, int] = {}
-        pos = 0
-        for t in self.design.terms:
-            k = t.k
-            tm = np.zeros((k, k))
-            for c in range(k):
-                for r in range(c, k):
-                    tm[r, c] = self.theta[pos]
-                    pos += 1
+        for t, tm in zip(self.design.terms, templates(self), strict=True):
             key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
             used[t.group] = used.get(t.group, 0) + 1
             out[key] = pd.DataFrame(

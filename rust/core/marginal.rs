@@ -7,12 +7,21 @@
 
 use faer::{Mat, MatMut, MatRef};
 
-use super::Workspace;
+use super::{rows_by_level, Workspace};
 use crate::core::error::{CoreError, Result};
 use crate::core::small::{solve_l, solve_lt};
 
 /// V in compressed sparse rows: full (both triangles), column indices sorted,
 /// exact zeros dropped.
+/// The factor L of ΛᵀZᵀZΛ + I in compressed columns, with its permutation:
+/// row i of L is random effect `perm[i]` (lme4's order); L Lᵀ = M[perm, perm].
+pub struct FactorL {
+    pub perm: Vec<usize>,
+    pub col_ptr: Vec<usize>,
+    pub row_idx: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
 pub struct Csr {
     pub indptr: Vec<i64>,
     pub indices: Vec<i64>,
@@ -204,28 +213,9 @@ impl Workspace {
         Ok(self.n as f64 * (sigma * sigma).ln() + ev.ld_l2)
     }
 
-    /// Number of rows in each level of each term.
+    /// The rows of each level of each term.
     fn level_rows(&self) -> Vec<(Vec<usize>, Vec<u32>)> {
-        self.terms
-            .iter()
-            .map(|term| {
-                let nl = term.n_levels;
-                let mut start = vec![0usize; nl + 1];
-                for &c in &term.codes {
-                    start[c as usize + 1] += 1;
-                }
-                for l in 0..nl {
-                    start[l + 1] += start[l];
-                }
-                let mut next = start.clone();
-                let mut rows = vec![0u32; term.codes.len()];
-                for (r, &c) in term.codes.iter().enumerate() {
-                    rows[next[c as usize]] = r as u32;
-                    next[c as usize] += 1;
-                }
-                (start, rows)
-            })
-            .collect()
+        self.terms.iter().map(rows_by_level).collect()
     }
 
     /// An upper bound on the stored entries of V: Σ over terms and levels of
@@ -364,7 +354,7 @@ impl Workspace {
     /// random-effect column (lme4's order) of the i-th row of L, so that
     /// L Lᵀ = M[perm, perm]. L is lower triangular, in compressed columns
     /// (col_ptr, row_idx, values).
-    pub fn factor_l(&self) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<f64>)> {
+    pub fn factor_l(&self) -> Result<FactorL> {
         self.require_update()?;
         let f = self.f;
         let (kf, lf) = (self.terms[f].k, self.terms[f].n_levels);
@@ -427,6 +417,11 @@ impl Workspace {
             }
             col_ptr.push(row_idx.len());
         }
-        Ok((perm, col_ptr, row_idx, vals))
+        Ok(FactorL {
+            perm,
+            col_ptr,
+            row_idx,
+            values: vals,
+        })
     }
 }

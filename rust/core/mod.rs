@@ -13,4 +13,4 @@ pub mod small;
 mod tests;
 
 pub use error::{CoreError, Result};
-pub use model::{Csr, Evaluation, ReTerm, Solution, TermLayout, Workspace};
+pub use model::{Csr, Evaluation, FactorL, ReTerm, Solution, TermLayout, Workspace};

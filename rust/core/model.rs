@@ -55,7 +55,7 @@ use super::chol::{FactorKind, SparseCholesky};
 mod marginal;
 use super::error::{CoreError, Result};
 use super::small::{chol_lower, sandwich, solve_l, solve_lt, solve_right_lt};
-pub use marginal::Csr;
+pub use marginal::{Csr, FactorL};
 
 /// One random-effects term: a grouping factor and its model columns.
 #[derive(Clone, Debug)]
@@ -123,6 +123,26 @@ struct BlockColumns {
     val: Vec<f64>,
 }
 
+/// The rows of each level of a term (counting sort): level `l`'s rows are
+/// `rows[start[l]..start[l + 1]]`, in increasing order.
+pub(crate) fn rows_by_level(term: &ReTerm) -> (Vec<usize>, Vec<u32>) {
+    let nl = term.n_levels;
+    let mut start = vec![0usize; nl + 1];
+    for &c in &term.codes {
+        start[c as usize + 1] += 1;
+    }
+    for l in 0..nl {
+        start[l + 1] += start[l];
+    }
+    let mut next = start.clone();
+    let mut rows = vec![0u32; term.codes.len()];
+    for (r, &c) in term.codes.iter().enumerate() {
+        rows[next[c as usize]] = r as u32;
+        next[c as usize] += 1;
+    }
+    (start, rows)
+}
+
 /// For each level of `terms[col_term]`, the blocks of the `row_terms` that
 /// share rows with it and their cross-products `Z_rowᵀ Z_col`. Row blocks are
 /// numbered `row_block0[i] + level` for `row_terms[i]`.
@@ -142,20 +162,7 @@ fn cross_blocks(
     if row_terms.is_empty() {
         return out;
     }
-    // counting sort of the rows by level
-    let mut start = vec![0usize; nl + 1];
-    for &c in &term.codes {
-        start[c as usize + 1] += 1;
-    }
-    for l in 0..nl {
-        start[l + 1] += start[l];
-    }
-    let mut next = start.clone();
-    let mut rows = vec![0u32; term.codes.len()];
-    for (r, &c) in term.codes.iter().enumerate() {
-        rows[next[c as usize]] = r as u32;
-        next[c as usize] += 1;
-    }
+    let (start, rows) = rows_by_level(term);
     let mut marker = vec![usize::MAX; n_row_blocks];
     let mut marker_pos = vec![0usize; n_row_blocks];
     let (mut col_rows, mut col_vals, mut col_voff, mut order) =

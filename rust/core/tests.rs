@@ -468,7 +468,8 @@ fn factor_l_reproduces_the_pls_matrix() {
         let zl = dense_zl(&pr, &theta);
         let q = zl.ncols();
         let m = zl.transpose() * &zl + Mat::<f64>::identity(q, q);
-        let (perm, cp, ri, v) = ws.factor_l().unwrap();
+        let fl = ws.factor_l().unwrap();
+        let (perm, cp, ri, v) = (fl.perm, fl.col_ptr, fl.row_idx, fl.values);
         let mut l = Mat::<f64>::zeros(q, q);
         for c in 0..q {
             for e in cp[c]..cp[c + 1] {

@@ -3,6 +3,19 @@
 
 mod errors;
 
+/// Three (or four) 1-d arrays returned together (CSR arrays, factor parts).
+type Arrays3<'py, A, B, C> = (
+    Bound<'py, PyArray1<A>>,
+    Bound<'py, PyArray1<B>>,
+    Bound<'py, PyArray1<C>>,
+);
+type Arrays4<'py> = (
+    Bound<'py, PyArray1<usize>>,
+    Bound<'py, PyArray1<usize>>,
+    Bound<'py, PyArray1<usize>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
 use faer::{Mat, MatRef};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -36,10 +49,10 @@ fn to_array2<'py>(
     cols: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     // v is column-major rows x cols: build the transpose C-contiguous, then .T
-    Ok(PyArray1::from_vec(py, v)
+    PyArray1::from_vec(py, v)
         .reshape([cols, rows])?
         .into_any()
-        .getattr("T")?)
+        .getattr("T")
 }
 
 /// A 2-d numpy array (any layout) as a column-major faer matrix.
@@ -259,11 +272,7 @@ impl PyWorkspace {
         theta: PyReadonlyArray1<'_, f64>,
         sigma: f64,
         max_nnz: u128,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<f64>>,
-    )> {
+    ) -> PyResult<Arrays3<'py, i64, i64, f64>> {
         let th = theta.as_array().to_vec();
         let ws = &mut self.inner;
         let csr = run(py, move || {
@@ -341,23 +350,18 @@ impl PyWorkspace {
         &mut self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<usize>>,
-        Bound<'py, PyArray1<usize>>,
-        Bound<'py, PyArray1<usize>>,
-        Bound<'py, PyArray1<f64>>,
-    )> {
+    ) -> PyResult<Arrays4<'py>> {
         let th = theta.as_array().to_vec();
         let ws = &mut self.inner;
-        let (perm, cp, ri, v) = run(py, move || {
+        let fl = run(py, move || {
             ws.update(&th)?;
             ws.factor_l()
         })?;
         Ok((
-            PyArray1::from_vec(py, perm),
-            PyArray1::from_vec(py, cp),
-            PyArray1::from_vec(py, ri),
-            PyArray1::from_vec(py, v),
+            PyArray1::from_vec(py, fl.perm),
+            PyArray1::from_vec(py, fl.col_ptr),
+            PyArray1::from_vec(py, fl.row_idx),
+            PyArray1::from_vec(py, fl.values),
         ))
     }
 }
