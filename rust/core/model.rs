@@ -940,11 +940,17 @@ impl Workspace {
             slices.push((w[0], w[1], head));
             rest = tail;
         }
-        use rayon::prelude::*;
-        slices
-            .into_par_iter()
-            .zip(self.chunk_acc.par_iter_mut())
-            .for_each(|((c0, c1, vals), acc)| ctx.fill(c0, c1, vals, acc));
+        // Scoped threads rather than the rayon pool: the calling thread takes
+        // the first chunk itself, and no chunk waits for a sleeping worker.
+        let ctx = &ctx;
+        std::thread::scope(|sc| {
+            let mut chunks = slices.into_iter().zip(self.chunk_acc.iter_mut());
+            let ((c0, c1, vals), acc) = chunks.next().unwrap();
+            for ((a, b, v), ac) in chunks {
+                sc.spawn(move || ctx.fill(a, b, v, ac));
+            }
+            ctx.fill(c0, c1, vals, acc);
+        });
     }
 
     /// Values of the lower triangle of M22 − L21 L21ᵀ in the factor's pattern.
