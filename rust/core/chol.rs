@@ -15,7 +15,7 @@ use faer::sparse::linalg::cholesky::{
     factorize_symbolic_cholesky, simplicial, supernodal, CholeskySymbolicParams, SymbolicCholesky,
     SymbolicCholeskyRaw, SymmetricOrdering,
 };
-use faer::sparse::linalg::{triangular_solve, SupernodalThreshold};
+use faer::sparse::linalg::{amd, triangular_solve, SupernodalThreshold};
 use faer::sparse::{SparseColMatRef, SymbolicSparseColMatRef};
 use faer::{Conj, MatMut, Par, Side, Spec};
 
@@ -100,23 +100,23 @@ impl SparseCholesky {
             FactorKind::Simplicial => SupernodalThreshold::FORCE_SIMPLICIAL,
             FactorKind::Supernodal => SupernodalThreshold::FORCE_SUPERNODAL,
         };
-        let params = CholeskySymbolicParams {
-            supernodal_flop_ratio_threshold: threshold(kind),
-            ..Default::default()
-        };
-        let amd = factorize_symbolic_cholesky(pattern, Side::Lower, SymmetricOrdering::Amd, params)
+        // the fill-reducing ordering (AMD) of the pattern
+        let mut perm_fwd = vec![0usize; n];
+        let mut perm_inv = vec![0usize; n];
+        {
+            let req = amd::order_maybe_unsorted_scratch::<usize>(n, row_idx.len());
+            let mut mem = MemBuffer::try_new(req).map_err(|_| {
+                CoreError::MemoryBudget("not enough memory for the fill-reducing ordering".into())
+            })?;
+            amd::order_maybe_unsorted(
+                &mut perm_fwd,
+                &mut perm_inv,
+                pattern,
+                amd::Control::default(),
+                MemStack::new(&mut mem),
+            )
             .map_err(fe)?;
-        let (perm_fwd, perm_inv) = match amd.perm() {
-            Some(p) => (p.arrays().0.to_vec(), p.arrays().1.to_vec()),
-            None => ((0..n).collect(), (0..n).collect()),
-        };
-        // faer's simplicial factorization reads the upper triangle, the
-        // supernodal one the lower: keep the kind chosen with the ordering.
-        let (side, kind) = match amd.raw() {
-            SymbolicCholeskyRaw::Simplicial(_) => (Side::Upper, FactorKind::Simplicial),
-            SymbolicCholeskyRaw::Supernodal(_) => (Side::Lower, FactorKind::Supernodal),
-        };
-        drop(amd);
+        }
         // The permuted pattern, compressed by column. faer's symbolic analysis
         // with the identity ordering reads the upper triangle; the numeric
         // factorization reads `side`.
@@ -141,8 +141,27 @@ impl SparseCholesky {
             for c in 0..n {
                 cp[c + 1] += cp[c];
             }
-            let mut order: Vec<usize> = (0..nnz).collect();
-            order.sort_unstable_by_key(|&e| (entries[e].1, entries[e].0));
+            // two stable counting sorts, by row then by column: rows ascend
+            // within each column, in O(nnz)
+            let mut rp = vec![0usize; n + 1];
+            for &(r, _) in &entries {
+                rp[r + 1] += 1;
+            }
+            for r in 0..n {
+                rp[r + 1] += rp[r];
+            }
+            let mut by_row = vec![0usize; nnz];
+            for (e, &(r, _)) in entries.iter().enumerate() {
+                by_row[rp[r]] = e;
+                rp[r] += 1;
+            }
+            let mut next = cp.clone();
+            let mut order = vec![0usize; nnz];
+            for &e in &by_row {
+                let c = entries[e].1;
+                order[next[c]] = e;
+                next[c] += 1;
+            }
             let mut pos = vec![0usize; nnz];
             let mut ri = vec![0usize; nnz];
             for (k, &e) in order.iter().enumerate() {
@@ -160,6 +179,12 @@ impl SparseCholesky {
         let symbolic =
             factorize_symbolic_cholesky(upattern, Side::Upper, SymmetricOrdering::Identity, params)
                 .map_err(fe)?;
+        // faer's simplicial factorization reads the upper triangle, the
+        // supernodal one the lower
+        let side = match symbolic.raw() {
+            SymbolicCholeskyRaw::Simplicial(_) => Side::Upper,
+            SymbolicCholeskyRaw::Supernodal(_) => Side::Lower,
+        };
         let (pcol_ptr, prow_idx, pos) = if side == Side::Upper {
             (ucp, uri, upos)
         } else {
