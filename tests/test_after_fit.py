@@ -83,3 +83,17 @@ def test_predict_on_the_fitted_rows_and_partial_re_form():
     b = fit.ranef["Subject"]
     want = fit.get_me("X") @ fit.beta + b["(Intercept)"].loc[d.Subject.astype(str)].to_numpy()
     np.testing.assert_allclose(only_int, want, rtol=1e-12)
+
+
+def test_type3_anova_with_factor_terms_and_interactions():
+    star = mm.datasets.load("star_k_sample")
+    fit = mm.lmer("read ~ cltype + sx + (1 | sch)", star)
+    table = mm.anova(fit)
+    assert list(table.index) == ["cltype", "sx"]
+    assert list(table.NumDF) == [2, 1]
+    # the one-df term's F is its t²
+    ct = fit.coef_table()
+    assert table.F["sx"] == pytest.approx(ct.t["sxF"] ** 2, rel=1e-10)
+    assert table.DenDF["sx"] == pytest.approx(ct.df["sxF"], rel=1e-10)
+    with pytest.raises(NotImplementedError, match="interaction"):
+        mm.anova(mm.lmer("read ~ cltype * sx + (1 | sch)", star))

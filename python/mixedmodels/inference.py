@@ -344,14 +344,24 @@ def coef_table(fit: LinearMixedModelResult, ddf: str | None = "satterthwaite") -
 
 
 def anova_type3(fit: LinearMixedModelResult) -> pd.DataFrame:
-    """lmerTest's type III table with Satterthwaite df (main-effects models:
-    each term is tested by the rows of its columns)."""
+    """lmerTest's type III table with Satterthwaite df, for models without
+    interactions (each term is tested by the rows of its columns, which is
+    lmerTest's type III hypothesis there); models with interactions raise
+    NotImplementedError."""
     d = fit.design
     info = fit._satterthwaite_info
     names = list(d.x_names)
     rows, labels = [], []
     all_names = _built_names(d)
-    for term, cols in d.x_builder.term_columns():
+    terms = d.x_builder.term_columns()
+    if any(":" in term for term, _ in terms):
+        # lmerTest's type III hypotheses for terms marginal to an interaction
+        # are not the rows of the term's columns; not implemented yet.
+        raise NotImplementedError(
+            "type III F tests for models with interaction terms are not implemented yet; "
+            "use fit.coef_table() for each coefficient, or mm.anova(fit0, fit1) to compare models"
+        )
+    for term, cols in terms:
         idx = [names.index(all_names[c]) for c in cols if all_names[c] in names]
         if not idx:
             continue
