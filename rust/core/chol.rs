@@ -31,8 +31,12 @@ pub enum FactorKind {
     Supernodal,
 }
 
-/// Factors with at least this many stored values are factored in parallel.
-const PARALLEL_MIN_NNZ: usize = 500_000;
+/// Factors with a supernode at least this wide are factored in parallel.
+/// faer's dense Cholesky on two threads loses to one thread below about 1,200
+/// columns on the machines we measured (570: 1.07 ms on one thread, 1.68 ms
+/// on two; 1,500: 26 ms against 15 ms), and the supernodal factorization
+/// passes the parallelism down to each supernode's dense kernels.
+const PARALLEL_MIN_SUPERNODE: usize = 1_200;
 
 pub struct SparseCholesky {
     n: usize,
@@ -191,9 +195,16 @@ impl SparseCholesky {
             build(Side::Lower)
         };
         let nnz = pos.len();
-        // Large factors (dense Schur complements of crossed designs) are
-        // worth both cores; small ones are not worth the threads' overhead.
-        let par = if symbolic.len_val() >= PARALLEL_MIN_NNZ {
+        // Wide supernodes (dense Schur complements of crossed designs) are
+        // worth both cores; narrow ones are not worth the threads' overhead.
+        let widest = match symbolic.raw() {
+            SymbolicCholeskyRaw::Simplicial(_) => 1,
+            SymbolicCholeskyRaw::Supernodal(sym) => (0..sym.n_supernodes())
+                .map(|s| sym.supernode_end()[s] - sym.supernode_begin()[s])
+                .max()
+                .unwrap_or(0),
+        };
+        let par = if widest >= PARALLEL_MIN_SUPERNODE {
             Par::rayon(0)
         } else {
             Par::Seq

@@ -51,10 +51,13 @@ use faer::{Accum, Mat, MatMut, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
 
+#[path = "classes.rs"]
+mod classes;
 #[path = "marginal.rs"]
 mod marginal;
 use super::error::{CoreError, Result};
 use super::small::{chol_lower, sandwich, solve_l, solve_lt, solve_right_lt};
+use classes::{ClassSchur, ScalarParts};
 pub use marginal::{Csr, FactorL};
 
 /// One random-effects term: a grouping factor and its model columns.
@@ -240,6 +243,11 @@ pub struct Workspace {
     /// (boundaries), and an accumulator per chunk.
     schur_chunks: Vec<usize>,
     chunk_acc: Vec<Vec<f64>>,
+    /// The scalar Schur complement grouped by the first term's diagonal
+    /// values, when that saves work (see `classes.rs`), and θ of each rest
+    /// column (scratch).
+    classes: Option<ClassSchur>,
+    theta_r: Vec<f64>,
     /// For each rest block, the entries of `a21` in its row: (f level, entry).
     a21t_ptr: Vec<usize>,
     a21t: Vec<(usize, usize)>,
@@ -284,6 +292,10 @@ pub struct Workspace {
 /// Schur-complement updates per evaluation above which the fill is split
 /// across threads.
 const PARALLEL_SCHUR_MIN_WORK: usize = 250_000;
+
+/// The grouped Schur fill is used when it needs at most this fraction of the
+/// direct fill's multiply-adds.
+const CLASS_MAX_RATIO: f64 = 0.9;
 
 /// Boundaries splitting `work` (per column) into `parts` chunks of about equal
 /// total, or one chunk when the total is below `min_total`.
@@ -583,6 +595,8 @@ impl Workspace {
             scalar,
             schur_chunks: nb_rest_chunks,
             chunk_acc: vec![vec![0.0; q_rest]],
+            classes: None,
+            theta_r: vec![0.0; nb_rest],
             l11: vec![0.0; a11.len()],
             l21: vec![0.0; a21.val.len()],
             a11,
@@ -616,7 +630,46 @@ impl Workspace {
             n_theta: nth,
             f,
         }
-        .split_schur(PARALLEL_SCHUR_MIN_WORK, rayon::current_num_threads()))
+        .split_schur(PARALLEL_SCHUR_MIN_WORK, rayon::current_num_threads())
+        .group_classes(CLASS_MAX_RATIO, rayon::current_num_threads()))
+    }
+
+    /// Switches the scalar Schur fill to the grouped form when it saves
+    /// enough work (see `classes.rs`).
+    fn group_classes(mut self, max_ratio: f64, threads: usize) -> Self {
+        self.classes = None;
+        if self.scalar && self.q_rest > 0 {
+            let parts = ScalarParts {
+                a11: &self.a11,
+                a21: &self.a21,
+                a21t_ptr: &self.a21t_ptr,
+                a21t: &self.a21t,
+                a22d: &self.a22d,
+                a22: &self.a22,
+                m_ptr: &self.m_col_ptr,
+                m_row: &self.m_brow,
+            };
+            self.classes = ClassSchur::build(&parts, max_ratio, threads);
+        }
+        self
+    }
+
+    /// The direct scalar fill (no classes) or the grouped one whatever it
+    /// saves, for tests of both paths.
+    #[cfg(test)]
+    pub(crate) fn with_classes(mut self, on: bool) -> Self {
+        if on {
+            self.group_classes(f64::INFINITY, 1)
+        } else {
+            self.classes = None;
+            self
+        }
+    }
+
+    /// Multiply-adds of the grouped Schur fill per evaluation (0 when the
+    /// direct fill is used).
+    pub fn class_work(&self) -> usize {
+        self.classes.as_ref().map_or(0, |c| c.work())
     }
 
     /// Splits the scalar Schur-complement fill into `parts` chunks of about
@@ -644,7 +697,11 @@ impl Workspace {
 
     #[cfg(test)]
     pub(crate) fn with_schur_chunks(self, parts: usize) -> Self {
-        self.split_schur(0, parts)
+        let mut ws = self.split_schur(0, parts);
+        if let Some(c) = ws.classes.as_mut() {
+            c.split(&ws.m_col_ptr, parts);
+        }
+        ws
     }
 
     pub fn n(&self) -> usize {
@@ -913,6 +970,20 @@ impl Workspace {
     /// columns are split into chunks of equal work, filled in parallel when
     /// the work is large (the Schur complement of crossed designs).
     fn fill_schur_scalar(&mut self) {
+        if let Some(cl) = &mut self.classes {
+            for (t, &term) in self.theta_r.iter_mut().zip(&self.rest_term) {
+                *t = self.templates[term][0];
+            }
+            let theta_f = self.templates[self.f][0];
+            cl.fill(
+                theta_f,
+                &self.theta_r,
+                &self.m_col_ptr,
+                &self.m_brow,
+                &mut self.m_val,
+            );
+            return;
+        }
         let ctx = SchurScalar {
             templates: &self.templates,
             rest_term: &self.rest_term,

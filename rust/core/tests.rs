@@ -22,6 +22,7 @@ impl Lcg {
     }
 }
 
+#[derive(Clone)]
 struct Problem {
     n: usize,
     p: usize,
@@ -335,21 +336,59 @@ fn slope_term_first_and_single_term_match_dense_oracle() {
 }
 
 /// Crossed and nested intercepts only: the scalar Schur-complement path,
-/// filled in one chunk and split across threads.
+/// direct and grouped by classes of the first term's levels, filled in one
+/// chunk and split across threads.
 #[test]
 fn scalar_terms_match_dense_oracle_in_one_or_several_chunks() {
     let mut pr = problem(160, 13);
     pr.terms.remove(1); // drop the slope term: every term is scalar
-    let theta = [0.8, 1.4];
-    for reml in [false, true] {
-        let want = dense_objective(&pr, &theta, reml);
-        for parts in [1, 2, 3, 7] {
-            let mut ws = workspace(&pr).with_schur_chunks(parts);
-            let got = ws.objective(&theta, reml).unwrap();
-            assert!(
-                (got - want).abs() < 1e-9 * want.abs(),
-                "{parts}: {got} vs {want}"
-            );
+    for theta in [[0.8, 1.4], [0.0, 0.6], [1.1, 0.0]] {
+        for reml in [false, true] {
+            let want = dense_objective(&pr, &theta, reml);
+            for classes in [false, true] {
+                for parts in [1, 2, 3, 7] {
+                    let ws = workspace(&pr).with_classes(classes);
+                    assert_eq!(ws.class_work() > 0, classes);
+                    let mut ws = ws.with_schur_chunks(parts);
+                    let got = ws.objective(&theta, reml).unwrap();
+                    assert!(
+                        (got - want).abs() < 1e-9 * want.abs(),
+                        "{classes} {parts}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Three crossed scalar terms with weights-like non-integer values in Z: the
+/// grouped fill has one class per level and must still match.
+#[test]
+fn grouped_schur_fill_with_three_crossed_terms() {
+    let mut pr = problem(200, 11);
+    pr.terms.remove(1);
+    let n = pr.n;
+    pr.terms.push(ReTerm {
+        n_levels: 4,
+        k: 1,
+        codes: (0..n).map(|i| ((i * 7) % 4) as u32).collect(),
+        z: vec![1.0; n],
+    });
+    let theta = [0.9, 0.5, 1.3];
+    for scale_z in [false, true] {
+        let mut pr = pr.clone();
+        if scale_z {
+            for t in &mut pr.terms {
+                for (i, z) in t.z.iter_mut().enumerate() {
+                    *z *= 1.0 + 0.01 * (i % 5) as f64;
+                }
+            }
+        }
+        let want = dense_objective(&pr, &theta, false);
+        for classes in [false, true] {
+            let mut ws = workspace(&pr).with_classes(classes);
+            let got = ws.objective(&theta, false).unwrap();
+            assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
         }
     }
 }

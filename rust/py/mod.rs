@@ -140,6 +140,12 @@ impl PyWorkspace {
     fn schur_chunks(&self) -> usize {
         self.inner.schur_chunks()
     }
+    /// Multiply-adds per evaluation of the Schur-complement fill grouped by
+    /// classes of the first term's levels (0 when the direct fill is used).
+    #[getter]
+    fn class_work(&self) -> usize {
+        self.inner.class_work()
+    }
     /// Stored values of the sparse Cholesky factor L.
     #[getter]
     fn factor_nnz(&self) -> usize {
