@@ -78,25 +78,18 @@ impl Terms {
 
     /// The terms of the given ranges, one after the other.
     fn gather(&self, ranges: &[(usize, usize)]) -> Self {
+        fn cat<T: Copy>(src: &[T], ranges: &[(usize, usize)]) -> Vec<T> {
+            let mut out = Vec::with_capacity(src.len());
+            for &(a, b) in ranges {
+                out.extend_from_slice(&src[a..b]);
+            }
+            out
+        }
         match self {
-            Terms::Packed(p) => Terms::Packed(
-                ranges
-                    .iter()
-                    .flat_map(|&(a, b)| &p[a..b])
-                    .copied()
-                    .collect(),
-            ),
+            Terms::Packed(p) => Terms::Packed(cat(p, ranges)),
             Terms::Wide { cls, val } => Terms::Wide {
-                cls: ranges
-                    .iter()
-                    .flat_map(|&(a, b)| &cls[a..b])
-                    .copied()
-                    .collect(),
-                val: ranges
-                    .iter()
-                    .flat_map(|&(a, b)| &val[a..b])
-                    .copied()
-                    .collect(),
+                cls: cat(cls, ranges),
+                val: cat(val, ranges),
             },
         }
     }
@@ -200,23 +193,23 @@ impl ClassSchur {
         let mut ptr = Vec::with_capacity(nnz + 1);
         ptr.push(0);
         let (mut cls, mut val) = (Vec::new(), Vec::new());
-        // per column scratch: position of each row in the column, accumulator
-        let mut loc = vec![0usize; nb];
-        let mut acc = vec![0.0; nb];
-        let mut mark = vec![usize::MAX; nb];
-        let mut touched = Vec::new();
-        let mut entries: Vec<(usize, u16, f64)> = Vec::new();
+        // per column scratch: position of each row in the column; the
+        // column's products (position, class, value), generated class by
+        // class, then stably sorted by position so that equal classes are
+        // adjacent and merge
+        let mut loc = vec![0u32; nb];
+        let mut raw: Vec<(u32, u16, f64)> = Vec::new();
+        let mut sorted: Vec<(u16, f64)> = Vec::new();
         let mut count = Vec::new();
         let mut order: Vec<(u16, usize, usize)> = Vec::new();
-        let mut run_id = 0usize;
         for c in 0..nb {
             let (p0, p1) = (s.m_ptr[c], s.m_ptr[c + 1]);
             for (i, &r) in s.m_row[p0..p1].iter().enumerate() {
-                loc[r] = i;
+                loc[r] = i as u32;
             }
             a22[p0] = s.a22d[c];
             for e in s.a22.ptr[c]..s.a22.ptr[c + 1] {
-                a22[p0 + loc[s.a22.row[e]]] = s.a22.val[e];
+                a22[p0 + loc[s.a22.row[e]] as usize] = s.a22.val[e];
             }
             // the column's first-term levels, by class
             order.clear();
@@ -226,53 +219,63 @@ impl ClassSchur {
                     .map(|&(j, e)| (class_of[j], j, e)),
             );
             order.sort_unstable();
-            entries.clear();
-            let mut i = 0;
-            while i < order.len() {
-                let v = order[i].0;
-                run_id += 1;
-                while i < order.len() && order[i].0 == v {
-                    let (_, j, ec) = order[i];
-                    let lc = s.a21.val[ec];
-                    for e in ec..s.a21.ptr[j + 1] {
-                        let r = s.a21.row[e];
-                        if mark[r] != run_id {
-                            mark[r] = run_id;
-                            touched.push(r);
-                        }
-                        acc[r] += s.a21.val[e] * lc;
-                    }
-                    i += 1;
-                }
-                for &r in &touched {
-                    entries.push((loc[r], v, acc[r]));
-                    acc[r] = 0.0;
-                }
-                touched.clear();
+            raw.clear();
+            for &(v, j, ec) in &order {
+                let lc = s.a21.val[ec];
+                let end = s.a21.ptr[j + 1];
+                raw.extend(
+                    s.a21.row[ec..end]
+                        .iter()
+                        .zip(&s.a21.val[ec..end])
+                        .map(|(&r, &a)| (loc[r], v, a * lc)),
+                );
             }
-            if cls.len() + entries.len() > budget {
-                return None;
-            }
-            // counting sort of the column's entries by position
             count.clear();
             count.resize(p1 - p0 + 1, 0usize);
-            for &(l, _, _) in &entries {
-                count[l + 1] += 1;
+            for &(l, _, _) in &raw {
+                count[l as usize + 1] += 1;
             }
             for l in 0..p1 - p0 {
                 count[l + 1] += count[l];
             }
-            let base = cls.len();
-            cls.resize(base + entries.len(), 0);
-            val.resize(base + entries.len(), 0.0);
-            for &(l, v, a) in &entries {
-                let at = base + count[l];
-                cls[at] = v;
-                val[at] = a;
-                count[l] += 1;
+            sorted.clear();
+            sorted.resize(raw.len(), (0, 0.0));
+            for &(l, v, a) in &raw {
+                sorted[count[l as usize]] = (v, a);
+                count[l as usize] += 1;
             }
-            // count[l] is now the end of position l's entries
-            ptr.extend(count[..p1 - p0].iter().map(|&e| base + e));
+            // count[l] is now the end of position l's products: merge each
+            // position's equal classes (without branches: equal or not is
+            // unpredictable)
+            let mut n = cls.len();
+            cls.resize(n + raw.len(), 0);
+            val.resize(n + raw.len(), 0.0);
+            let mut start = 0;
+            for &end in &count[..p1 - p0] {
+                if start < end {
+                    // the current run (class, sum) is written at n each
+                    // time, and n moves on when the class changes
+                    let (mut cv, mut cs) = sorted[start];
+                    for &(v, a) in &sorted[start + 1..end] {
+                        let same = v == cv;
+                        cls[n] = cv;
+                        val[n] = cs;
+                        n += usize::from(!same);
+                        cs = if same { cs + a } else { a };
+                        cv = v;
+                    }
+                    cls[n] = cv;
+                    val[n] = cs;
+                    n += 1;
+                }
+                ptr.push(n);
+                start = end;
+            }
+            cls.truncate(n);
+            val.truncate(n);
+            if cls.len() > budget {
+                return None;
+            }
         }
         let work: Vec<usize> = (0..nb)
             .map(|c| ptr[s.m_ptr[c + 1]] - ptr[s.m_ptr[c]] + s.m_ptr[c + 1] - s.m_ptr[c])
@@ -294,12 +297,30 @@ impl ClassSchur {
     /// `order`).
     fn arrange(&mut self, m_ptr: &[usize]) {
         let pos_bounds: Vec<usize> = self.chunks.iter().map(|&c| m_ptr[c]).collect();
+        // a stable counting sort by (chunk, count) of the current order,
+        // which is by position within each (chunk, count)
         let chunk_of = |pos: usize| pos_bounds[1..].partition_point(|&b| b <= pos);
-        let mut idx: Vec<usize> = (0..self.order.len()).collect();
-        idx.sort_unstable_by_key(|&k| {
-            let pos = self.order[k] as usize;
-            (chunk_of(pos), self.ptr[k + 1] - self.ptr[k], pos)
-        });
+        let nk = self.order.len();
+        let max_count = (0..nk)
+            .map(|k| self.ptr[k + 1] - self.ptr[k])
+            .max()
+            .unwrap_or(0);
+        let key = |k: usize| {
+            chunk_of(self.order[k] as usize) * (max_count + 1) + self.ptr[k + 1] - self.ptr[k]
+        };
+        let keys: Vec<usize> = (0..nk).map(key).collect();
+        let mut start = vec![0usize; (pos_bounds.len() - 1) * (max_count + 1) + 1];
+        for &b in &keys {
+            start[b + 1] += 1;
+        }
+        for b in 1..start.len() {
+            start[b] += start[b - 1];
+        }
+        let mut idx = vec![0usize; nk];
+        for (k, &b) in keys.iter().enumerate() {
+            idx[start[b]] = k;
+            start[b] += 1;
+        }
         let ranges: Vec<(usize, usize)> = idx
             .iter()
             .map(|&k| (self.ptr[k], self.ptr[k + 1]))

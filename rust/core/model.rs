@@ -47,7 +47,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
-use faer::{Accum, Mat, MatMut, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
 
@@ -829,100 +829,27 @@ impl Workspace {
             _ => first_term_blocks_dyn(kf, &tf, &self.a11, &mut self.l11, &src, c1),
         };
         ld_l2 += ok.ok_or_else(not_pd)?;
-        let kk = kf * kf;
 
         if self.q_rest > 0 {
-            // L21 = T_restᵀ A21 T_f L11⁻ᵀ
-            if self.scalar {
-                // 1 x 1 blocks: entry offsets are entry indices
-                let theta_r: Vec<f64> = self
-                    .rest_term
-                    .iter()
-                    .map(|&t| self.templates[t][0])
-                    .collect();
-                for j in 0..lf {
-                    let scale = tf[0] / self.l11[j];
-                    let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
-                    for ((dst, &a), &rb) in self.l21[e0..e1]
-                        .iter_mut()
-                        .zip(&self.a21.val[e0..e1])
-                        .zip(&self.a21.row[e0..e1])
-                    {
-                        *dst = theta_r[rb] * a * scale;
-                    }
-                }
-            }
-            for j in (0..lf).filter(|_| !self.scalar) {
-                let l = &self.l11[j * kk..(j + 1) * kk];
-                for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
-                    let rb = self.a21.row[e];
-                    let tr = &self.templates[self.rest_term[rb]];
-                    let kr = self.terms[self.rest_term[rb]].k;
-                    let a = &self.a21.val[self.a21.off[e]..][..kr * kf];
-                    let dst = &mut self.l21[self.a21.off[e]..][..kr * kf];
-                    if kr == 1 && kf == 1 {
-                        dst[0] = tr[0] * a[0] * tf[0] / l[0];
-                    } else {
-                        tmp.resize((kr * kf).max(tmp.len()), 0.0);
-                        sandwich(tr, kr, a, &tf, kf, &mut tmp, dst);
-                        solve_right_lt(l, kf, dst, kr);
-                    }
-                }
+            // The factorization of the rest needs L21 only through the fill;
+            // the grouped fill does not, so L21 and the right-hand side of
+            // c2 are then computed on a second thread during the
+            // factorization.
+            let overlap = self.classes.as_ref().is_some_and(|c| c.chunks.len() > 2);
+            if !overlap {
+                self.split_rest().2.run(&mut tmp);
             }
             self.fill_schur(&mut tmp, &mut out);
-            let chol = self.chol.as_mut().unwrap();
-            chol.factor(&self.m_val)?;
-            ld_l2 += chol.logdet();
-
-            // c2 = L22⁻¹ P (T_restᵀ Zᵀ_rest[X y] − L21 c1)
-            for col in 0..p1 {
-                let src = self.ztxy.col(col);
-                let c1 = self.c1.col(col).try_as_col_major().unwrap().as_slice();
-                let dst = self
-                    .c2
-                    .col_mut(col)
-                    .try_as_col_major_mut()
-                    .unwrap()
-                    .as_slice_mut();
-                for rb in 0..self.rest_term.len() {
-                    let t = self.rest_term[rb];
-                    let k = self.terms[t].k;
-                    let tm = &self.templates[t];
-                    let ext = self.layout[t].offset + self.rest_level[rb] * k;
-                    let ro = self.rest_off[rb];
-                    for r in 0..k {
-                        let mut s = 0.0;
-                        for i in r..k {
-                            s += tm[i + r * k] * src[ext + i];
-                        }
-                        dst[ro + r] = s;
-                    }
-                }
-                if self.scalar {
-                    for j in 0..lf {
-                        let cj = c1[j];
-                        let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
-                        for (&rb, &lv) in self.a21.row[e0..e1].iter().zip(&self.l21[e0..e1]) {
-                            dst[rb] -= lv * cj;
-                        }
-                    }
-                    continue;
-                }
-                for j in 0..lf {
-                    let cj = &c1[j * kf..(j + 1) * kf];
-                    for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
-                        let rb = self.a21.row[e];
-                        let kr = self.terms[self.rest_term[rb]].k;
-                        let lv = &self.l21[self.a21.off[e]..][..kr * kf];
-                        let ro = self.rest_off[rb];
-                        for c in 0..kf {
-                            for r in 0..kr {
-                                dst[ro + r] -= lv[r + c * kr] * cj[c];
-                            }
-                        }
-                    }
-                }
+            if overlap {
+                let (chol, m_val, mut rest) = self.split_rest();
+                std::thread::scope(|sc| {
+                    sc.spawn(move || rest.run(&mut Vec::new()));
+                    chol.factor(m_val)
+                })?;
+            } else {
+                self.chol.as_mut().unwrap().factor(&self.m_val)?;
             }
+            ld_l2 += self.chol.as_ref().unwrap().logdet();
             self.chol.as_ref().unwrap().forward_solve(self.c2.as_mut());
         }
 
@@ -963,6 +890,47 @@ impl Workspace {
         };
         self.eval = Some(ev.clone());
         Ok(ev)
+    }
+
+    /// Disjoint borrows: the sparse factor, the values it factors, and what
+    /// computes L21 and the right-hand side of c2.
+    fn split_rest(&mut self) -> (&mut SparseCholesky, &[f64], RestRhs<'_>) {
+        let Self {
+            chol,
+            m_val,
+            terms,
+            layout,
+            templates,
+            rest_term,
+            rest_level,
+            rest_off,
+            a21,
+            l11,
+            l21,
+            ztxy,
+            c1,
+            c2,
+            f,
+            scalar,
+            ..
+        } = self;
+        let rest = RestRhs {
+            terms,
+            layout,
+            templates,
+            rest_term,
+            rest_level,
+            rest_off,
+            a21,
+            l11,
+            f: *f,
+            scalar: *scalar,
+            ztxy: ztxy.as_ref(),
+            c1: c1.as_ref(),
+            l21,
+            c2: c2.as_mut(),
+        };
+        (chol.as_mut().unwrap(), m_val, rest)
     }
 
     /// [`fill_schur`](Self::fill_schur) when every block is 1 x 1: then block
@@ -1597,6 +1565,122 @@ fn first_term_blocks_dyn(
         }
     }
     Some(ld)
+}
+
+/// What computes L21 = T_restᵀ A21 T_f L11⁻ᵀ and the right-hand side
+/// T_restᵀ Zᵀ_rest[X y] − L21 c1 of c2 (borrowed from the workspace).
+struct RestRhs<'a> {
+    terms: &'a [ReTerm],
+    layout: &'a [TermLayout],
+    templates: &'a [Vec<f64>],
+    rest_term: &'a [usize],
+    rest_level: &'a [usize],
+    rest_off: &'a [usize],
+    a21: &'a BlockColumns,
+    l11: &'a [f64],
+    f: usize,
+    scalar: bool,
+    ztxy: MatRef<'a, f64>,
+    c1: MatRef<'a, f64>,
+    l21: &'a mut [f64],
+    c2: MatMut<'a, f64>,
+}
+
+impl RestRhs<'_> {
+    fn run(&mut self, tmp: &mut Vec<f64>) {
+        let kf = self.terms[self.f].k;
+        let lf = self.terms[self.f].n_levels;
+        let kk = kf * kf;
+        let tf = &self.templates[self.f];
+        let p1 = self.c2.ncols();
+        // L21 = T_restᵀ A21 T_f L11⁻ᵀ
+        if self.scalar {
+            // 1 x 1 blocks: entry offsets are entry indices
+            let theta_r: Vec<f64> = self
+                .rest_term
+                .iter()
+                .map(|&t| self.templates[t][0])
+                .collect();
+            for j in 0..lf {
+                let scale = tf[0] / self.l11[j];
+                let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
+                for ((dst, &a), &rb) in self.l21[e0..e1]
+                    .iter_mut()
+                    .zip(&self.a21.val[e0..e1])
+                    .zip(&self.a21.row[e0..e1])
+                {
+                    *dst = theta_r[rb] * a * scale;
+                }
+            }
+        }
+        for j in (0..lf).filter(|_| !self.scalar) {
+            let l = &self.l11[j * kk..(j + 1) * kk];
+            for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                let rb = self.a21.row[e];
+                let tr = &self.templates[self.rest_term[rb]];
+                let kr = self.terms[self.rest_term[rb]].k;
+                let a = &self.a21.val[self.a21.off[e]..][..kr * kf];
+                let dst = &mut self.l21[self.a21.off[e]..][..kr * kf];
+                if kr == 1 && kf == 1 {
+                    dst[0] = tr[0] * a[0] * tf[0] / l[0];
+                } else {
+                    tmp.resize((kr * kf).max(tmp.len()), 0.0);
+                    sandwich(tr, kr, a, tf, kf, tmp, dst);
+                    solve_right_lt(l, kf, dst, kr);
+                }
+            }
+        }
+        // c2 = L22⁻¹ P (T_restᵀ Zᵀ_rest[X y] − L21 c1)
+        for col in 0..p1 {
+            let src = self.ztxy.col(col);
+            let c1 = self.c1.col(col).try_as_col_major().unwrap().as_slice();
+            let dst = self
+                .c2
+                .rb_mut()
+                .col_mut(col)
+                .try_as_col_major_mut()
+                .unwrap()
+                .as_slice_mut();
+            for rb in 0..self.rest_term.len() {
+                let t = self.rest_term[rb];
+                let k = self.terms[t].k;
+                let tm = &self.templates[t];
+                let ext = self.layout[t].offset + self.rest_level[rb] * k;
+                let ro = self.rest_off[rb];
+                for r in 0..k {
+                    let mut s = 0.0;
+                    for i in r..k {
+                        s += tm[i + r * k] * src[ext + i];
+                    }
+                    dst[ro + r] = s;
+                }
+            }
+            if self.scalar {
+                for j in 0..lf {
+                    let cj = c1[j];
+                    let (e0, e1) = (self.a21.ptr[j], self.a21.ptr[j + 1]);
+                    for (&rb, &lv) in self.a21.row[e0..e1].iter().zip(&self.l21[e0..e1]) {
+                        dst[rb] -= lv * cj;
+                    }
+                }
+                continue;
+            }
+            for j in 0..lf {
+                let cj = &c1[j * kf..(j + 1) * kf];
+                for e in self.a21.ptr[j]..self.a21.ptr[j + 1] {
+                    let rb = self.a21.row[e];
+                    let kr = self.terms[self.rest_term[rb]].k;
+                    let lv = &self.l21[self.a21.off[e]..][..kr * kf];
+                    let ro = self.rest_off[rb];
+                    for c in 0..kf {
+                        for r in 0..kr {
+                            dst[ro + r] -= lv[r + c * kr] * cj[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What the scalar Schur-complement fill reads (shared by the threads).
