@@ -25,7 +25,12 @@
 //! P (M22 − L21 L21ᵀ) Pᵀ = L22 L22ᵀ   faer's sparse Cholesky (AMD, analysed once)
 //! ```
 //!
-//! and the fixed effects and response follow through the dense Schur
+//! When every term is scalar, M22 − L21 L21ᵀ is formed from the first term's
+//! levels grouped by their diagonal value (`classes.rs`), and L21 is then
+//! computed during the sparse factorization, on a second thread when the fill
+//! is large enough to be split across threads.
+//!
+//! The fixed effects and response follow through the dense Schur
 //! complement
 //!
 //! ```text
