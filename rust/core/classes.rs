@@ -24,7 +24,7 @@
 //! as InstEval this halves the number of multiply-adds; with 20,000 levels
 //! crossed with 500 it divides it by five.
 
-use super::{chunk_bounds, BlockColumns};
+use super::{chunk_bounds, for_each_column_chunk, BlockColumns};
 
 /// Grouped form of the scalar Schur complement (see the module docs).
 #[derive(Clone, Debug)]
@@ -382,25 +382,9 @@ impl ClassSchur {
                 vals[p0 - base] += 1.0;
             }
         };
-        let bounds = &self.chunks;
-        if bounds.len() <= 2 {
-            return fill(0, m_ptr.len() - 1, m_val);
-        }
-        let mut slices = Vec::with_capacity(bounds.len() - 1);
-        let mut rest: &mut [f64] = m_val;
-        for b in bounds.windows(2) {
-            let (head, tail) = rest.split_at_mut(m_ptr[b[1]] - m_ptr[b[0]]);
-            slices.push((b[0], b[1], head));
-            rest = tail;
-        }
-        let fill = &fill;
-        std::thread::scope(|sc| {
-            let mut it = slices.into_iter();
-            let (c0, c1, first) = it.next().unwrap();
-            for (a, b, v) in it {
-                sc.spawn(move || fill(a, b, v));
-            }
-            fill(c0, c1, first);
+        let mut no_extra = vec![(); self.chunks.len() - 1];
+        for_each_column_chunk(&self.chunks, m_ptr, m_val, &mut no_extra, |c0, c1, v, _| {
+            fill(c0, c1, v)
         });
     }
 }

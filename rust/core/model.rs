@@ -322,6 +322,36 @@ fn chunk_bounds(work: &[usize], min_total: usize, parts: usize) -> Vec<usize> {
     bounds
 }
 
+/// Runs `f(c0, c1, values, extra)` for each chunk `c0..c1` of the columns
+/// split at `bounds`, with the chunk's disjoint slice of `vals` (columns laid
+/// out by `col_ptr`) and its own `extra`. Scoped threads rather than the
+/// rayon pool: the calling thread takes the first chunk itself, and no chunk
+/// waits for a sleeping worker.
+fn for_each_column_chunk<T: Send>(
+    bounds: &[usize],
+    col_ptr: &[usize],
+    vals: &mut [f64],
+    extra: &mut [T],
+    f: impl Fn(usize, usize, &mut [f64], &mut T) + Sync,
+) {
+    let mut chunks = Vec::with_capacity(bounds.len() - 1);
+    let mut rest = vals;
+    for (w, ex) in bounds.windows(2).zip(extra) {
+        let (head, tail) = rest.split_at_mut(col_ptr[w[1]] - col_ptr[w[0]]);
+        chunks.push((w[0], w[1], head, ex));
+        rest = tail;
+    }
+    let f = &f;
+    std::thread::scope(|sc| {
+        let mut it = chunks.into_iter();
+        let (c0, c1, first, ex) = it.next().unwrap();
+        for (a, b, v, e) in it {
+            sc.spawn(move || f(a, b, v, e));
+        }
+        f(c0, c1, first, ex);
+    });
+}
+
 fn check_finite(name: &str, v: &[f64]) -> Result<()> {
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(CoreError::Dimension(format!(
@@ -970,31 +1000,13 @@ impl Workspace {
             m_bptr: &self.m_bptr,
             m_brow: &self.m_brow,
         };
-        let bounds = &self.schur_chunks;
-        if bounds.len() <= 2 {
-            ctx.fill(0, self.rest_term.len(), &mut self.m_val, &mut self.acc);
-            return;
-        }
-        // disjoint slices of m_val, one per chunk of columns
-        let mut slices = Vec::with_capacity(bounds.len() - 1);
-        let mut rest: &mut [f64] = &mut self.m_val;
-        for w in bounds.windows(2) {
-            let len = self.m_col_ptr[w[1]] - self.m_col_ptr[w[0]];
-            let (head, tail) = rest.split_at_mut(len);
-            slices.push((w[0], w[1], head));
-            rest = tail;
-        }
-        // Scoped threads rather than the rayon pool: the calling thread takes
-        // the first chunk itself, and no chunk waits for a sleeping worker.
-        let ctx = &ctx;
-        std::thread::scope(|sc| {
-            let mut chunks = slices.into_iter().zip(self.chunk_acc.iter_mut());
-            let ((c0, c1, vals), acc) = chunks.next().unwrap();
-            for ((a, b, v), ac) in chunks {
-                sc.spawn(move || ctx.fill(a, b, v, ac));
-            }
-            ctx.fill(c0, c1, vals, acc);
-        });
+        for_each_column_chunk(
+            &self.schur_chunks,
+            &self.m_col_ptr,
+            &mut self.m_val,
+            &mut self.chunk_acc,
+            |c0, c1, vals, acc| ctx.fill(c0, c1, vals, acc),
+        );
     }
 
     /// Values of the lower triangle of M22 − L21 L21ᵀ in the factor's pattern.
