@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .design import _value_labels
+from ._columns import value_labels as _value_labels
 from .exceptions import DataError, FormulaError
 from .formula import parse_formula
 
