@@ -192,9 +192,7 @@ def _direct_columns(terms: Terms, data: pd.DataFrame) -> list[str] | None:
     return list(names)
 
 
-def model_matrix(
-    terms: Terms, data: pd.DataFrame
-) -> tuple[np.ndarray, list[str], ColumnBuilder]:
+def model_matrix(terms: Terms, data: pd.DataFrame) -> tuple[np.ndarray, list[str], ColumnBuilder]:
     """Return the model matrix of a right-hand side, R's column names, and its builder.
 
     Sums of plain column names (numeric columns, and factors with treatment

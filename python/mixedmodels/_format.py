@@ -84,11 +84,10 @@ def named_vector(
 ) -> str:
     """Print a named numeric vector as R does: names right-aligned over the
     values, each field followed by a space. Strings are taken as formatted."""
-    vals = (
-        [v.strip() for v in values]
-        if all(isinstance(v, str) for v in values)
-        else format_r(values, digits)
-    )
+    if all(isinstance(v, str) for v in values):
+        vals = [str(v).strip() for v in values]
+    else:
+        vals = format_r([float(v) for v in values], digits)
     w = max([len(n) for n in names] + [len(v) for v in vals])
     top = "".join(n.rjust(w) + " " for n in names)
     bottom = "".join(v.rjust(w) + " " for v in vals)

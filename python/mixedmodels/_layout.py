@@ -202,7 +202,11 @@ class ThetaLayout:
         """Return θ from the sds and correlations (θ order) and σ: the inverse of `sdcor`."""
         pieces = self._pieces(np.asarray(psi, dtype=np.float64))
         return np.array(
-            [v for t, p in zip(self.terms, pieces, strict=True) for v in t.theta_from_sdcor(p, sigma)]
+            [
+                v
+                for t, p in zip(self.terms, pieces, strict=True)
+                for v in t.theta_from_sdcor(p, sigma)
+            ]
         )
 
     @cached_property

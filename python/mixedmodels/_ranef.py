@@ -1,4 +1,9 @@
-"""Conditional modes and variances of the random effects, per grouping factor."""
+"""The random effects after the fit.
+
+Conditional modes and variances per grouping factor (lme4's ``ranef``),
+fixed plus random coefficients (``coef``) and the variance components
+(``VarCorr``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ._layout import TermLayout
 from .design import Design, TermDesign
 
-__all__ = ["RandomEffects", "coefficients", "random_effects"]
+__all__ = ["RandomEffects", "coefficients", "random_effects", "variance_components"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,21 @@ def coefficients(fixef: pd.Series, ranef: RandomEffects) -> dict[str, pd.DataFra
             df[c] = df[c] + modes[c].to_numpy()
         out[g] = df
     return out
+
+
+def variance_components(
+    covariances: dict[str, pd.DataFrame], layouts: list[TermLayout], sigma: float
+) -> pd.DataFrame:
+    """Return lme4's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor.
+
+    Per term the variances first, then the covariances in θ order; the
+    residual last.
+    """
+    rows: list[tuple[object, ...]] = []
+    for (g, cov), layout in zip(covariances.items(), layouts, strict=True):
+        names, c = list(cov.index), cov.to_numpy()
+        pairs = list(zip(layout.entries, layout.sdcor(c), strict=True))
+        rows += [(g, names[i], None, c[i, i], v) for (i, j), v in pairs if i == j]
+        rows += [(g, names[j], names[i], c[i, j], v) for (i, j), v in pairs if i != j]
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])

@@ -62,9 +62,7 @@ class ModelState:
 
     __slots__ = ("_ws", "_weights", "_sqrt_w", "_log_det_w", "_offset", "_theta", "_sigma")
 
-    def __init__(
-        self, workspace: Workspace, weights: np.ndarray | None, offset: np.ndarray | None
-    ):
+    def __init__(self, workspace: Workspace, weights: np.ndarray | None, offset: np.ndarray | None):
         self._ws = workspace
         self._weights = weights
         self._sqrt_w = None if weights is None else np.sqrt(weights)

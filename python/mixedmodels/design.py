@@ -12,12 +12,19 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from ._columns import ColumnBuilder, check_columns, factor_codes, is_numeric, model_matrix, variables
+from ._columns import (
+    ColumnBuilder,
+    check_columns,
+    factor_codes,
+    is_numeric,
+    model_matrix,
+    variables,
+)
 from ._layout import TermLayout, ThetaLayout
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
@@ -81,8 +88,10 @@ class Design:
     --------
     >>> import mixedmodels as mm
     >>> d = mm.build_design("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
-    >>> d.n, d.x_names, d.layout.names
-    (180, ('(Intercept)', 'Days'), ['Subject.(Intercept)', 'Subject.Days.(Intercept)', 'Subject.Days'])
+    >>> d.n, d.x_names
+    (180, ('(Intercept)', 'Days'))
+    >>> d.layout.names
+    ['Subject.(Intercept)', 'Subject.Days.(Intercept)', 'Subject.Days']
     """
 
     formula: ParsedFormula
@@ -146,15 +155,15 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
             codes = (np.cumsum(used) - 1)[codes]
             labs = [lab for lab, u in zip(labs, used, strict=True) if u]
         return codes, pd.Index(labs, dtype=object, name=term.group)
-    combined = np.zeros(len(data), dtype=np.int64)
+    combined: np.ndarray = np.zeros(len(data), dtype=np.int64)
     labels: list[list[str]] = []
     for name in term.factors:
-        codes, labs = factor_codes(data[name])
-        combined = combined * len(labs) + codes
+        fcodes, labs = factor_codes(data[name])
+        combined = combined * len(labs) + fcodes
         labels.append(labs)
     codes, used = pd.factorize(combined, sort=True)
     parts = []
-    rem = np.asarray(used).copy()
+    rem = np.asarray(used, dtype=np.int64).copy()
     for labs in reversed(labels):
         parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
         rem //= len(labs)
@@ -165,7 +174,9 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
     return codes.astype(np.int64, copy=False), pd.Index(lev, dtype=object, name=term.group)
 
 
-def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
+def _drop_dependent_columns(
+    X: np.ndarray, names: list[str], tol: float = 1e-7
+) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop columns that are linear combinations of earlier ones (lme4 drops
     them with a message). Returns (X, names, dropped).
 
@@ -186,10 +197,10 @@ def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
         except np.linalg.LinAlgError:
             pass
     scaled = X / np.where(zero, 1.0, norms)
-    r = np.linalg.qr(scaled, mode="r")
+    rr = np.asarray(np.linalg.qr(scaled, mode="r"))  # R alone (the stubs say QRResult)
     d = np.zeros(p)
-    m = min(r.shape)
-    d[:m] = np.abs(np.diag(r)[:m])
+    m = min(rr.shape)
+    d[:m] = np.abs(np.diag(rr)[:m])
     keep = (d > tol) & ~zero
     if keep.all():
         return X, names, []
@@ -197,7 +208,9 @@ def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
-def _row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray | None:
+def _row_values(
+    spec: str | npt.ArrayLike | None, data: pd.DataFrame, what: str
+) -> np.ndarray | None:
     """A column name or one value per data row, as floats (NaN kept)."""
     if spec is None:
         return None
@@ -214,7 +227,10 @@ def _row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray | None:
 
 
 def build_design(
-    formula: str | ParsedFormula, data: pd.DataFrame, weights=None, offset=None
+    formula: str | ParsedFormula,
+    data: pd.DataFrame,
+    weights: str | npt.ArrayLike | None = None,
+    offset: str | npt.ArrayLike | None = None,
 ) -> Design:
     """Build the model's arrays from an lme4 formula and a data frame.
 

@@ -330,7 +330,7 @@ def gls(X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike, V: Any) -> GLSResult:
     rhs = np.column_stack([xa, ya])
     if isinstance(V, ImplicitV):
         w = V.V_solve(rhs)
-    elif sp.issparse(V):
+    elif isinstance(V, sp.sparray | sp.spmatrix):
         w = splu(sp.csc_array(V)).solve(rhs)
     else:
         w = cho_solve(cho_factor(np.asarray(V, dtype=np.float64)), rhs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -78,11 +79,11 @@ class Control:
     singular_tol: float = 1e-4
 
     @classmethod
-    def precise(cls, **kwargs) -> Control:
+    def precise(cls, **kwargs: Any) -> Control:
         """Tighter tolerances (MixedModels.jl's, with ftol_abs 1e-10): the
         optimum is pinned down further than lme4 does, at the cost of more
         evaluations (62 instead of 43 on sleepstudy)."""
-        settings = dict(
+        settings: dict[str, Any] = dict(
             ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10, initial_step=0.75
         )
         settings.update(kwargs)
@@ -172,7 +173,7 @@ def optimize_theta(
         if control.initial_step is not None:
             opt.set_initial_step(control.initial_step)
 
-        def nf(x, grad):
+        def nf(x: np.ndarray, grad: np.ndarray) -> float:
             try:
                 return f(x)
             except BaseException as e:  # re-raised below with its own type

@@ -32,7 +32,11 @@ def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[in
     keep: list[int] = []
     for w in parse_formula("y " + text).random:
         names = w.terms.names
-        cols = None if names is None else set(names) | ({"(Intercept)"} if w.terms.intercept else set())
+        cols = (
+            None
+            if names is None
+            else set(names) | ({"(Intercept)"} if w.terms.intercept else set())
+        )
         matches = [
             i
             for i, t in enumerate(terms)

@@ -29,6 +29,7 @@ from ._params import param_names, param_values
 from .optimize import Control
 
 if TYPE_CHECKING:
+    from .model import LinearMixedModel
     from .results import LinearMixedModelResult
 
 __all__ = ["profile", "profile_confint"]
@@ -68,7 +69,7 @@ class _Profiler:
         psi = start.copy()
         psi[i] = value
 
-        def f(x, grad):
+        def f(x: np.ndarray, grad: np.ndarray | None) -> float:
             psi[free] = x
             return self.deviance(psi)
 
@@ -168,7 +169,11 @@ def _zeta_functions(fit: LinearMixedModelResult) -> list[_Zeta]:
         state = {"theta": pr.fit.theta.copy()}
 
         def zeta_b(
-            b: float, xj: np.ndarray = xj, bhat: float = bhat, reduced=reduced, state=state
+            b: float,
+            xj: np.ndarray = xj,
+            bhat: float = bhat,
+            reduced: LinearMixedModel = reduced,
+            state: dict[str, np.ndarray] = state,
         ) -> float:
             m = reduced.with_response(d.y - xj * b)
             r = m.fit(Control.precise(), start=state["theta"])

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import inference, matrices, predict, profile
-from ._ranef import RandomEffects, coefficients, random_effects
+from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
 from .design import Design
@@ -249,18 +249,8 @@ class LinearMixedModelResult:
         Columns grp, var1, var2, vcov, sdcor: the variances first, then the
         covariances in θ order.
         """
-        rows: list[tuple[Any, ...]] = []
-        for (g, cov), t in zip(self.covariances.items(), self.design.terms, strict=True):
-            names = list(cov.index)
-            c = cov.to_numpy()
-            sdcor = t.layout.sdcor(c)
-            entries = t.layout.entries
-            rows.extend((g, names[i], None, c[i, i], v) for (i, j), v in zip(entries, sdcor, strict=True) if i == j)
-            rows.extend(
-                (g, names[j], names[i], c[i, j], v) for (i, j), v in zip(entries, sdcor, strict=True) if i != j
-            )
-        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        layouts = [t.layout for t in self.design.terms]
+        return variance_components(self.covariances, layouts, self.sigma)
 
     @cached_property
     def ranef(self) -> RandomEffects:
@@ -336,7 +326,9 @@ class LinearMixedModelResult:
         """
         return predict.predict(self, newdata, re_form, allow_new_levels)
 
-    def simulate(self, nsim: int = 1, seed: int | np.random.Generator | None = None) -> pd.DataFrame:
+    def simulate(
+        self, nsim: int = 1, seed: int | np.random.Generator | None = None
+    ) -> pd.DataFrame:
         """Simulate responses from the fitted model (lme4's ``simulate``).
 
         y* = Xβ̂ + offset + Zb* + ε*, b* ~ N(0, σ̂²ΛΛᵀ), ε* ~ N(0, σ̂²W⁻¹).
