@@ -165,7 +165,7 @@ class ColumnBuilder:
 
 
 def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str], tuple, tuple]:
-    """Indicator columns of a factor, unused levels dropped.
+    """Return the indicator columns of a factor, unused levels dropped.
 
     Treatment contrasts (first level the baseline) or, with ``full``, one
     column per level. Also returns the labels of the columns' levels and of
@@ -182,7 +182,7 @@ def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str], tup
 
 
 def _direct_columns(terms: Terms, data: pd.DataFrame) -> list[str] | None:
-    """The columns of a sum of plain numeric or factor columns, or None."""
+    """Return the columns of a sum of plain numeric or factor columns, or None."""
     names = terms.names
     if names is None or len(set(names)) < len(names):
         return None

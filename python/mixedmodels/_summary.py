@@ -69,7 +69,7 @@ def summary_text(fit: LinearMixedModelResult, ddf: str | None = None) -> str:
 
 
 def _fixed_effects(fit: LinearMixedModelResult, ddf: str | None) -> list[str]:
-    """The fixed-effects table and the correlation of the fixed effects."""
+    """Return the fixed-effects table and the correlation of the fixed effects."""
     names = list(fit.design.x_names)
     p = len(names)
     se = fit.stderror.to_numpy()
@@ -99,7 +99,7 @@ def _fixed_effects(fit: LinearMixedModelResult, ddf: str | None) -> list[str]:
 
 
 def _format_varcorr(fit: LinearMixedModelResult) -> str:
-    """The random-effects table: variances, sds and correlations, as lme4 prints them."""
+    """Return the random-effects table: variances, sds and correlations, as lme4 prints them."""
     vc = fit.covariances
     kmax = max(len(c) for c in vc.values())
     var_all: list[float] = []

@@ -146,8 +146,11 @@ class Design:
 
 
 def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """Codes and labels of the (interaction) grouping factor, unused levels
-    dropped; for a:b the levels of a vary slowest, as R's a:b does."""
+    """Return the codes and labels of the (interaction) grouping factor.
+
+    Unused levels are dropped; for a:b the levels of a vary slowest, as R's
+    a:b does.
+    """
     if len(term.factors) == 1:
         codes, labs = factor_codes(data[term.factors[0]])
         used = np.bincount(codes, minlength=len(labs)) > 0
@@ -177,12 +180,13 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
 def _drop_dependent_columns(
     X: np.ndarray, names: list[str], tol: float = 1e-7
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns that are linear combinations of earlier ones (lme4 drops
-    them with a message). Returns (X, names, dropped).
+    """Drop columns that are linear combinations of earlier ones; return (X, names, dropped).
 
-    A column is dependent when the diagonal of R in X = QR (columns scaled to
-    unit length) is below ``tol``. The QR is skipped when the Cholesky factor
-    of the scaled cross-product shows the columns far from dependence."""
+    lme4 drops them with a message. A column is dependent when the diagonal
+    of R in X = QR (columns scaled to unit length) is below ``tol``. The QR
+    is skipped when the Cholesky factor of the scaled cross-product shows the
+    columns far from dependence.
+    """
     p = X.shape[1]
     if p == 0:
         return X, names, []
@@ -211,7 +215,7 @@ def _drop_dependent_columns(
 def _row_values(
     spec: str | npt.ArrayLike | None, data: pd.DataFrame, what: str
 ) -> np.ndarray | None:
-    """A column name or one value per data row, as floats (NaN kept)."""
+    """Read a column name or one value per data row, as floats (NaN kept)."""
     if spec is None:
         return None
     if isinstance(spec, str):
@@ -232,10 +236,40 @@ def build_design(
     weights: str | npt.ArrayLike | None = None,
     offset: str | npt.ArrayLike | None = None,
 ) -> Design:
-    """Build the model's arrays from an lme4 formula and a data frame.
+    """Build the model's arrays from an lme4 formula and a data frame (lme4's ``lFormula``).
 
-    ``weights`` (prior weights) and ``offset`` are a column name or one value
-    per row of ``data``; rows where they are missing are dropped too."""
+    Parameters
+    ----------
+    formula
+        lme4 formula, as text or parsed (`parse_formula`).
+    data
+        The data; rows with a missing value in a variable of the model are dropped.
+    weights
+        Prior weights: a column name or one value per row of ``data``.
+    offset
+        Offset of the linear predictor: a column name or one value per row.
+        Rows where the weights or the offset are missing are dropped too.
+
+    Returns
+    -------
+    Design
+        X, y, the random-effects terms in lme4's order, and the θ layout.
+
+    Raises
+    ------
+    FormulaError
+        When the formula cannot be parsed or a term has no columns.
+    DataError
+        When a column is missing, the response is not numeric, or the
+        grouping factors do not fit the data (lme4's checks).
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> d = mm.build_design("Reaction ~ Days + (1 | Subject)", mm.datasets.load("sleepstudy"))
+    >>> d.X.shape, [(t.group, t.n_levels) for t in d.terms]
+    ((180, 2), [('Subject', 18)])
+    """
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")

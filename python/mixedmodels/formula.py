@@ -235,7 +235,7 @@ def _parse_group(g: str, pos: int, text: str) -> list[tuple[str, ...]]:
 
 
 def _random_terms(lhs: str, pos: int, text: str, double: bool) -> list[Terms]:
-    """The model-matrix terms of ``(lhs | g)``, or of ``(lhs || g)`` expanded."""
+    """Return the model-matrix terms of ``(lhs | g)``, or of ``(lhs || g)`` expanded."""
     pieces = _top_level_split(lhs, "+-", pos, text)
     terms = _terms(lhs, pieces)
     if not double:
@@ -335,7 +335,7 @@ def parse_formula(text: str) -> ParsedFormula:
 
 
 def _fixed_terms(pieces: list[tuple[int, str, str]]) -> Terms:
-    """The fixed part: its text as lme4 would print it (``"1"`` when empty)."""
+    """Return the fixed part, its text as lme4 would print it (``"1"`` when empty)."""
     fixed_text = " ".join(("- " if sep == "-" else "+ ") + p for _, sep, p in pieces).strip()
     if fixed_text.startswith("+ "):
         fixed_text = fixed_text[2:]

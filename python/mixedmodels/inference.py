@@ -1,5 +1,7 @@
-"""Inference after the fit: model comparison, intervals, and small-sample
-degrees of freedom for the fixed effects.
+"""Inference after the fit: model comparison, intervals, degrees of freedom.
+
+Small-sample degrees of freedom for the fixed effects come from
+Satterthwaite's or Kenward and Roger's approximation.
 
 - `anova`: likelihood-ratio tests between nested models (lme4's ``anova``,
   refitting REML fits by ML), or, for one model, lmerTest's type III F tests
@@ -148,8 +150,8 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
     >>> big = mm.lmer("Reaction ~ Days + (Days | Subject)", d)
     >>> mm.anova(small, big)[["npar", "deviance", "Chisq", "Df"]].round(2)
                                         npar  deviance  Chisq   Df
-    Reaction ~ Days + (1 | Subject)        4   1802.08    NaN  NaN
-    Reaction ~ Days + (Days | Subject)     6   1751.94  50.14  2.0
+    Reaction ~ Days + (1 | Subject)        4   1794.08    NaN  NaN
+    Reaction ~ Days + (Days | Subject)     6   1751.94  42.14  2.0
     """
     if len(fits) == 1:
         return anova_type3(fits[0])

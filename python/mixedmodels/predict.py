@@ -20,7 +20,7 @@ __all__ = ["predict", "simulate"]
 
 
 def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[int]:
-    """Indices of the fitted random-effects terms that re_form keeps."""
+    """Return the indices of the fitted random-effects terms that re_form keeps."""
     terms = fit.design.terms
     if re_form is None:
         return list(range(len(terms)))

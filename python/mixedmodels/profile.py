@@ -61,8 +61,10 @@ class _Profiler:
         return 1e-12 * max(self.psi_hat[-1], 1.0), math.inf
 
     def profile_var(self, i: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
-        """Minimum deviance with parameter i held at value; returns it and the
-        full parameter vector at the minimum."""
+        """Minimize the deviance with parameter i held at value.
+
+        Returns the minimum and the full parameter vector there.
+        """
         import nlopt
 
         free = [j for j in range(len(self.kinds)) if j != i]
@@ -100,7 +102,7 @@ class _Profiler:
 
 
 def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
-    """The points where ζ = -z (below the estimate) and ζ = +z (above it)."""
+    """Find the points where ζ = -z (below the estimate) and ζ = +z (above it)."""
     zeta, hat, scale, lo, hi = pz.zeta, pz.hat, pz.scale, pz.lo, pz.hi
     out = []
     for direction, bound, target in ((-1, lo, -z), (1, hi, z)):

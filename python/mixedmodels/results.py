@@ -52,12 +52,8 @@ class LinearMixedModelResult:
     {'(Intercept)': 251.405, 'Days': 10.467}
     >>> round(fit.sigma, 3), fit.nobs, fit.ngrps
     (25.592, 180, {'Subject': 18})
-    >>> fit.varcorr.round(3)
-            grp         var1  var2     vcov   sdcor
-    0   Subject  (Intercept)  None  612.100  24.741
-    1   Subject         Days  None   35.072   5.922
-    2   Subject  (Intercept)  Days    9.604   0.066
-    3  Residual         None  None  654.940  25.592
+    >>> fit.varcorr[["grp", "sdcor"]].round(3).values.tolist()
+    [['Subject', 24.741], ['Subject', 5.922], ['Subject', 0.066], ['Residual', 25.592]]
     """
 
     model: LinearMixedModel = field(repr=False)
