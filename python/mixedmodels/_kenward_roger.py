@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._cache import per_fit
 from .matrices import z_matrix
 
 if TYPE_CHECKING:
@@ -129,18 +129,10 @@ class KenwardRogerInfo:
         return f, float(q), float(df2), float(stats.f.sf(f, q, df2))
 
 
-# Per fit, computed once; the values hold no reference to their fit.
-_INFO: weakref.WeakKeyDictionary[LinearMixedModelResult, KenwardRogerInfo] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_fit
 def kenward_roger_info(fit: LinearMixedModelResult) -> KenwardRogerInfo:
-    """Return the fit's `KenwardRogerInfo`, computed once per fit."""
-    info = _INFO.get(fit)
-    if info is None:
-        info = _INFO[fit] = KenwardRogerInfo(fit)
-    return info
+    """Return the fit's `KenwardRogerInfo`, computed once per fit (it holds no reference to it)."""
+    return KenwardRogerInfo(fit)
 
 
 def kenward_roger(fit: LinearMixedModelResult) -> pd.DataFrame:

@@ -8,6 +8,7 @@ degrees of freedom depend on them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -32,6 +33,16 @@ def _richardson(a: np.ndarray) -> np.ndarray:
     for m in range(1, r):
         a[..., : r - m] = (a[..., 1 : r - m + 1] * 4.0**m - a[..., : r - m]) / (4.0**m - 1)
     return a[..., 0]
+
+
+def _extrapolated(diff: Callable[[np.ndarray], float], h0: np.ndarray) -> float:
+    """Richardson-extrapolate ``diff(h)`` over r steps h0, h0/v, h0/v², ..."""
+    h = h0.copy()
+    a = np.zeros(_R)
+    for k in range(_R):
+        a[k] = diff(h)
+        h = h / _V
+    return float(_richardson(a))
 
 
 def numderiv_jacobian(f: Callable[[np.ndarray], npt.ArrayLike], x: npt.ArrayLike) -> np.ndarray:
@@ -74,28 +85,25 @@ def numderiv_hessian(f: Callable[[np.ndarray], float], x: npt.ArrayLike) -> np.n
     n = len(x)
     f0 = float(f(x))
     h0 = _h0(x, _D_HESSIAN)
-    hdiag = np.zeros(n)
-    for i in range(n):
-        h = h0.copy()
-        a = np.zeros(_R)
-        for k in range(_R):
-            e = np.zeros(n)
-            e[i] = h[i]
-            a[k] = (f(x + e) - 2 * f0 + f(x - e)) / h[i] ** 2
-            h = h / _V
-        hdiag[i] = _richardson(a)
+
+    def second(h: np.ndarray, i: int, j: int) -> float:
+        """f(x + e) - 2 f(x) + f(x - e) with e = h along coordinates i and j."""
+        e = np.zeros(n)
+        e[i] = h[i]
+        e[j] = h[j]
+        return f(x + e) - 2 * f0 + f(x - e)
+
+    def diagonal(h: np.ndarray, i: int) -> float:
+        return second(h, i, i) / h[i] ** 2
+
+    hdiag = np.array([_extrapolated(functools.partial(diagonal, i=i), h0) for i in range(n)])
     hess = np.diag(hdiag)
     for i in range(n):
         for j in range(i):
-            h = h0.copy()
-            a = np.zeros(_R)
-            for k in range(_R):
-                e = np.zeros(n)
-                e[i] = h[i]
-                e[j] = h[j]
-                a[k] = (
-                    f(x + e) - 2 * f0 + f(x - e) - hdiag[i] * h[i] ** 2 - hdiag[j] * h[j] ** 2
-                ) / (2 * h[i] * h[j])
-                h = h / _V
-            hess[i, j] = hess[j, i] = _richardson(a)
+
+            def cross(h: np.ndarray, i: int = i, j: int = j) -> float:
+                d2 = second(h, i, j) - hdiag[i] * h[i] ** 2 - hdiag[j] * h[j] ** 2
+                return d2 / (2 * h[i] * h[j])
+
+            hess[i, j] = hess[j, i] = _extrapolated(cross, h0)
     return hess

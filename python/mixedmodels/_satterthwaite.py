@@ -8,13 +8,13 @@ extrapolation (numDeriv's defaults, `_numderiv`).
 from __future__ import annotations
 
 import math
-import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._cache import per_fit
 from ._numderiv import numderiv_hessian, numderiv_jacobian
 
 if TYPE_CHECKING:
@@ -79,18 +79,10 @@ class SatterthwaiteInfo:
         return f, q, den, float(stats.f.sf(f, q, den)) if np.isfinite(den) else np.nan
 
 
-# Per fit, computed once; the values hold no reference to their fit.
-_INFO: weakref.WeakKeyDictionary[LinearMixedModelResult, SatterthwaiteInfo] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_fit
 def satterthwaite_info(fit: LinearMixedModelResult) -> SatterthwaiteInfo:
     """Return the fit's `SatterthwaiteInfo`, computed once per fit."""
-    info = _INFO.get(fit)
-    if info is None:
-        info = _INFO[fit] = SatterthwaiteInfo(fit)
-    return info
+    return SatterthwaiteInfo(fit)
 
 
 def satterthwaite(fit: LinearMixedModelResult) -> pd.DataFrame:

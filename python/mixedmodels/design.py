@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,14 @@ from ._layout import TermLayout, ThetaLayout
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
 
-__all__ = ["ColumnBuilder", "Design", "TermDesign", "ThetaLayout", "build_design"]
+__all__ = [
+    "ColumnBuilder",
+    "Design",
+    "DesignAttributes",
+    "TermDesign",
+    "ThetaLayout",
+    "build_design",
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,35 @@ class Design:
     def lower(self) -> np.ndarray:
         """Return the lower bounds of θ."""
         return self.layout.lower
+
+
+class _HasDesign(Protocol):
+    @property
+    def design(self) -> Design: ...
+
+
+class DesignAttributes:
+    """The layout attributes that a model and its fit share, read from their `design`."""
+
+    @property
+    def formula(self: _HasDesign) -> str:
+        """Return the formula as written."""
+        return self.design.formula.text
+
+    @property
+    def nobs(self: _HasDesign) -> int:
+        """Return the number of observations used."""
+        return self.design.n
+
+    @property
+    def theta_names(self: _HasDesign) -> list[str]:
+        """Return lme4's names of the θ elements."""
+        return self.design.layout.names
+
+    @property
+    def lower(self: _HasDesign) -> np.ndarray:
+        """Return the lower bounds of θ."""
+        return self.design.layout.lower
 
 
 def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ._state import ModelState
-from .design import Design, build_design
+from .design import Design, DesignAttributes, build_design
 from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
 from .optimize import Control, OptSummary, optimize_theta
 from .results import LinearMixedModelResult
@@ -37,7 +37,7 @@ from .results import LinearMixedModelResult
 __all__ = ["LinearMixedModel", "lmer"]
 
 
-class LinearMixedModel:
+class LinearMixedModel(DesignAttributes):
     """A linear mixed model, ready to evaluate its objective and to be fitted.
 
     Build it with `LinearMixedModel.from_formula` (or from a `Design`);
@@ -118,31 +118,11 @@ class LinearMixedModel:
             data_name=data_name,
         )
 
-    # -- layout --------------------------------------------------------------
-    @property
-    def formula(self) -> str:
-        """Return the formula as written."""
-        return self.design.formula.text
-
-    @property
-    def theta_names(self) -> list[str]:
-        """Return lme4's names of the θ elements."""
-        return self.design.layout.names
-
-    @property
-    def lower(self) -> np.ndarray:
-        """Return the lower bounds of θ."""
-        return self.design.layout.lower
-
+    # -- layout (formula, nobs, theta_names, lower: DesignAttributes) -------------
     @property
     def n_theta(self) -> int:
         """Return the length of θ."""
         return self.design.layout.n_theta
-
-    @property
-    def nobs(self) -> int:
-        """Return the number of observations used."""
-        return self.design.n
 
     def start(self) -> np.ndarray:
         """Return lme4's starting θ: 1 on the template diagonals, 0 elsewhere."""

@@ -27,7 +27,7 @@ from . import inference, matrices, predict, profile
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
-from .design import Design
+from .design import Design, DesignAttributes
 from .matrices import VBlock
 from .optimize import Control, OptSummary
 
@@ -38,7 +38,7 @@ __all__ = ["LinearMixedModelResult", "RandomEffects"]
 
 
 @dataclass(frozen=True, eq=False)
-class LinearMixedModelResult:
+class LinearMixedModelResult(DesignAttributes):
     """A fitted linear mixed model (lme4's ``merMod``).
 
     Primary quantities are attributes; derived ones are computed on first use.
@@ -121,16 +121,6 @@ class LinearMixedModelResult:
         return self.model.design
 
     @property
-    def formula(self) -> str:
-        """Return the formula as written."""
-        return self.design.formula.text
-
-    @property
-    def nobs(self) -> int:
-        """Return the number of observations used."""
-        return self.design.n
-
-    @property
     def n_dropped(self) -> int:
         """Return the number of rows dropped because of missing values."""
         return self.design.n_dropped
@@ -142,16 +132,6 @@ class LinearMixedModelResult:
         for t in self.design.terms:
             out.setdefault(t.group, t.n_levels)
         return out
-
-    @property
-    def theta_names(self) -> list[str]:
-        """Return lme4's names of the θ elements."""
-        return self.design.layout.names
-
-    @property
-    def lower(self) -> np.ndarray:
-        """Return the lower bounds of θ."""
-        return self.design.layout.lower
 
     # -- estimates ------------------------------------------------------------
     @cached_property
