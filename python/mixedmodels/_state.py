@@ -6,6 +6,15 @@ weighted problem: rows of X, y − offset and Z scaled by √W. Its objective
 then lacks −log det W (lme4's ``ldW``), its fitted values are on the weighted
 scale without the offset, and its V is W^½VW^½. `ModelState` puts these back,
 so that what it returns is the model's.
+
+When the core takes the weights and the offset itself
+(``Workspace(x, y, terms, weights=None, offset=None)``), this file is the one
+to change, and only these methods: `ModelState.from_design` (pass W and the
+offset instead of scaling), `with_response` (pass y), `objective_function`,
+`objective`, `deviance` and `v_logdet` (no −log det W), `solve` (the core's
+fitted values as they are) and `v_csr`, `v_solve`, `v_matvec` (no W^½
+sandwich). `add_offset`, `pearson`, `residual_noise` and `residual_variances`
+are statistics of W and the offset that stay here.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import scipy.sparse as sp
 
 from ._core import Workspace
 from .design import Design
-from .exceptions import ThetaError
+from .exceptions import InternalError, ThetaError
 
 __all__ = ["ModelState", "Solution"]
 
@@ -88,6 +97,10 @@ class ModelState:
             scale(y),
             [(t.codes, np.ascontiguousarray(scale(t.z)), t.n_levels) for t in design.terms],
         )
+        if ws.n_theta != design.layout.n_theta:  # the core keeps its own copy of the layout
+            raise InternalError(
+                f"the core lays out {ws.n_theta} θ elements, the design {design.layout.n_theta}"
+            )
         return cls(ws, design.weights, design.offset)
 
     def at(self, theta: np.ndarray, sigma: float | None = None) -> ModelState:

@@ -15,8 +15,14 @@ dense factor RX of the fixed effects; β and σ are profiled out, leaving the
 REML criterion or the ML deviance as a function of θ alone, which is
 minimized by a bound-constrained derivative-free optimizer. The four stages
 mirror lme4's ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``:
-`build_design`, `LinearMixedModel` (its `Workspace` evaluates the objective),
-`optimize_theta`, and `LinearMixedModelResult`.
+`build_design`, `LinearMixedModel` (its `ModelState`, the Rust workspace with
+the prior weights, evaluates the objective), `optimize_theta`, and
+`LinearMixedModelResult.from_model`. With prior weights W, ε ~ N(0, σ²W⁻¹).
+
+Symbols and attributes: θ ``fit.theta`` (layout: ``design.layout``), β
+``fit.beta``, u ``fit.u``, b ``fit.b``, σ ``fit.sigma``, Λᵀ
+``fit.get_me("Lambdat")``, Z ``get_me("Z")``, L ``get_me("L")``, RX
+``fit.rx``, V ``fit.V()``, the lower bounds of θ ``model.lower``.
 """
 
 from __future__ import annotations
