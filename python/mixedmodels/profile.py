@@ -39,7 +39,6 @@ class _Profiler:
     """The ML deviance as a function of (sds and correlations, σ)."""
 
     def __init__(self, fit: LinearMixedModelResult):
-        self.orig = fit
         self.fit = fit = fit.refit_ml()
         self.state = fit.model.state
         self.layout = fit.design.layout
@@ -48,7 +47,7 @@ class _Profiler:
         self.d_hat = fit.objective
 
     def deviance(self, psi: np.ndarray) -> float:
-        """ML deviance at the sds and correlations ``psi[:-1]`` and σ = ``psi[-1]``."""
+        """Return the ML deviance at the sds and correlations ``psi[:-1]`` and σ = ``psi[-1]``."""
         sigma = psi[-1]
         return self.state.deviance(self.layout.theta_from_sdcor(psi, sigma), sigma, reml=False)
 
@@ -101,6 +100,17 @@ class _Profiler:
         return float(opt.last_optimum_value()), psi.copy()
 
 
+class _Zeta(NamedTuple):
+    """One parameter's profile: ζ as a function of its value, and where to look."""
+
+    name: str
+    zeta: Callable[[float], float]
+    hat: float
+    scale: float
+    lo: float
+    hi: float
+
+
 def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
     """Find the points where ζ = -z (below the estimate) and ζ = +z (above it)."""
     zeta, hat, scale, lo, hi = pz.zeta, pz.hat, pz.scale, pz.lo, pz.hi
@@ -124,17 +134,6 @@ def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
             prev, h = x, h * 2
         out.append(found if found is not None else (lo if direction < 0 else hi))
     return out[0], out[1]
-
-
-class _Zeta(NamedTuple):
-    """One parameter's profile: ζ as a function of its value, and where to look."""
-
-    name: str
-    zeta: Callable[[float], float]
-    hat: float
-    scale: float
-    lo: float
-    hi: float
 
 
 def _zeta_functions(fit: LinearMixedModelResult) -> list[_Zeta]:
