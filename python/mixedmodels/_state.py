@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,10 +55,6 @@ class Solution(NamedTuple):
     """The fixed effects' dense factor RX (p x p, upper triangular)."""
     rzx: np.ndarray
     """RZX (q x p, rows in L's order)."""
-
-
-def _array(value: object) -> np.ndarray:
-    return np.asarray(cast(np.ndarray, value), dtype=np.float64)
 
 
 class ModelState:
@@ -180,17 +176,17 @@ class ModelState:
     # -- the solution at θ -------------------------------------------------------------
     def solve(self, theta: np.ndarray | None = None) -> Solution:
         """Return the PLS solution at θ; fitted values on the scale of y, offset included."""
-        sol = self._ws.solve(self._th(theta))
+        sol = cast("dict[str, Any]", self._ws.solve(self._th(theta)))
         return Solution(
-            beta=_array(sol["beta"]),
-            u=_array(sol["u"]),
-            b=_array(sol["b"]),
-            fitted=self._unweight_fitted(_array(sol["fitted"])),
-            pwrss=float(cast(float, sol["pwrss"])),
-            ld_l2=float(cast(float, sol["ld_l2"])),
-            ld_rx2=float(cast(float, sol["ld_rx2"])),
-            rx=_array(sol["rx"]),
-            rzx=_array(sol["rzx"]),
+            beta=np.asarray(sol["beta"]),
+            u=np.asarray(sol["u"]),
+            b=np.asarray(sol["b"]),
+            fitted=self._unweight_fitted(np.asarray(sol["fitted"])),
+            pwrss=sol["pwrss"],
+            ld_l2=sol["ld_l2"],
+            ld_rx2=sol["ld_rx2"],
+            rx=np.asarray(sol["rx"]),
+            rzx=np.asarray(sol["rzx"]),
         )
 
     def _unweight_fitted(self, eta: np.ndarray) -> np.ndarray:

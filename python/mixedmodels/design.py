@@ -312,7 +312,8 @@ def build_design(
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
         raise DataError("the data frame has no rows")
-    resp_vars = variables(parse_terms(pf.response))
+    name = pf.response_name
+    resp_vars = {name} if name is not None else variables(parse_terms(pf.response))
     fixed_vars = variables(pf.fixed_terms)
     check_columns(resp_vars, data, "response")
     check_columns(fixed_vars, data, "fixed effects")
