@@ -181,15 +181,15 @@ def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str], tup
     return cols, [f"{s.name}{labs[i]}" for i in levels], tuple(labs[i] for i in levels), all_used
 
 
-def _direct_columns(terms: Terms, data: pd.DataFrame) -> list[str] | None:
-    """Return the columns of a sum of plain numeric or factor columns, or None."""
+def _direct_columns(terms: Terms, data: pd.DataFrame) -> dict[str, pd.Series] | None:
+    """Return the columns of a sum of plain numeric or factor columns by name, or None."""
     names = terms.names
     if names is None or len(set(names)) < len(names):
         return None
-    for c in names:
-        if c not in data.columns or not (is_numeric(data[c]) or _is_factor(data[c])):
-            return None
-    return list(names)
+    if any(c not in data.columns for c in names):
+        return None
+    cols = {c: data[c] for c in names}
+    return cols if all(is_numeric(s) or _is_factor(s) for s in cols.values()) else None
 
 
 def model_matrix(terms: Terms, data: pd.DataFrame) -> tuple[np.ndarray, list[str], ColumnBuilder]:
@@ -199,21 +199,21 @@ def model_matrix(terms: Terms, data: pd.DataFrame) -> tuple[np.ndarray, list[str
     contrasts, with ``1``/``0``/``-1``) are built directly; anything else goes
     through formulaic. The builder makes the same columns for new data.
     """
-    names = _direct_columns(terms, data)
+    columns = _direct_columns(terms, data)
     n = len(data)
-    if names is not None:
+    if columns is not None:
         intercept = terms.intercept
         cols: list[np.ndarray] = [np.ones(n)] if intercept else []
         out_names = ["(Intercept)"] if intercept else []
         parts: list[tuple[Any, ...]] = [("1",)] if intercept else []
         full = not intercept  # R: without an intercept the first factor is coded in full
-        for c in names:
-            if is_numeric(data[c]):
-                cols.append(data[c].to_numpy(dtype=np.float64))
+        for c, s in columns.items():
+            if is_numeric(s):
+                cols.append(s.to_numpy(dtype=np.float64))
                 out_names.append(c)
                 parts.append(("num", c))
             else:
-                dcols, dnames, dlabels, all_used = _dummies(data[c], full)
+                dcols, dnames, dlabels, all_used = _dummies(s, full)
                 full = False
                 cols.extend(dcols)
                 out_names.extend(dnames)

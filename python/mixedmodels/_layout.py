@@ -11,6 +11,7 @@ the rule for its per-θ work.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +22,8 @@ import scipy.sparse as sp
 __all__ = ["TermLayout", "ThetaLayout", "lower_triangle"]
 
 
-def lower_triangle(k: int) -> list[tuple[int, int]]:
+@functools.cache
+def lower_triangle(k: int) -> tuple[tuple[int, int], ...]:
     """Return (row, column) of each entry of a k x k lower triangle, column by column.
 
     This is lme4's order of a term's θ elements.
@@ -29,9 +31,9 @@ def lower_triangle(k: int) -> list[tuple[int, int]]:
     Examples
     --------
     >>> lower_triangle(2)
-    [(0, 0), (1, 0), (1, 1)]
+    ((0, 0), (1, 0), (1, 1))
     """
-    return [(r, c) for c in range(k) for r in range(c, k)]
+    return tuple((r, c) for c in range(k) for r in range(c, k))
 
 
 def _tolerant_cholesky(c: np.ndarray) -> np.ndarray:
@@ -68,7 +70,7 @@ class TermLayout:
         return len(self.cnames)
 
     @property
-    def entries(self) -> list[tuple[int, int]]:
+    def entries(self) -> tuple[tuple[int, int], ...]:
         """Return (row, column) of the template entry of each θ element."""
         return lower_triangle(self.k)
 

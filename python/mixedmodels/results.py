@@ -98,7 +98,7 @@ class LinearMixedModelResult(DesignAttributes):
             theta=theta,
             beta=sol.beta,
             sigma=sigma,
-            objective=model.objective(theta),
+            objective=model.state.objective(theta, model.reml),
             optsum=optsum,
             u=sol.u,
             b=sol.b,
