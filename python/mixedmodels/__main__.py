@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import datasets
+from .exceptions import MixedModelsError
+from .model import LinearMixedModel
+
 
 def _read_data(spec: str) -> tuple[pd.DataFrame, str]:
-    from . import datasets
-
     path = Path(spec)
     if path.suffix.lower() in (".csv", ".gz") and path.exists():
         return pd.read_csv(path), path.name
@@ -28,6 +30,7 @@ def _read_data(spec: str) -> tuple[pd.DataFrame, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m mixedmodels",
         description="Fit linear mixed-effects models with lme4 formulas.",
@@ -41,11 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--ml", action="store_true", help="fit by maximum likelihood (default REML)")
     sub.add_parser("datasets", help="list the embedded data sets")
     args = parser.parse_args(argv)
-
-    from . import datasets
-    from .exceptions import MixedModelsError
-    from .model import LinearMixedModel
-
     if args.command == "datasets":
         print("\n".join(datasets.names()))
         return 0

@@ -25,8 +25,10 @@ def _needed_decimals(x: float, digits: int) -> int:
 
 
 def format_r(values: Sequence[float], digits: int = 4) -> list[str]:
-    """Format numbers as R's ``format(x, digits=)``: common decimals, common
-    width (right-justified)."""
+    """Format numbers as R's ``format(x, digits=)``.
+
+    Common decimals, common width (right-justified).
+    """
     vals = [float(v) for v in values]
     finite = [v for v in vals if math.isfinite(v)]
     dec = max((_needed_decimals(v, digits) for v in finite), default=0)
@@ -44,8 +46,11 @@ def format_r(values: Sequence[float], digits: int = 4) -> list[str]:
 
 
 def abbreviate(name: str, minlength: int = 6) -> str:
-    """R's ``abbreviate(name, minlength)``: drop lower-case vowels from the
-    right (not the first character), then lower-case letters, then truncate."""
+    """Abbreviate as R's ``abbreviate(name, minlength)``.
+
+    Drop lower-case vowels from the right (not the first character), then
+    lower-case letters, then truncate.
+    """
     chars = list(name)
     if len(chars) <= minlength:
         return name
@@ -82,13 +87,15 @@ def table(
 def named_vector(
     names: Sequence[str], values: Sequence[float] | Sequence[str], digits: int = 4
 ) -> str:
-    """Print a named numeric vector as R does: names right-aligned over the
-    values, each field followed by a space. Strings are taken as formatted."""
-    vals = (
-        [v.strip() for v in values]
-        if all(isinstance(v, str) for v in values)
-        else format_r(values, digits)
-    )
+    """Print a named numeric vector as R does.
+
+    Names right-aligned over the values, each field followed by a space.
+    Strings are taken as formatted.
+    """
+    if all(isinstance(v, str) for v in values):
+        vals = [str(v).strip() for v in values]
+    else:
+        vals = format_r([float(v) for v in values], digits)
     w = max([len(n) for n in names] + [len(v) for v in vals])
     top = "".join(n.rjust(w) + " " for n in names)
     bottom = "".join(v.rjust(w) + " " for v in vals)

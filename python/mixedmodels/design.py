@@ -3,24 +3,41 @@
 Produces y, X (fixed effects, treatment contrasts, lme4's column names), and
 for each random-effects term its grouping codes, level labels and model
 matrix, with the terms in lme4's order (decreasing number of levels, ties in
-formula order) and θ laid out as lme4 lays it out (per term, the lower
-triangle of the template column by column).
+formula order). The layout of θ (per term, the lower triangle of the template
+column by column) is the design's `ThetaLayout`.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from ._columns import (
+    ColumnBuilder,
+    check_columns,
+    factor_codes,
+    is_numeric,
+    model_matrix,
+    variables,
+)
+from ._layout import TermLayout, ThetaLayout
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
-from .formula import ParsedFormula, RandomTerm, parse_formula
+from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
 
-__all__ = ["Design", "TermDesign", "build_design"]
+__all__ = [
+    "ColumnBuilder",
+    "Design",
+    "DesignAttributes",
+    "TermDesign",
+    "ThetaLayout",
+    "build_design",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,7 @@ class TermDesign:
     group: str
     """lme4's name of the grouping factor (``'tch:sch'``)."""
     factors: tuple[str, ...]
+    """The grouping variables."""
     cnames: tuple[str, ...]
     """Names of the term's columns (``'(Intercept)'``, ``'Days'``)."""
     codes: np.ndarray = field(repr=False)
@@ -38,304 +56,154 @@ class TermDesign:
     """Level labels, in lme4's order."""
     z: np.ndarray = field(repr=False)
     """The term's model matrix, n x k."""
-    builder: ColumnBuilder | None = field(default=None, repr=False)
+    builder: ColumnBuilder = field(repr=False)
     """Makes the term's model matrix for new data."""
 
     @property
     def k(self) -> int:
+        """Return the number of columns of the term's model matrix."""
         return self.z.shape[1]
 
     @property
     def n_levels(self) -> int:
+        """Return the number of levels of the grouping factor."""
         return len(self.levels)
 
     @property
+    def layout(self) -> TermLayout:
+        """Return the term's part of the θ layout."""
+        return TermLayout(self.group, self.cnames, self.n_levels)
+
+    @property
     def theta_names(self) -> list[str]:
-        out = []
-        for c in range(self.k):
-            for r in range(c, self.k):
-                if r == c:
-                    out.append(f"{self.group}.{self.cnames[c]}")
-                else:
-                    out.append(f"{self.group}.{self.cnames[r]}.{self.cnames[c]}")
-        return out
+        """Return lme4's names of the term's θ elements."""
+        return self.layout.theta_names
 
     @property
     def lower(self) -> list[float]:
-        return [0.0 if r == c else -np.inf for c in range(self.k) for r in range(c, self.k)]
+        """Return the lower bounds of the term's θ elements."""
+        return self.layout.lower
 
 
 @dataclass(frozen=True)
 class Design:
+    """The model's arrays: lme4's ``lFormula`` output.
+
+    Built by `build_design` from a formula and a data frame; rows with a
+    missing value in a variable of the model are dropped.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> d = mm.build_design("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+    >>> d.n, d.x_names
+    (180, ('(Intercept)', 'Days'))
+    >>> d.layout.names
+    ['Subject.(Intercept)', 'Subject.Days.(Intercept)', 'Subject.Days']
+    """
+
     formula: ParsedFormula
+    """The parsed formula."""
     y: np.ndarray = field(repr=False)
+    """The response."""
     X: np.ndarray = field(repr=False)
+    """The fixed-effects model matrix (n x p, Fortran order)."""
     x_names: tuple[str, ...]
+    """Names of X's columns (R's)."""
     terms: tuple[TermDesign, ...]
+    """The random-effects terms, in lme4's order."""
     row_index: pd.Index = field(repr=False)
     """Index labels of the data rows used (after dropping missing values)."""
     n_dropped: int
     """Rows dropped because a variable of the model was missing."""
     dropped_columns: tuple[str, ...]
     """Fixed-effects columns dropped for rank deficiency."""
+    x_builder: ColumnBuilder = field(repr=False)
+    """Makes X for new data."""
     weights: np.ndarray | None = field(default=None, repr=False)
     """Prior weights (None: all one)."""
     offset: np.ndarray | None = field(default=None, repr=False)
     """Offset added to the linear predictor (None: zero)."""
-    x_builder: ColumnBuilder | None = field(default=None, repr=False)
-    """Makes X for new data."""
     offset_spec: str | None = None
     """The offset's column name, when given by name (read again from new data)."""
 
     @property
     def n(self) -> int:
+        """Return the number of observations used."""
         return len(self.y)
 
     @property
     def p(self) -> int:
+        """Return the number of fixed-effects columns."""
         return self.X.shape[1]
+
+    @cached_property
+    def layout(self) -> ThetaLayout:
+        """Return the layout of θ: names, bounds, templates, Lind."""
+        return ThetaLayout(tuple(t.layout for t in self.terms))
 
     @property
     def theta_names(self) -> list[str]:
-        return [n for t in self.terms for n in t.theta_names]
+        """Return lme4's names of the θ elements."""
+        return self.layout.names
 
     @property
     def lower(self) -> np.ndarray:
-        return np.array([v for t in self.terms for v in t.lower])
+        """Return the lower bounds of θ."""
+        return self.layout.lower
 
 
-_SIMPLE_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
+class _HasDesign(Protocol):
+    @property
+    def design(self) -> Design: ...
 
 
-def _variables(expr: str, data_columns) -> set[str]:
-    """Variables an expression refers to (via formulaic unless it is a plain
-    sum of names)."""
-    pieces = [p.strip() for p in re.split(r"\s*[+-]\s*", expr.strip())]
-    if all(p in ("0", "1") or _SIMPLE_NAME.fullmatch(p) for p in pieces):
-        return {p.strip("`") for p in pieces if p not in ("0", "1")}
-    from formulaic import Formula
+class DesignAttributes:
+    """The layout attributes that a model and its fit share, read from their `design`."""
 
-    try:
-        f = Formula(expr)
-        return set(f.required_variables)
-    except Exception as e:  # formulaic raises several exception types
-        raise FormulaError(f"cannot parse {expr!r}: {e}") from None
+    @property
+    def formula(self: _HasDesign) -> str:
+        """Return the formula as written."""
+        return self.design.formula.text
 
+    @property
+    def nobs(self: _HasDesign) -> int:
+        """Return the number of observations used."""
+        return self.design.n
 
-def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
-    cols = [str(c) for c in data.columns]
-    for name in sorted(names):
-        if name not in data.columns:
-            close = difflib.get_close_matches(name, cols, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"column {name!r} ({where}) is not in the data{hint}")
+    @property
+    def theta_names(self: _HasDesign) -> list[str]:
+        """Return lme4's names of the θ elements."""
+        return self.design.layout.names
 
-
-def _r_name(name: str) -> str:
-    """formulaic column names to R's: Intercept -> (Intercept), x[T.a] -> xa."""
-    if name == "Intercept":
-        return "(Intercept)"
-    return re.sub(r"\[T\.(.*?)\]", r"\1", name)
-
-
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
-def _is_factor(s: pd.Series) -> bool:
-    return (
-        isinstance(s.dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(s)
-        or pd.api.types.is_string_dtype(s)
-        or s.dtype == object
-    )
-
-
-def _value_labels(s: pd.Series) -> np.ndarray:
-    """The level label of each value of a factor-like column (object array)."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = np.asarray(_labels(s.cat.categories), dtype=object)
-        codes = s.cat.codes.to_numpy()
-        out = np.where(codes >= 0, cats[np.maximum(codes, 0)], None)
-        return out.astype(object)
-    if pd.api.types.is_bool_dtype(s):
-        return np.where(s.to_numpy(), "TRUE", "FALSE").astype(object)
-    codes, uniques = pd.factorize(s, sort=True)
-    labs = np.asarray(_labels(uniques), dtype=object)
-    return labs[codes] if len(labs) else np.array([], dtype=object)
-
-
-@dataclass(frozen=True)
-class ColumnBuilder:
-    """Rebuilds a model matrix for new data with the encoding of the fit:
-    the same columns, factor levels and contrasts (used by ``predict``)."""
-
-    parts: tuple = ()
-    """Direct path, per block of columns: ("1",), ("num", col), or
-    ("fac", col, labels of the indicator columns, labels of all levels seen)."""
-    spec: object = None
-    """formulaic's model spec, when formulaic built the matrix."""
-    keep: tuple[int, ...] | None = None
-    """Columns kept after dropping rank-deficient ones."""
-
-    def term_columns(self) -> list[tuple[str, list[int]]]:
-        """(term label, column indices) for each term other than the
-        intercept, in the matrix as built (before dropping columns)."""
-        out: list[tuple[str, list[int]]] = []
-        if self.spec is not None:
-            for term, idx in self.spec.term_indices.items():
-                if str(term) != "1":
-                    out.append((str(term), list(idx)))
-            return out
-        pos = 0
-        for part in self.parts:
-            width = 1 if part[0] in ("1", "num") else len(part[2])
-            if part[0] != "1":
-                out.append((part[1], list(range(pos, pos + width))))
-            pos += width
-        return out
-
-    def build(self, data: pd.DataFrame) -> np.ndarray:
-        n = len(data)
-        if self.spec is not None:
-            try:
-                mm = self.spec.get_model_matrix(data, na_action="ignore")
-            except Exception as e:
-                raise DataError(f"cannot build the model matrix for the new data: {e}") from None
-            out = mm.to_numpy(dtype=np.float64)
-        else:
-            cols: list[np.ndarray] = []
-            for part in self.parts:
-                if part[0] == "1":
-                    cols.append(np.ones(n))
-                elif part[0] == "num":
-                    _check_columns({part[1]}, data, "new data")
-                    cols.append(data[part[1]].to_numpy(dtype=np.float64))
-                else:
-                    _, col, labels, known = part
-                    _check_columns({col}, data, "new data")
-                    vals = _value_labels(data[col])
-                    unknown = sorted(set(vals) - set(known) - {None})
-                    if unknown:
-                        raise DataError(
-                            f"new data has levels of {col!r} that the fit has not seen: "
-                            f"{', '.join(map(str, unknown[:10]))}"
-                        )
-                    cols.extend((vals == lab).astype(np.float64) for lab in labels)
-            out = np.column_stack(cols) if cols else np.empty((n, 0))
-        if self.keep is not None:
-            out = out[:, list(self.keep)]
-        return out
-
-
-def _dummies(s: pd.Series, full: bool) -> tuple[list[np.ndarray], list[str], tuple, tuple]:
-    """Indicator columns of a factor: treatment contrasts (first level the
-    baseline) or, with ``full``, one column per level; unused levels dropped.
-    Also returns the labels of the columns' levels and of all used levels."""
-    codes, labs = _factor(s)
-    used = np.bincount(codes[codes >= 0], minlength=len(labs)) > 0
-    levels = [i for i in range(len(labs)) if used[i]]
-    all_used = tuple(labs[i] for i in levels)
-    if not full:
-        levels = levels[1:]
-    cols = [(codes == i).astype(np.float64) for i in levels]
-    return cols, [f"{s.name}{labs[i]}" for i in levels], tuple(labs[i] for i in levels), all_used
-
-
-def _model_matrix(expr: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str], ColumnBuilder]:
-    """Model matrix of a right-hand side, with R's column names, and the
-    builder that makes the same columns for new data.
-
-    Sums of plain column names (numeric columns, and factors with treatment
-    contrasts, with ``1``/``0``/``-1``) are built directly; anything else goes
-    through formulaic."""
-    pieces = [p.strip() for p in re.split(r"\s*([+-])\s*", " + " + expr.strip())]
-    signs, terms = pieces[1::2], pieces[2::2]
-    intercept = True
-    names: list[str] = []
-    simple = True
-    for sgn, t in zip(signs, terms, strict=True):
-        if t == "0" or (t == "1" and sgn == "-"):
-            intercept = False
-        elif t == "1":
-            intercept = True
-        elif sgn == "+" and _SIMPLE_NAME.fullmatch(t) and t.strip("`") in data.columns:
-            col = t.strip("`")
-            if col in names or not (_is_numeric(data[col]) or _is_factor(data[col])):
-                simple = False
-                break
-            names.append(col)
-        else:
-            simple = False
-            break
-    n = len(data)
-    if simple:
-        cols: list[np.ndarray] = [np.ones(n)] if intercept else []
-        out_names = ["(Intercept)"] if intercept else []
-        parts: list[tuple] = [("1",)] if intercept else []
-        full = not intercept  # R: without an intercept the first factor is coded in full
-        for c in names:
-            if _is_numeric(data[c]):
-                cols.append(data[c].to_numpy(dtype=np.float64))
-                out_names.append(c)
-                parts.append(("num", c))
-            else:
-                dcols, dnames, dlabels, all_used = _dummies(data[c], full)
-                full = False
-                cols.extend(dcols)
-                out_names.extend(dnames)
-                parts.append(("fac", c, dlabels, all_used))
-        out = np.column_stack(cols) if cols else np.empty((n, 0))
-        return out, out_names, ColumnBuilder(parts=tuple(parts))
-    from formulaic import model_matrix
-
-    try:
-        mm = model_matrix(expr, data, na_action="ignore")
-    except Exception as e:
-        raise FormulaError(f"cannot build the model matrix of {expr!r}: {e}") from None
-    names_out = [_r_name(str(c)) for c in mm.columns]
-    return mm.to_numpy(dtype=np.float64), names_out, ColumnBuilder(spec=mm.model_spec)
-
-
-def _labels(values) -> list[str]:
-    """R's labels of factor levels: integer-valued numbers without '.0'."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        return arr.astype(str).tolist()
-    if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-        return arr.astype(np.int64).astype(str).tolist()
-    return [str(v) for v in values]
-
-
-def _factor(s: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes and labels of a grouping variable, in R's level order."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        return s.cat.codes.to_numpy(np.int64), _labels(s.cat.categories)
-    if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(np.int64), ["FALSE", "TRUE"]
-    codes, uniques = pd.factorize(s, sort=True)
-    return codes.astype(np.int64, copy=False), _labels(uniques)
+    @property
+    def lower(self: _HasDesign) -> np.ndarray:
+        """Return the lower bounds of θ."""
+        return self.design.layout.lower
 
 
 def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """Codes and labels of the (interaction) grouping factor, unused levels
-    dropped; for a:b the levels of a vary slowest, as R's a:b does."""
+    """Return the codes and labels of the (interaction) grouping factor.
+
+    Unused levels are dropped; for a:b the levels of a vary slowest, as R's
+    a:b does.
+    """
     if len(term.factors) == 1:
-        codes, labs = _factor(data[term.factors[0]])
+        codes, labs = factor_codes(data[term.factors[0]])
         used = np.bincount(codes, minlength=len(labs)) > 0
         if not used.all():
             codes = (np.cumsum(used) - 1)[codes]
             labs = [lab for lab, u in zip(labs, used, strict=True) if u]
         return codes, pd.Index(labs, dtype=object, name=term.group)
-    combined = np.zeros(len(data), dtype=np.int64)
+    combined: np.ndarray = np.zeros(len(data), dtype=np.int64)
     labels: list[list[str]] = []
     for name in term.factors:
-        codes, labs = _factor(data[name])
-        combined = combined * len(labs) + codes
+        fcodes, labs = factor_codes(data[name])
+        combined = combined * len(labs) + fcodes
         labels.append(labs)
     codes, used = pd.factorize(combined, sort=True)
     parts = []
-    rem = np.asarray(used).copy()
+    rem = np.asarray(used, dtype=np.int64).copy()
     for labs in reversed(labels):
         parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
         rem //= len(labs)
@@ -346,13 +214,16 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
     return codes.astype(np.int64, copy=False), pd.Index(lev, dtype=object, name=term.group)
 
 
-def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
-    """Drop columns that are linear combinations of earlier ones (lme4 drops
-    them with a message). Returns (X, names, dropped).
+def _drop_dependent_columns(
+    X: np.ndarray, names: list[str], tol: float = 1e-7
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns that are linear combinations of earlier ones; return (X, names, dropped).
 
-    A column is dependent when the diagonal of R in X = QR (columns scaled to
-    unit length) is below ``tol``. The QR is skipped when the Cholesky factor
-    of the scaled cross-product shows the columns far from dependence."""
+    lme4 drops them with a message. A column is dependent when the diagonal
+    of R in X = QR (columns scaled to unit length) is below ``tol``. The QR
+    is skipped when the Cholesky factor of the scaled cross-product shows the
+    columns far from dependence.
+    """
     p = X.shape[1]
     if p == 0:
         return X, names, []
@@ -367,10 +238,10 @@ def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
         except np.linalg.LinAlgError:
             pass
     scaled = X / np.where(zero, 1.0, norms)
-    r = np.linalg.qr(scaled, mode="r")
+    rr = np.asarray(np.linalg.qr(scaled, mode="r"))  # R alone (the stubs say QRResult)
     d = np.zeros(p)
-    m = min(r.shape)
-    d[:m] = np.abs(np.diag(r)[:m])
+    m = min(rr.shape)
+    d[:m] = np.abs(np.diag(rr)[:m])
     keep = (d > tol) & ~zero
     if keep.all():
         return X, names, []
@@ -378,14 +249,16 @@ def _drop_dependent_columns(X: np.ndarray, names: list[str], tol: float = 1e-7):
     return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
-def _row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray | None:
-    """A column name or one value per data row, as floats (NaN kept)."""
+def _row_values(
+    spec: str | npt.ArrayLike | None, data: pd.DataFrame, what: str
+) -> np.ndarray | None:
+    """Read a column name or one value per data row, as floats (NaN kept)."""
     if spec is None:
         return None
     if isinstance(spec, str):
-        _check_columns({spec}, data, what)
+        check_columns({spec}, data, what)
         col = data[spec]
-        if not _is_numeric(col):
+        if not is_numeric(col):
             raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
         return col.to_numpy(dtype=np.float64)
     arr = np.asarray(spec, dtype=np.float64).ravel()
@@ -395,26 +268,60 @@ def _row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray | None:
 
 
 def build_design(
-    formula: str | ParsedFormula, data: pd.DataFrame, weights=None, offset=None
+    formula: str | ParsedFormula,
+    data: pd.DataFrame,
+    weights: str | npt.ArrayLike | None = None,
+    offset: str | npt.ArrayLike | None = None,
 ) -> Design:
-    """Build the model's arrays from an lme4 formula and a data frame.
+    """Build the model's arrays from an lme4 formula and a data frame (lme4's ``lFormula``).
 
-    ``weights`` (prior weights) and ``offset`` are a column name or one value
-    per row of ``data``; rows where they are missing are dropped too."""
+    Parameters
+    ----------
+    formula
+        lme4 formula, as text or parsed (`parse_formula`).
+    data
+        The data; rows with a missing value in a variable of the model are dropped.
+    weights
+        Prior weights: a column name or one value per row of ``data``.
+    offset
+        Offset of the linear predictor: a column name or one value per row.
+        Rows where the weights or the offset are missing are dropped too.
+
+    Returns
+    -------
+    Design
+        X, y, the random-effects terms in lme4's order, and the θ layout.
+
+    Raises
+    ------
+    FormulaError
+        When the formula cannot be parsed or a term has no columns.
+    DataError
+        When a column is missing, the response is not numeric, or the
+        grouping factors do not fit the data (lme4's checks).
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> d = mm.build_design("Reaction ~ Days + (1 | Subject)", mm.datasets.load("sleepstudy"))
+    >>> d.X.shape, [(t.group, t.n_levels) for t in d.terms]
+    ((180, 2), [('Subject', 18)])
+    """
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
         raise DataError("the data frame has no rows")
-    resp_vars = _variables(pf.response, data.columns)
-    fixed_vars = _variables(pf.fixed, data.columns)
-    _check_columns(resp_vars, data, "response")
-    _check_columns(fixed_vars, data, "fixed effects")
+    name = pf.response_name
+    resp_vars = {name} if name is not None else variables(parse_terms(pf.response))
+    fixed_vars = variables(pf.fixed_terms)
+    check_columns(resp_vars, data, "response")
+    check_columns(fixed_vars, data, "fixed effects")
     used = set(resp_vars) | set(fixed_vars)
     for t in pf.random:
-        tv = _variables(t.expr, data.columns)
-        _check_columns(tv, data, f"random effects ({t.expr} | {t.group})")
-        _check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
+        tv = variables(t.terms)
+        check_columns(tv, data, f"random effects ({t.expr} | {t.group})")
+        check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
         used |= tv | set(t.factors)
     cols = [c for c in data.columns if c in used]
     w_all = _row_values(weights, data, "weights")
@@ -440,20 +347,20 @@ def build_design(
     # response
     if pf.response in df.columns:
         ycol = df[pf.response]
-        if not _is_numeric(ycol):
+        if not is_numeric(ycol):
             raise DataError(
                 f"the response {pf.response!r} must be numeric, but its type is {ycol.dtype}"
             )
         y = ycol.to_numpy(dtype=np.float64)
     else:
-        ym, _, _ = _model_matrix("0 + " + pf.response, df)
+        ym, _, _ = model_matrix(parse_terms("0 + " + pf.response), df)
         if ym.shape[1] != 1:
             raise DataError(f"the response {pf.response!r} must be a single numeric column")
         y = ym[:, 0]
     if not np.isfinite(y).all():
         raise DataError(f"the response {pf.response!r} has non-finite values")
 
-    X, x_names, x_builder = _model_matrix(pf.fixed, df)
+    X, x_names, x_builder = model_matrix(pf.fixed_terms, df)
     all_x_names = list(x_names)
     if not np.isfinite(X).all():
         raise DataError("the fixed-effects model matrix has non-finite values")
@@ -469,7 +376,7 @@ def build_design(
     n = len(y)
     terms = []
     for t in pf.random:
-        z, cnames, z_builder = _model_matrix(t.expr, df)
+        z, cnames, z_builder = model_matrix(t.terms, df)
         if z.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
         if not np.isfinite(z).all():

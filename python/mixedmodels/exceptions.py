@@ -30,8 +30,11 @@ class FormulaError(MixedModelsError, ValueError):
 
 
 class DataError(MixedModelsError, ValueError):
-    """The data do not fit the formula: a missing column, a non-numeric
-    response, too many levels for the number of observations, no rows left."""
+    """The data do not fit the formula.
+
+    A missing column, a non-numeric response, too many levels for the number
+    of observations, no rows left.
+    """
 
 
 class DimensionError(MixedModelsError, ValueError):
@@ -47,8 +50,10 @@ class NumericalError(MixedModelsError, ArithmeticError):
 
 
 class NotPositiveDefiniteError(NumericalError):
-    """A matrix that must be positive definite is not (for example the
-    fixed-effects cross-product of a rank-deficient model matrix)."""
+    """A matrix that must be positive definite is not.
+
+    For example the fixed-effects cross-product of a rank-deficient model matrix.
+    """
 
 
 class MemoryBudgetError(MixedModelsError, MemoryError):
@@ -60,10 +65,11 @@ class InternalError(MixedModelsError, RuntimeError):
 
 
 class ConvergenceWarning(UserWarning):
-    """The optimizer stopped without meeting its convergence criteria, or the
-    fit is at a boundary (singular)."""
+    """The optimizer stopped without meeting its convergence criteria."""
 
 
 class RankDeficiencyWarning(UserWarning):
-    """Columns of the fixed-effects model matrix were dropped because they are
-    linear combinations of earlier ones (as lme4 does)."""
+    """Columns of the fixed-effects model matrix were dropped.
+
+    They are linear combinations of earlier ones (lme4 drops them too).
+    """

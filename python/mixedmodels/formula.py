@@ -2,8 +2,13 @@
 
 ``response ~ fixed + (expr | group) + (expr || group) + ...``
 
-The fixed part is handed to formulaic. Random-effects terms are the
-parenthesized bars at the top level of the right-hand side:
+The formula text is tokenized here and nowhere else: `parse_formula` returns
+one `ParsedFormula` with the response, the fixed part as a list of terms
+(`Terms`) and the random-effects terms, and every later stage (the design,
+prediction's ``re_form``) reads that object. Terms that are not plain
+variable names (``log(x)``, ``a*b``, ``I(x**2)``) are handed to formulaic by
+the design. Random-effects terms are the parenthesized bars at the top level
+of the right-hand side:
 
 - ``(expr | g)``: correlated random effects for the columns of ``expr``
   (``1``, ``x``, ``0 + x``, ``1 + x + z``; an intercept is implied unless
@@ -21,30 +26,108 @@ from dataclasses import dataclass
 
 from .exceptions import FormulaError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["ParsedFormula", "RandomTerm", "Terms", "parse_formula", "parse_terms", "variable_name"]
+
+_NAME = re.compile(r"`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*")
+"""A variable name: R's syntactic names, or anything between backticks."""
+
+
+def variable_name(text: str) -> str | None:
+    """Return the variable that a term names (backticks removed), or None.
+
+    Parameters
+    ----------
+    text
+        One term of a formula.
+
+    Returns
+    -------
+    str or None
+        The name, or None when the term is an expression such as ``log(x)``.
+
+    Examples
+    --------
+    >>> variable_name("`my x`"), variable_name("Days"), variable_name("log(Days)")
+    ('my x', 'Days', None)
+    """
+    t = text.strip()
+    return t.strip("`") if _NAME.fullmatch(t) else None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A right-hand side read as R reads a sum of terms.
+
+    ``1`` adds the intercept, ``0`` or ``- 1`` removes it; every other piece
+    is a term, added (``+``) or removed (``-``).
+    """
+
+    text: str
+    """The right-hand side as written (formulaic syntax)."""
+    intercept: bool
+    """Whether the intercept is in."""
+    added: tuple[str, ...]
+    """The terms added, in order (not ``0`` or ``1``)."""
+    removed: tuple[str, ...] = ()
+    """The terms subtracted, other than the intercept."""
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """Variables of the added terms when each is a plain name and none is removed, else None."""
+        if self.removed:
+            return None
+        names = tuple(variable_name(t) for t in self.added)
+        return None if None in names else tuple(n for n in names if n is not None)
+
+    @property
+    def variables(self) -> set[str] | None:
+        """Variables of all terms when each is a plain name, else None."""
+        names = [variable_name(t) for t in (*self.added, *self.removed)]
+        return None if None in names else {n for n in names if n is not None}
 
 
 @dataclass(frozen=True)
 class RandomTerm:
     """One random-effects term ``(expr | f1:f2:...)``."""
 
-    expr: str
-    """Right-hand side of the term's model matrix (formulaic syntax)."""
+    terms: Terms
+    """The term's model-matrix right-hand side."""
     factors: tuple[str, ...]
     """Grouping variables whose interaction is the grouping factor."""
 
     @property
+    def expr(self) -> str:
+        """Right-hand side of the term's model matrix (formulaic syntax)."""
+        return self.terms.text
+
+    @property
     def group(self) -> str:
-        """lme4's name of the grouping factor, e.g. ``'tch:sch'``."""
+        """Return lme4's name of the grouping factor, e.g. ``'tch:sch'``."""
         return ":".join(self.factors)
 
 
 @dataclass(frozen=True)
 class ParsedFormula:
+    """An lme4 formula, parsed once: response, fixed terms and random-effects terms."""
+
     text: str
+    """The formula as written."""
     response: str
-    fixed: str
+    """The left-hand side: a variable name or an expression."""
+    fixed_terms: Terms
+    """The fixed part of the right-hand side."""
     random: tuple[RandomTerm, ...]
+    """The random-effects terms, in formula order (``||`` and ``/`` expanded)."""
+
+    @property
+    def fixed(self) -> str:
+        """Return the fixed part as text (``"1"`` when the formula has none)."""
+        return self.fixed_terms.text
+
+    @property
+    def response_name(self) -> str | None:
+        """Return the response's variable name, or None when it is an expression."""
+        return variable_name(self.response)
 
 
 def _error(text: str, pos: int, msg: str) -> FormulaError:
@@ -54,7 +137,8 @@ def _error(text: str, pos: int, msg: str) -> FormulaError:
 def _top_level_split(s: str, seps: str, offset: int, text: str) -> list[tuple[int, str, str]]:
     """Split ``s`` at characters of ``seps`` outside parentheses and backticks.
 
-    Returns (position in text, separator before, piece) triples."""
+    Returns (position in text, separator before, piece) triples.
+    """
     out: list[tuple[int, str, str]] = []
     depth = 0
     in_tick = False
@@ -86,7 +170,44 @@ def _top_level_split(s: str, seps: str, offset: int, text: str) -> list[tuple[in
     return out
 
 
-_NAME = r"(?:`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*)"
+def _terms(rhs: str, pieces: list[tuple[int, str, str]]) -> Terms:
+    """Read signed pieces as R's sum of terms (empty pieces are skipped)."""
+    intercept = True
+    added: list[str] = []
+    removed: list[str] = []
+    for _, sep, piece in pieces:
+        p = piece.strip()
+        if not p:
+            continue
+        if p == "0" or (p == "1" and sep == "-"):
+            intercept = False
+        elif p == "1":
+            intercept = True
+        else:
+            (removed if sep == "-" else added).append(p)
+    return Terms(rhs.strip(), intercept, tuple(added), tuple(removed))
+
+
+def parse_terms(rhs: str) -> Terms:
+    """Parse a right-hand side such as ``"0 + x"`` into its terms.
+
+    Parameters
+    ----------
+    rhs
+        A sum of terms, without ``~``.
+
+    Returns
+    -------
+    Terms
+        The intercept flag and the added and removed terms.
+
+    Examples
+    --------
+    >>> t = parse_terms("0 + Days + `my x`")
+    >>> t.intercept, t.added, t.names
+    (False, ('Days', '`my x`'), ('Days', 'my x'))
+    """
+    return _terms(rhs, _top_level_split(rhs, "+-", 0, rhs))
 
 
 def _parse_group(g: str, pos: int, text: str) -> list[tuple[str, ...]]:
@@ -97,42 +218,65 @@ def _parse_group(g: str, pos: int, text: str) -> list[tuple[str, ...]]:
     groups: list[tuple[str, ...]] = []
     prefix: tuple[str, ...] = ()
     for part in parts:
-        names = tuple(n.strip() for n in part.split(":"))
-        for n in names:
-            if not re.fullmatch(_NAME, n):
+        names: list[str] = []
+        for n in part.split(":"):
+            name = variable_name(n)
+            if name is None:
                 raise _error(
-                    text, pos, f"grouping factor {n!r} is not a variable name (use a:b or a/b)"
+                    text,
+                    pos,
+                    f"grouping factor {n.strip()!r} is not a variable name (use a:b or a/b)",
                 )
-        names = tuple(n.strip("`") for n in names)
+            names.append(name)
         # lme4 names the nested factor innermost first: a/b -> b:a
-        groups.append(names + prefix)
-        prefix = names + prefix
+        groups.append(tuple(names) + prefix)
+        prefix = tuple(names) + prefix
     return groups
 
 
-def _split_double_bar(expr: str, pos: int, text: str) -> list[str]:
-    pieces = _top_level_split(expr, "+-", pos, text)
-    intercept = True
-    terms: list[str] = []
-    for _, sep, piece in pieces:
-        p = piece.strip()
-        if not p:
-            continue
-        if p == "0" or (p == "1" and sep == "-"):
-            intercept = False
-        elif p == "1":
-            intercept = True
-        elif sep == "-":
-            raise _error(text, pos, "'-' inside a random-effects term only removes the intercept")
-        else:
-            terms.append(p)
-    out = ["1"] if intercept else []
-    out.extend(f"0 + {t}" for t in terms)
+def _random_terms(lhs: str, pos: int, text: str, double: bool) -> list[Terms]:
+    """Return the model-matrix terms of ``(lhs | g)``, or of ``(lhs || g)`` expanded."""
+    pieces = _top_level_split(lhs, "+-", pos, text)
+    terms = _terms(lhs, pieces)
+    if not double:
+        return [terms]
+    if terms.removed:
+        raise _error(text, pos, "'-' inside a random-effects term only removes the intercept")
+    out = [Terms("1", True, ())] if terms.intercept else []
+    out.extend(Terms(f"0 + {t}", False, (t,)) for t in terms.added)
     return out
+
+
+def _bar(inner: str) -> int:
+    """Position of the first '|' at depth 0 of ``inner``, or -1."""
+    depth = 0
+    for i, ch in enumerate(inner):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return i
+    return -1
 
 
 def parse_formula(text: str) -> ParsedFormula:
     """Parse an lme4 formula.
+
+    Parameters
+    ----------
+    text
+        The formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+
+    Returns
+    -------
+    ParsedFormula
+        The response, the fixed terms and the random-effects terms.
+
+    Raises
+    ------
+    FormulaError
+        When the formula cannot be parsed; the message points at the spot.
 
     Examples
     --------
@@ -154,56 +298,49 @@ def parse_formula(text: str) -> ParsedFormula:
     if not response:
         raise _error(text, 0, "the formula has no response on the left of '~'")
     rhs = text[t + 1 :]
-    pieces = _top_level_split(rhs, "+-", t + 1, text)
-    fixed: list[str] = []
+    fixed: list[tuple[int, str, str]] = []
     random: list[RandomTerm] = []
-    for pos, sep, piece in pieces:
+    for pos, sep, piece in _top_level_split(rhs, "+-", t + 1, text):
         p = piece.strip()
         if not p:
             if sep == "-" or fixed or random:
                 raise _error(text, pos, "empty term in formula")
             continue
         lead = pos + (len(piece) - len(piece.lstrip()))
-        if p.startswith("(") and p.endswith(")"):
+        bar = _bar(p[1:-1]) if p.startswith("(") and p.endswith(")") else -1
+        if bar >= 0:
+            if sep == "-":
+                raise _error(text, lead, "a random-effects term cannot be subtracted")
             inner = p[1:-1]
-            # a bar at depth 0 of the inner text
-            depth, bar = 0, -1
-            for i, ch in enumerate(inner):
-                if ch == "(":
-                    depth += 1
-                elif ch == ")":
-                    depth -= 1
-                elif ch == "|" and depth == 0:
-                    bar = i
-                    break
-            if bar >= 0:
-                if sep == "-":
-                    raise _error(text, lead, "a random-effects term cannot be subtracted")
-                double = inner[bar + 1 : bar + 2] == "|"
-                lhs = inner[:bar].strip()
-                grp = inner[bar + (2 if double else 1) :]
-                if not lhs:
-                    raise _error(text, lead + 1, "missing model terms before '|'")
-                gpos = lead + 1 + bar + (2 if double else 1)
-                groups = _parse_group(grp, gpos, text)
-                exprs = _split_double_bar(lhs, lead + 1, text) if double else [lhs]
-                for g in groups:
-                    for e in exprs:
-                        random.append(RandomTerm(expr=e, factors=g))
-                continue
+            double = inner[bar + 1 : bar + 2] == "|"
+            lhs = inner[:bar].strip()
+            if not lhs:
+                raise _error(text, lead + 1, "missing model terms before '|'")
+            gpos = lead + 1 + bar + (2 if double else 1)
+            groups = _parse_group(inner[gpos - lead - 1 :], gpos, text)
+            exprs = _random_terms(lhs, lead + 1, text, double)
+            random.extend(RandomTerm(e, g) for g in groups for e in exprs)
+            continue
         if "|" in p and not p.startswith("I("):
             raise _error(text, lead, "random-effects terms must be in parentheses: (expr | group)")
-        fixed.append(("- " if sep == "-" else "+ ") + p)
+        fixed.append((lead, sep, p))
     if not random:
         raise FormulaError(
             "the formula has no random-effects terms such as (1 | group); "
             f"for a model without random effects use a linear model\n  {text}"
         )
-    fixed_text = " ".join(fixed).strip()
+    return ParsedFormula(
+        text=text, response=response, fixed_terms=_fixed_terms(fixed), random=tuple(random)
+    )
+
+
+def _fixed_terms(pieces: list[tuple[int, str, str]]) -> Terms:
+    """Return the fixed part, its text as lme4 would print it (``"1"`` when empty)."""
+    fixed_text = " ".join(("- " if sep == "-" else "+ ") + p for _, sep, p in pieces).strip()
     if fixed_text.startswith("+ "):
         fixed_text = fixed_text[2:]
     if not fixed_text:
         fixed_text = "1"
     elif fixed_text.startswith("- "):
         fixed_text = "1 " + fixed_text
-    return ParsedFormula(text=text, response=response, fixed=fixed_text, random=tuple(random))
+    return _terms(fixed_text, pieces)

@@ -1,337 +1,72 @@
-"""Inference after the fit: model comparison, intervals, and small-sample
-degrees of freedom for the fixed effects.
+"""Inference after the fit: model comparison, intervals, degrees of freedom.
+
+Small-sample degrees of freedom for the fixed effects come from
+Satterthwaite's or Kenward and Roger's approximation.
 
 - `anova`: likelihood-ratio tests between nested models (lme4's ``anova``,
   refitting REML fits by ML), or, for one model, lmerTest's type III F tests
   with Satterthwaite's denominator degrees of freedom.
-- `satterthwaite`: lmerTest's Satterthwaite degrees of freedom. As lmerTest,
-  the variance parameters are (θ, σ); the covariance of β̂ and the Hessian
-  of the deviance are differentiated numerically with Richardson
-  extrapolation (numDeriv's defaults).
-- `confint`: Wald and parametric-bootstrap intervals in lme4's row order
-  (profile intervals: not yet).
+- `coef_table`: the fixed effects with lmerTest's Satterthwaite
+  (`_satterthwaite`) or pbkrtest's Kenward-Roger (`_kenward_roger`) degrees
+  of freedom.
+- `confint`: Wald, profile-likelihood (`profile`) and parametric-bootstrap
+  intervals in lme4's row order.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._kenward_roger import KR_MAX_N, KenwardRogerInfo, kenward_roger
+from ._numderiv import numderiv_hessian, numderiv_jacobian
+from ._params import param_names, param_values
+from ._satterthwaite import SatterthwaiteInfo, satterthwaite, satterthwaite_info
+from .design import Design
+from .profile import profile_confint
+
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
 
 __all__ = [
+    "KR_MAX_N",
+    "KenwardRogerInfo",
+    "SatterthwaiteInfo",
     "anova",
-    "satterthwaite",
-    "confint",
+    "bootstrap",
     "coef_table",
-    "numderiv_jacobian",
+    "confint",
+    "kenward_roger",
     "numderiv_hessian",
+    "numderiv_jacobian",
+    "satterthwaite",
 ]
 
 
-# -- numerical derivatives (numDeriv's Richardson method) -------------------------
-# numDeriv's defaults: relative step d = 1e-4 for jacobian, 0.1 for hessian
-# (genD), eps = 1e-4 for elements near zero, r = 4 extrapolation steps, v = 2.
-_EPS, _R, _V = 1e-4, 4, 2.0
-_D_JACOBIAN, _D_HESSIAN = 1e-4, 0.1
-_ZERO_TOL = math.sqrt(np.finfo(float).eps / 7e-7)
-
-
-def _h0(x: np.ndarray, d: float) -> np.ndarray:
-    return np.abs(d * x) + _EPS * (np.abs(x) < _ZERO_TOL)
-
-
-def _richardson(a: np.ndarray) -> np.ndarray:
-    """Richardson extrapolation over the last axis (r approximations)."""
-    a = a.copy()
-    r = a.shape[-1]
-    for m in range(1, r):
-        a[..., : r - m] = (a[..., 1 : r - m + 1] * 4.0**m - a[..., : r - m]) / (4.0**m - 1)
-    return a[..., 0]
-
-
-def numderiv_jacobian(f, x: np.ndarray) -> np.ndarray:
-    """numDeriv::jacobian(method = "Richardson"): f maps R^n to R^m (arrays
-    are flattened); returns m x n."""
-    x = np.asarray(x, dtype=float)
-    f0 = np.asarray(f(x), dtype=float).ravel()
-    n = len(x)
-    out = np.zeros((len(f0), n))
-    for i in range(n):
-        h = _h0(x, _D_JACOBIAN)
-        a = np.zeros((len(f0), _R))
-        for k in range(_R):
-            e = np.zeros(n)
-            e[i] = h[i]
-            a[:, k] = (np.ravel(f(x + e)) - np.ravel(f(x - e))) / (2 * h[i])
-            h = h / _V
-        out[:, i] = _richardson(a)
-    return out
-
-
-def numderiv_hessian(f, x: np.ndarray) -> np.ndarray:
-    """numDeriv::hessian (genD with Richardson extrapolation) of a scalar f."""
-    x = np.asarray(x, dtype=float)
-    n = len(x)
-    f0 = float(f(x))
-    h0 = _h0(x, _D_HESSIAN)
-    hdiag = np.zeros(n)
-    for i in range(n):
-        h = h0.copy()
-        a = np.zeros(_R)
-        for k in range(_R):
-            e = np.zeros(n)
-            e[i] = h[i]
-            a[k] = (f(x + e) - 2 * f0 + f(x - e)) / h[i] ** 2
-            h = h / _V
-        hdiag[i] = _richardson(a)
-    hess = np.diag(hdiag)
-    for i in range(n):
-        for j in range(i):
-            h = h0.copy()
-            a = np.zeros(_R)
-            for k in range(_R):
-                e = np.zeros(n)
-                e[i] = h[i]
-                e[j] = h[j]
-                a[k] = (
-                    f(x + e) - 2 * f0 + f(x - e) - hdiag[i] * h[i] ** 2 - hdiag[j] * h[j] ** 2
-                ) / (2 * h[i] * h[j])
-                h = h / _V
-            hess[i, j] = hess[j, i] = _richardson(a)
-    return hess
-
-
-# -- Satterthwaite -------------------------------------------------------------------
-class _VarParFunctions:
-    """The deviance and the covariance of β̂ as functions of the variance
-    parameters (θ, σ), as lmerTest's devfun_vp and get_covbeta."""
-
-    def __init__(self, fit: LinearMixedModelResult):
-        self.ws = fit.model._ws
-        self.reml = fit.reml
-        self.n, self.p = fit.nobs, len(fit.beta)
-
-    def deviance(self, varpar: np.ndarray) -> float:
-        theta, sigma = varpar[:-1], varpar[-1]
-        s2 = sigma * sigma
-        pwrss, ld_l2, ld_rx2 = self.ws.components(np.ascontiguousarray(theta))
-        dev = ld_l2 + pwrss / s2 + self.n * math.log(2 * math.pi * s2)
-        if self.reml:
-            dev += ld_rx2 - self.p * math.log(2 * math.pi * s2)
-        return dev
-
-    def covbeta(self, varpar: np.ndarray) -> np.ndarray:
-        theta, sigma = varpar[:-1], varpar[-1]
-        rx = np.asarray(self.ws.rx(np.ascontiguousarray(theta)))
-        rinv = np.linalg.solve(rx, np.eye(self.p))
-        return sigma**2 * rinv @ rinv.T
-
-
-class SatterthwaiteInfo:
-    """Covariance of β̂, its Jacobian in the variance parameters, and the
-    asymptotic covariance of the variance parameters (2 H⁻¹)."""
-
-    def __init__(self, fit: LinearMixedModelResult):
-        fns = _VarParFunctions(fit)
-        self.varpar = np.concatenate([fit.theta, [fit.sigma]])
-        self.vcov = fns.covbeta(self.varpar)
-        p = len(fit.beta)
-        jac = numderiv_jacobian(fns.covbeta, self.varpar)  # (p*p) x k
-        self.jac = [jac[:, i].reshape(p, p) for i in range(jac.shape[1])]
-        h = numderiv_hessian(fns.deviance, self.varpar)
-        self.a = 2 * np.linalg.pinv(h)
-
-    def df_contrast(self, L: np.ndarray) -> tuple[float, float]:
-        """(variance of Lβ̂, Satterthwaite df) for a 1 x p contrast."""
-        L = np.asarray(L, dtype=float).ravel()
-        var = float(L @ self.vcov @ L)
-        grad = np.array([L @ j @ L for j in self.jac])
-        denom = float(grad @ self.a @ grad)
-        return var, (2 * var**2 / denom if denom > 0 else np.inf)
-
-    def f_test(self, L: np.ndarray, beta: np.ndarray) -> tuple[float, int, float, float]:
-        """lmerTest's multi-df F test: (F, NumDF, DenDF, p)."""
-        L = np.atleast_2d(np.asarray(L, dtype=float))
-        q = L.shape[0]
-        vc = L @ self.vcov @ L.T
-        est = L @ beta
-        if q == 1:
-            var, df = self.df_contrast(L[0])
-            f = float(est[0] ** 2 / var)
-            return f, 1, df, float(stats.f.sf(f, 1, df))
-        lam, pvec = np.linalg.eigh(vc)
-        order = np.argsort(lam)[::-1]
-        lam, pvec = lam[order], pvec[:, order]
-        f = float(np.sum((pvec.T @ est) ** 2 / lam) / q)
-        nus = np.array([self.df_contrast(pvec[:, m] @ L)[1] for m in range(q)])
-        e = np.sum(nus[nus > 2] / (nus[nus > 2] - 2))
-        den = 2 * e / (e - q) if e > q else np.nan
-        return f, q, den, float(stats.f.sf(f, q, den)) if np.isfinite(den) else np.nan
-
-
-# -- Kenward-Roger -------------------------------------------------------------------
-KR_MAX_N = 5000
-"""Kenward-Roger works with dense n x n matrices; larger models are refused."""
-
-
-class KenwardRogerInfo:
-    """pbkrtest's Kenward-Roger quantities (vcovAdj): the covariance
-    parameters are the elements of each term's covariance matrix and σ², with
-    V = Σ_r γ_r G_r, and Φ is the fit's covariance of β̂.
-
-    As pbkrtest 0.5.2 does, the residual part of V is σ²I even when the fit has
-    prior weights, while Φ is the (weighted) fit's vcov; without weights the
-    two agree. This reproduces pbkrtest's numbers for weighted fits, which
-    are not a consistent Kenward-Roger adjustment."""
-
-    def __init__(self, fit: LinearMixedModelResult):
-        from .matrices import z_matrix
-
-        if not fit.reml:  # pbkrtest refits ML fits by REML
-            from .model import LinearMixedModel
-
-            model = LinearMixedModel(fit.model.design, reml=True, data_name=fit.model.data_name)
-            fit = model.fit(start=fit.theta)
-        self.fit = fit
-        n = fit.nobs
-        if n > KR_MAX_N:
-            raise ValueError(
-                f"Kenward-Roger needs dense {n} x {n} matrices; it is limited to "
-                f"{KR_MAX_N} observations (use ddf='satterthwaite')"
-            )
-        X = fit.design.X
-        z = z_matrix(fit).toarray()
-        gs: list[np.ndarray] = []
-        gamma: list[float] = []
-        off = 0
-        for t, (_, cov) in zip(fit.design.terms, fit.covariances.items(), strict=True):
-            k, nl = t.k, t.n_levels
-            cols = [z[:, off + a :: k][:, :nl] for a in range(k)]
-            c = cov.to_numpy()
-            for b in range(k):
-                for a in range(b, k):
-                    g = cols[a] @ cols[b].T
-                    if a != b:
-                        g = g + g.T
-                    gs.append(g)
-                    gamma.append(c[a, b])
-            off += nl * k
-        gs.append(np.eye(n))
-        gamma.append(fit.sigma**2)
-        sigma = sum(gm * g for gm, g in zip(gamma, gs, strict=True))
-        sinv = np.linalg.inv(sigma)
-        sinv = (sinv + sinv.T) / 2
-        self.phi = fit.vcov.to_numpy()
-        hh = [g @ sinv for g in gs]
-        oo = [h @ X for h in hh]
-        tt = sinv @ X
-        self.P = [-(o.T @ tt) for o in oo]
-        m = len(gs)
-        Q = {}
-        for r in range(m):
-            for s_ in range(r, m):
-                Q[r, s_] = oo[r].T @ sinv @ oo[s_]
-        ie2 = np.zeros((m, m))
-        for r in range(m):
-            for s_ in range(r, m):
-                ktr = np.sum(hh[r].T * hh[s_])
-                v = (
-                    ktr
-                    - 2 * np.sum(self.phi * Q[r, s_])
-                    + np.sum((self.phi @ self.P[r]) * (self.P[s_] @ self.phi))
-                )
-                ie2[r, s_] = ie2[s_, r] = v
-        ev = np.linalg.eigvalsh(ie2)
-        self.W = 2 * (np.linalg.inv(ie2) if np.min(np.abs(ev)) > 1e-10 else np.linalg.pinv(ie2))
-        uu = np.zeros_like(self.phi)
-        for r in range(m):
-            for s_ in range(r, m):
-                term = self.W[r, s_] * (Q[r, s_] - self.P[r] @ self.phi @ self.P[s_])
-                uu += term if r == s_ else term + term.T
-        self.phi_a = self.phi + 2 * self.phi @ uu @ self.phi
-
-    def test(self, L: np.ndarray, beta: np.ndarray) -> tuple[float, float, float, float]:
-        """(F, NumDF, DenDF, p) for H0: Lβ = 0, as pbkrtest's KRmodcomp."""
-        L = np.atleast_2d(np.asarray(L, dtype=float))
-        q = np.linalg.matrix_rank(L)
-        phi = self.phi
-        theta = L.T @ np.linalg.solve(L @ phi @ L.T, L)
-        tp = theta @ phi
-        a1 = a2 = 0.0
-        m = len(self.P)
-        for i in range(m):
-            ui = tp @ self.P[i] @ phi
-            for j in range(i, m):
-                e = 1.0 if i == j else 2.0
-                uj = tp @ self.P[j] @ phi
-                a1 += e * self.W[i, j] * np.trace(ui) * np.trace(uj)
-                a2 += e * self.W[i, j] * np.sum(ui * uj.T)
-        b = (a1 + 6 * a2) / (2 * q)
-        g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
-        den = 3 * q + 2 * (1 - g)
-        c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
-        v0, v1, v2 = 1 + c1 * b, 1 - c2 * b, 1 - c3 * b
-        v0 = 0.0 if abs(v0) < 1e-10 else v0
-        rho = (1 / q) * ((1 - a2 / q) / v1) ** 2 * v0 / v2
-        df2 = 4 + (q + 2) / (q * rho - 1)
-        scaling = 1.0 if abs(df2 - 2) < 1e-2 else df2 * (1 - a2 / q) / (df2 - 2)
-        est = L @ beta
-        wald = float(est @ np.linalg.solve(L @ self.phi_a @ L.T, est)) / q
-        f = scaling * wald
-        return f, float(q), float(df2), float(stats.f.sf(f, q, df2))
-
-
-def kenward_roger(fit: LinearMixedModelResult) -> pd.DataFrame:
-    """Kenward-Roger df and p for each fixed effect (pbkrtest), with the
-    adjusted standard errors: columns estimate, se, df, t, p. ML fits are
-    refitted by REML first, as pbkrtest does."""
-    info = fit._kenward_roger_info
-    fit = info.fit
-    rows = []
-    p = len(fit.beta)
-    for j in range(p):
-        L = np.zeros((1, p))
-        L[0, j] = 1.0
-        f, _, df, pval = info.test(L, fit.beta)
-        se = math.sqrt(info.phi_a[j, j])
-        rows.append((fit.beta[j], se, df, fit.beta[j] / se, pval))
-    return pd.DataFrame(
-        rows, index=list(fit.design.x_names), columns=["estimate", "se", "df", "t", "p"]
-    )
-
-
-def satterthwaite(fit: LinearMixedModelResult) -> pd.DataFrame:
-    """Satterthwaite degrees of freedom for each fixed effect (lmerTest):
-    columns estimate, se, df, t, p."""
-    info = fit._satterthwaite_info
-    rows = []
-    p = len(fit.beta)
-    for j in range(p):
-        L = np.zeros(p)
-        L[j] = 1.0
-        var, df = info.df_contrast(L)
-        se = math.sqrt(var)
-        t = fit.beta[j] / se
-        rows.append((fit.beta[j], se, df, t, 2 * stats.t.sf(abs(t), df)))
-    return pd.DataFrame(
-        rows, index=list(fit.design.x_names), columns=["estimate", "se", "df", "t", "p"]
-    )
-
-
 def coef_table(fit: LinearMixedModelResult, ddf: str | None = "satterthwaite") -> pd.DataFrame:
-    """Fixed-effects table: estimate, se, df, t, p. ``ddf``: "satterthwaite"
-    (lmerTest), "kenward-roger" (pbkrtest: adjusted SEs, KR df), or None
-    (t values only)."""
+    """Return the fixed-effects table: estimate, se, df, t, p.
+
+    Parameters
+    ----------
+    fit
+        The fitted model.
+    ddf
+        ``"satterthwaite"`` (lmerTest), ``"kenward-roger"`` (pbkrtest:
+        adjusted SEs, KR df), or None (t values only, no df and p).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fixed effect.
+    """
     if ddf is None:
-        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
+        se = fit.stderror.to_numpy()
         return pd.DataFrame(
             {"estimate": fit.beta, "se": se, "t": fit.beta / se}, index=list(fit.design.x_names)
         )
@@ -344,12 +79,13 @@ def coef_table(fit: LinearMixedModelResult, ddf: str | None = "satterthwaite") -
 
 
 def anova_type3(fit: LinearMixedModelResult) -> pd.DataFrame:
-    """lmerTest's type III table with Satterthwaite df, for models without
-    interactions (each term is tested by the rows of its columns, which is
-    lmerTest's type III hypothesis there); models with interactions raise
-    NotImplementedError."""
+    """Return lmerTest's type III table with Satterthwaite df, for models without interactions.
+
+    Each term is tested by the rows of its columns, which is lmerTest's type
+    III hypothesis there; models with interactions raise NotImplementedError.
+    """
     d = fit.design
-    info = fit._satterthwaite_info
+    info = satterthwaite_info(fit)
     names = list(d.x_names)
     rows, labels = [], []
     all_names = _built_names(d)
@@ -374,7 +110,7 @@ def anova_type3(fit: LinearMixedModelResult) -> pd.DataFrame:
     return pd.DataFrame(rows, index=labels, columns=["F", "NumDF", "DenDF", "p"])
 
 
-def _built_names(d) -> list[str]:
+def _built_names(d: Design) -> list[str]:
     """Names of X's columns as built, before dropping rank-deficient ones."""
     keep = d.x_builder.keep
     if keep is None:
@@ -388,20 +124,38 @@ def _built_names(d) -> list[str]:
 
 
 def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.DataFrame:
-    """One fit: lmerTest's type III F tests (Satterthwaite df). Several fits:
-    likelihood-ratio tests between nested models, as lme4's ``anova`` (REML
-    fits are refitted by maximum likelihood first), in increasing npar."""
+    """Compare nested models, or test the fixed-effects terms of one model.
+
+    Parameters
+    ----------
+    *fits
+        One fit: lmerTest's type III F tests (Satterthwaite df). Several fits:
+        likelihood-ratio tests between nested models, as lme4's ``anova``
+        (REML fits are refitted by maximum likelihood first), in increasing
+        number of parameters.
+    names
+        Row labels for several fits (default: their formulas).
+
+    Returns
+    -------
+    pandas.DataFrame
+        F, NumDF, DenDF, p per term (one fit); npar, AIC, BIC, logLik,
+        deviance, Chisq, Df, p per model (several fits).
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> d = mm.datasets.load("sleepstudy")
+    >>> small = mm.lmer("Reaction ~ Days + (1 | Subject)", d)
+    >>> big = mm.lmer("Reaction ~ Days + (Days | Subject)", d)
+    >>> mm.anova(small, big)[["npar", "deviance", "Chisq", "Df"]].round(2)
+                                        npar  deviance  Chisq   Df
+    Reaction ~ Days + (1 | Subject)        4   1794.08    NaN  NaN
+    Reaction ~ Days + (Days | Subject)     6   1751.94  42.14  2.0
+    """
     if len(fits) == 1:
         return anova_type3(fits[0])
-    from .model import LinearMixedModel
-
-    ml = []
-    for f in fits:
-        if f.reml:
-            m = LinearMixedModel(f.model.design, reml=False, data_name=f.model.data_name)
-            ml.append(m.fit(start=f.theta))
-        else:
-            ml.append(f)
+    ml = [f.refit_ml() for f in fits]
     labels = names or [f.formula for f in fits]
     order = sorted(range(len(ml)), key=lambda i: ml[i].npar)
     rows = []
@@ -428,64 +182,57 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
     return pd.DataFrame(rows, index=[labels[i] for i in order])
 
 
-# -- intervals -----------------------------------------------------------------------
-def _param_names(fit: LinearMixedModelResult) -> list[str]:
-    names = []
-    for t in fit.design.terms:
-        for c in range(t.k):
-            for r in range(c, t.k):
-                if r == c:
-                    names.append(f"sd_{t.cnames[c]}|{t.group}")
-                else:
-                    names.append(f"cor_{t.cnames[r]}.{t.cnames[c]}|{t.group}")
-    return names + ["sigma"] + list(fit.design.x_names)
-
-
-def _param_values(fit: LinearMixedModelResult) -> np.ndarray:
-    """sds and correlations of each term (θ order), σ, β."""
-    from .matrices import templates
-
-    vals = []
-    for t, tm in zip(fit.design.terms, templates(fit), strict=True):
-        k = t.k
-        cov = fit.sigma**2 * tm @ tm.T
-        sd = np.sqrt(np.diag(cov))
-        for c in range(k):
-            for r in range(c, k):
-                if r == c:
-                    vals.append(sd[c])
-                else:
-                    den = sd[r] * sd[c]
-                    vals.append(cov[r, c] / den if den > 0 else np.nan)
-    return np.concatenate([vals, [fit.sigma], fit.beta])
-
-
 def confint(
     fit: LinearMixedModelResult,
     method: str = "wald",
     level: float = 0.95,
     nsim: int = 500,
-    seed=None,
+    seed: int | np.random.Generator | None = None,
     n_jobs: int = 1,
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Confidence intervals in lme4's order (random-effect sds and
-    correlations, σ, then β) with columns lower and upper.
+    """Return confidence intervals in lme4's order: the sds and correlations, σ, then β.
 
-    ``"wald"``: β ± z SE (none for variance parameters, as lme4).
-    ``"boot"``: parametric bootstrap percentile intervals (lme4's bootMer):
-    ``nsim`` responses simulated from the fit, each refitted; ``n_jobs``
-    threads (the numerical work releases the GIL); a progress line on
-    stderr for long runs. ``"profile"``: profile-likelihood intervals (lme4's
-    profile; REML fits are profiled on the ML deviance, as lme4 does).
+    Parameters
+    ----------
+    fit
+        The fitted model.
+    method
+        ``"wald"``: β ± z SE (none for variance parameters, as lme4).
+        ``"profile"``: profile-likelihood intervals (lme4's profile; REML fits
+        are profiled on the ML deviance, as lme4 does). ``"boot"``:
+        parametric bootstrap percentile intervals (lme4's bootMer).
+    level
+        Confidence level.
+    nsim, seed
+        Bootstrap: number of responses simulated from the fit, each refitted,
+        and the seed of the simulation.
+    n_jobs
+        Bootstrap: threads (the numerical work releases the GIL).
+    progress
+        Bootstrap: a progress line on stderr (default: for long runs on a terminal).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns lower and upper, one row per parameter.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+    >>> mm.inference.confint(fit).iloc[-2:].round(2)
+                  lower   upper
+    (Intercept)  238.03  264.78
+    Days           7.44   13.50
     """
-    names = _param_names(fit)
+    names = param_names(fit)
     alpha = (1 - level) / 2
     key = method.lower()
     if key == "wald":
         lower = np.full(len(names), np.nan)
         upper = np.full(len(names), np.nan)
-        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
+        se = fit.stderror.to_numpy()
         z = stats.norm.ppf(1 - alpha)
         p = len(fit.beta)
         lower[-p:] = fit.beta - z * se
@@ -497,8 +244,6 @@ def confint(
         upper = np.nanquantile(samples, 1 - alpha, axis=0)
         return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     if key == "profile":
-        from .profile import profile_confint
-
         return profile_confint(fit, level)
     raise ValueError(f"unknown method {method!r}: 'wald', 'profile' or 'boot'")
 
@@ -506,21 +251,23 @@ def confint(
 def bootstrap(
     fit: LinearMixedModelResult,
     nsim: int = 500,
-    seed=None,
+    seed: int | np.random.Generator | None = None,
     n_jobs: int = 1,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """Parametric bootstrap (lme4's bootMer, type "parametric"): an nsim x
-    n_params array of the parameters (sds, correlations, σ, β) refitted to
-    responses simulated from the fit."""
+    """Return a parametric bootstrap (lme4's bootMer, type "parametric").
+
+    An nsim x n_params array of the parameters (sds, correlations, σ, β)
+    refitted to responses simulated from the fit.
+    """
     ys = fit.simulate(nsim, seed=seed).to_numpy()
     if progress is None:
         progress = nsim >= 200 and sys.stderr.isatty()
-    out = np.empty((nsim, len(_param_names(fit))))
+    out = np.empty((nsim, len(param_names(fit))))
     t0 = time.perf_counter()
 
     def one(i: int) -> None:
-        out[i] = _param_values(fit.refit(ys[:, i]))
+        out[i] = param_values(fit.refit(ys[:, i]))
 
     if n_jobs == 1:
         for i in range(nsim):
@@ -528,8 +275,6 @@ def bootstrap(
             if progress and (i + 1) % max(1, nsim // 20) == 0:
                 _report(i + 1, nsim, t0)
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(n_jobs) as ex:
             for done, _ in enumerate(ex.map(one, range(nsim)), start=1):
                 if progress and done % max(1, nsim // 20) == 0:

@@ -16,18 +16,37 @@ V⁻¹ = σ⁻²(I − ZΛ(ΛᵀZᵀZΛ + I)⁻¹ΛᵀZᵀ).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
+from scipy.linalg import cho_factor, cho_solve
+from scipy.sparse.linalg import splu
 
+from .design import Design
 from .exceptions import DimensionError, MemoryBudgetError
 
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
 
-__all__ = ["GLSResult", "LFactor", "VBlock", "gls", "DEFAULT_MAX_BYTES"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "GET_ME_NAMES",
+    "GLSResult",
+    "LFactor",
+    "VBlock",
+    "g_matrix",
+    "get_me",
+    "gls",
+    "v_blocks",
+    "v_matrix",
+    "v_matvec",
+    "v_solve",
+    "z_columns",
+    "z_matrix",
+]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """Default memory budget for forming V (2 GiB)."""
@@ -45,12 +64,16 @@ class VBlock(NamedTuple):
 
 
 class LFactor(NamedTuple):
-    """The sparse Cholesky factor of ΛᵀZᵀZΛ + I: ``L @ L.T`` equals
-    ``M[perm][:, perm]``, with ``perm`` the fill-reducing permutation given as
-    random-effect columns (Z's column order)."""
+    """The sparse Cholesky factor of ΛᵀZᵀZΛ + I.
+
+    ``L @ L.T`` equals ``M[perm][:, perm]``, with ``perm`` the fill-reducing
+    permutation given as random-effect columns (Z's column order).
+    """
 
     L: sp.csc_array
+    """The lower-triangular factor."""
     perm: np.ndarray
+    """The fill-reducing permutation."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +81,21 @@ class GLSResult:
     """Generalized least squares: β̂ = (XᵀV⁻¹X)⁻¹XᵀV⁻¹y and its covariance."""
 
     beta: pd.Series | np.ndarray
+    """The estimates (labelled when X was a DataFrame)."""
     cov: pd.DataFrame | np.ndarray
+    """Their covariance (XᵀV⁻¹X)⁻¹."""
 
 
-def _as_2d(b) -> tuple[np.ndarray, bool]:
+@runtime_checkable
+class ImplicitV(Protocol):
+    """Anything that applies V⁻¹ without forming V, such as a fitted model."""
+
+    def V_solve(self, B: npt.ArrayLike) -> np.ndarray:
+        """Return V⁻¹B."""
+        ...
+
+
+def _as_2d(b: npt.ArrayLike) -> tuple[np.ndarray, bool]:
     a = np.asarray(b, dtype=np.float64)
     if a.ndim == 1:
         return a[:, None], True
@@ -70,13 +104,12 @@ def _as_2d(b) -> tuple[np.ndarray, bool]:
     return a, False
 
 
-def z_matrix(fit: LinearMixedModelResult) -> sp.csc_array:
-    """Z (n x q), columns in lme4's order; exact zeros not stored."""
-    d = fit.design
-    n = d.n
+def z_matrix(design: Design) -> sp.csc_array:
+    """Return Z (n x q), columns in lme4's order; exact zeros not stored."""
+    n = design.n
     rows, cols, vals = [], [], []
     off = 0
-    for t in d.terms:
+    for t in design.terms:
         k = t.k
         rows.append(np.repeat(np.arange(n), k))
         cols.append((off + t.codes[:, None] * k + np.arange(k)[None, :]).ravel())
@@ -89,83 +122,48 @@ def z_matrix(fit: LinearMixedModelResult) -> sp.csc_array:
     return z
 
 
-def templates(fit: LinearMixedModelResult) -> list[np.ndarray]:
-    """Each term's lower-triangular template T(θ) (k x k), from θ in lme4's
-    order (the lower triangle, column by column)."""
-    out, pos = [], 0
-    for t in fit.design.terms:
-        tm = np.zeros((t.k, t.k))
-        for c in range(t.k):
-            for r in range(c, t.k):
-                tm[r, c] = fit.theta[pos]
-                pos += 1
-        out.append(tm)
-    return out
-
-
-def lambdat(fit: LinearMixedModelResult) -> tuple[sp.csc_array, np.ndarray]:
-    """Λᵀ (q x q, block diagonal, upper triangular blocks; every structural
-    entry stored, zeros included, as lme4 stores it) and Lind: the 0-based θ
-    index of each stored value, in storage order."""
-    rows, cols, lind = [], [], []
-    off, th = 0, 0
-    for t in fit.design.terms:
-        k = t.k
-        rr, cc, ii = [], [], []
-        idx = th
-        for c in range(k):
-            for r in range(c, k):
-                # Λ[r, c] = θ[idx]  ->  Λᵀ[c, r]
-                rr.append(c)
-                cc.append(r)
-                ii.append(idx)
-                idx += 1
-        base = off + np.arange(t.n_levels)[:, None] * k
-        rows.append((base + np.array(rr)[None, :]).ravel())
-        cols.append((base + np.array(cc)[None, :]).ravel())
-        lind.append(np.tile(np.array(ii), t.n_levels))
-        off += t.n_levels * k
-        th = idx
-    rows_a, cols_a, lind_a = (np.concatenate(x) for x in (rows, cols, lind))
-    # order the entries as compressed columns store them (column, then row)
-    order = np.lexsort((rows_a, cols_a))
-    rows_a, cols_a, lind_a = rows_a[order], cols_a[order], lind_a[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(cols_a, minlength=off))])
-    mat = sp.csc_array((fit.theta[lind_a], rows_a, indptr), shape=(off, off))
-    return mat, lind_a
+def z_columns(design: Design) -> pd.DataFrame:
+    """Return one row per column of Z: its term's grouping factor, the level, the coefficient."""
+    parts = []
+    for t in design.terms:
+        parts.append(
+            pd.DataFrame(
+                {
+                    "group": t.group,
+                    "level": np.repeat(np.asarray(t.levels, dtype=object), t.k),
+                    "coef": np.tile(np.asarray(t.cnames, dtype=object), t.n_levels),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def g_matrix(fit: LinearMixedModelResult) -> sp.csc_array:
-    """G = σ²ΛΛᵀ (q x q), in Z's column order."""
+    """Return G = σ²ΛΛᵀ (q x q), in Z's column order."""
     blocks = []
-    for t, tm in zip(fit.design.terms, templates(fit), strict=True):
-        cov = fit.sigma**2 * tm @ tm.T
+    covs = fit.design.layout.covariances(fit.theta, fit.sigma)
+    for t, cov in zip(fit.design.terms, covs, strict=True):
         blocks.append(sp.kron(sp.eye_array(t.n_levels), sp.csc_array(cov), format="csc"))
-    g = sp.block_diag(blocks, format="csc")
+    g = sp.csc_array(sp.block_diag(blocks, format="csc"))
     g.eliminate_zeros()
-    return sp.csc_array(g)
+    return g
 
 
 def v_matrix(
     fit: LinearMixedModelResult, dense: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> sp.csr_array | np.ndarray:
-    ws = fit.model._ws
+    """Return V, sparse or dense, refusing before building it when it could exceed max_bytes."""
+    state = fit.state
     n = fit.nobs
     if dense:
         need = n * n * 8
         if need > max_bytes:
             raise MemoryBudgetError(_budget_message(n * n, need, max_bytes, "dense "))
-    bound = int(ws.v_nnz_bound())
+    bound = state.v_nnz_bound()
     need = bound * _BYTES_PER_ENTRY
     if need > max_bytes:
         raise MemoryBudgetError(_budget_message(bound, need, max_bytes, ""))
-    indptr, indices, data = ws.v_csr(fit.theta, fit.sigma, max(bound, 1))
-    v = sp.csr_array((data, indices, indptr), shape=(n, n))
-    sw = fit.model._sqrt_w
-    if sw is not None:
-        # the core's V is W^½ V W^½
-        d = sp.dia_array((1.0 / sw, [0]), shape=(n, n))
-        v = sp.csr_array(d @ v @ d)
+    v = state.v_csr(max(bound, 1))
     return v.toarray() if dense else v
 
 
@@ -180,8 +178,8 @@ def _budget_message(entries: int, need: int, max_bytes: int, kind: str) -> str:
 
 
 def v_blocks(fit: LinearMixedModelResult, max_bytes: int = DEFAULT_MAX_BYTES) -> list[VBlock]:
-    ws = fit.model._ws
-    labels = np.asarray(ws.v_components())
+    """Return V's independent diagonal blocks, dense."""
+    labels = fit.state.v_components()
     sizes = np.bincount(labels)
     need = int((sizes.astype(np.int64) ** 2).sum()) * 8
     if need > max_bytes:
@@ -190,7 +188,7 @@ def v_blocks(fit: LinearMixedModelResult, max_bytes: int = DEFAULT_MAX_BYTES) ->
             f"matrices (the largest has {sizes.max():,} rows), more than "
             f"max_bytes={max_bytes:,}; use fit.V_solve(B) or fit.V_matvec(B), or raise max_bytes"
         )
-    v = v_matrix(fit, max_bytes=max_bytes)
+    v = sp.csr_array(v_matrix(fit, max_bytes=max_bytes))
     order = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)])
     vp = sp.csr_array(v[order][:, order])
@@ -201,43 +199,103 @@ def v_blocks(fit: LinearMixedModelResult, max_bytes: int = DEFAULT_MAX_BYTES) ->
     return out
 
 
-def l_factor(fit: LinearMixedModelResult) -> LFactor:
-    perm, cp, ri, v = fit.model._ws.factor_l(fit.theta)
-    q = len(perm)
-    return LFactor(sp.csc_array((v, ri, cp), shape=(q, q)), np.asarray(perm))
-
-
-def v_solve(fit: LinearMixedModelResult, b) -> np.ndarray:
+def v_solve(fit: LinearMixedModelResult, b: npt.ArrayLike) -> np.ndarray:
+    """Return V⁻¹B for an n-vector or n x m matrix B, without forming V."""
     a, vec = _as_2d(b)
     _check_rows(fit, a)
-    sw = fit.model._sqrt_w
-    if sw is None:
-        out = fit.model._ws.v_solve(fit.theta, fit.sigma, a)
-    else:  # V⁻¹ = W^½ (W^½ V W^½)⁻¹ W^½
-        out = sw[:, None] * fit.model._ws.v_solve(fit.theta, fit.sigma, sw[:, None] * a)
+    out = fit.state.v_solve(a)
     return out[:, 0] if vec else out
 
 
-def v_matvec(fit: LinearMixedModelResult, b) -> np.ndarray:
+def v_matvec(fit: LinearMixedModelResult, b: npt.ArrayLike) -> np.ndarray:
+    """Return VB for an n-vector or n x m matrix B, without forming V."""
     a, vec = _as_2d(b)
     _check_rows(fit, a)
-    sw = fit.model._sqrt_w
-    if sw is None:
-        out = fit.model._ws.v_matvec(fit.theta, fit.sigma, a)
-    else:  # V = W^-½ (W^½ V W^½) W^-½
-        out = fit.model._ws.v_matvec(fit.theta, fit.sigma, a / sw[:, None]) / sw[:, None]
+    out = fit.state.v_matvec(a)
     return out[:, 0] if vec else out
 
 
-def _check_rows(fit, a: np.ndarray) -> None:
+def _check_rows(fit: LinearMixedModelResult, a: np.ndarray) -> None:
     if a.shape[0] != fit.nobs:
         raise DimensionError(
             f"B has {a.shape[0]} rows; V is {fit.nobs} x {fit.nobs} (one row per observation used)"
         )
 
 
-def gls(X, y, V) -> GLSResult:
-    """Generalized least squares with a given covariance V (the notes' getFE):
+GET_ME_NAMES = (
+    "X",
+    "y",
+    "Z",
+    "Zt",
+    "Lambda",
+    "Lambdat",
+    "Lind",
+    "theta",
+    "beta",
+    "u",
+    "b",
+    "sigma",
+    "flist",
+    "cnms",
+    "Gp",
+    "L",
+    "RX",
+    "RZX",
+    "lower",
+    "n_rtrms",
+)
+"""The names `get_me` knows."""
+
+
+def get_me(fit: LinearMixedModelResult, name: str) -> Any:
+    """Return one of a fit's quantities by lme4's ``getME(fit, name)``.
+
+    ``X`` (n x p array), ``y``, ``Z`` and ``Zt`` (scipy sparse, columns in
+    lme4's order: term by term, level by level, the term's coefficients
+    together), ``Lambda``/``Lambdat`` (sparse, every structural entry
+    stored), ``Lind`` (0-based θ index of each stored entry of Lambdat),
+    ``theta``, ``beta``, ``u``, ``b``, ``sigma``, ``flist`` (DataFrame of
+    the grouping factors), ``cnms`` (per term: group and column names),
+    ``Gp`` (first random-effect column of each term, and q), ``L`` (the
+    sparse Cholesky factor of ΛᵀZᵀZΛ + I with its permutation, an
+    `LFactor`), ``RX`` (p x p upper triangular), ``RZX`` (q x p, rows in
+    L's order), ``lower``, ``n_rtrms``. `z_columns` labels Z's columns.
+    """
+    d = fit.design
+    layout = d.layout
+    getters: dict[str, Any] = {
+        "X": lambda: d.X.copy(),
+        "y": lambda: d.y.copy(),
+        "Z": lambda: z_matrix(d),
+        "Zt": lambda: sp.csc_array(z_matrix(d).T),
+        "Lambdat": lambda: layout.lambdat(fit.theta),
+        "Lambda": lambda: sp.csc_array(layout.lambdat(fit.theta).T),
+        "Lind": lambda: layout.lind,
+        "theta": lambda: fit.theta.copy(),
+        "beta": lambda: fit.beta.copy(),
+        "u": lambda: fit.u.copy(),
+        "b": lambda: fit.b.copy(),
+        "sigma": lambda: fit.sigma,
+        "flist": lambda: pd.DataFrame(
+            {t.group: pd.Categorical.from_codes(t.codes, categories=t.levels) for t in d.terms},
+            index=d.row_index,
+        ).loc[:, lambda f: ~f.columns.duplicated()],
+        "cnms": lambda: [(t.group, list(t.cnames)) for t in d.terms],
+        "Gp": lambda: np.concatenate([[0], np.cumsum([t.n_levels * t.k for t in d.terms])]),
+        "L": lambda: LFactor(*fit.state.factor_l()),
+        "RX": lambda: fit.rx.copy(),
+        "RZX": lambda: fit.state.solve().rzx,
+        "lower": lambda: layout.lower.copy(),
+        "n_rtrms": lambda: len(d.terms),
+    }
+    if name not in getters:
+        raise KeyError(f"get_me: unknown name {name!r}; known: {', '.join(GET_ME_NAMES)}")
+    return getters[name]()
+
+
+def gls(X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike, V: Any) -> GLSResult:
+    """Generalized least squares with a given covariance V (the notes' getFE).
+
     β̂ = (XᵀV⁻¹X)⁻¹XᵀV⁻¹y and its covariance (XᵀV⁻¹X)⁻¹.
 
     Parameters
@@ -248,7 +306,13 @@ def gls(X, y, V) -> GLSResult:
         n responses.
     V
         n x n covariance: a dense array, a scipy sparse matrix, or a fitted
-        model, whose V is then applied through its factor without being formed.
+        model (anything with ``V_solve``), whose V is then applied through its
+        factor without being formed.
+
+    Returns
+    -------
+    GLSResult
+        β̂ and its covariance.
 
     Examples
     --------
@@ -258,23 +322,17 @@ def gls(X, y, V) -> GLSResult:
     >>> bool(abs(res.beta - fit.beta).max() < 1e-8 * abs(fit.beta).max())
     True
     """
-    from .results import LinearMixedModelResult
-
     names = list(X.columns) if isinstance(X, pd.DataFrame) else None
     xa = np.asarray(X, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64).ravel()
     if xa.ndim != 2 or xa.shape[0] != ya.shape[0]:
         raise DimensionError(f"X is {xa.shape} and y has {ya.shape[0]} values")
     rhs = np.column_stack([xa, ya])
-    if isinstance(V, LinearMixedModelResult):
-        w = v_solve(V, rhs)
-    elif sp.issparse(V):
-        from scipy.sparse.linalg import splu
-
+    if isinstance(V, ImplicitV):
+        w = V.V_solve(rhs)
+    elif isinstance(V, sp.sparray | sp.spmatrix):
         w = splu(sp.csc_array(V)).solve(rhs)
     else:
-        from scipy.linalg import cho_factor, cho_solve
-
         w = cho_solve(cho_factor(np.asarray(V, dtype=np.float64)), rhs)
     p = xa.shape[1]
     xtvx = xa.T @ w[:, :p]

@@ -15,34 +15,51 @@ dense factor RX of the fixed effects; β and σ are profiled out, leaving the
 REML criterion or the ML deviance as a function of θ alone, which is
 minimized by a bound-constrained derivative-free optimizer. The four stages
 mirror lme4's ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``:
-`build_design`, `LinearMixedModel` (its `Workspace` evaluates the objective),
-`optimize_theta`, and `LinearMixedModelResult`.
+`build_design`, `LinearMixedModel` (its `ModelState`, the Rust workspace with
+the prior weights, evaluates the objective), `optimize_theta`, and
+`LinearMixedModelResult.from_model`. With prior weights W, ε ~ N(0, σ²W⁻¹).
+
+Symbols and attributes: θ ``fit.theta`` (layout: ``design.layout``), β
+``fit.beta``, u ``fit.u``, b ``fit.b``, σ ``fit.sigma``, Λᵀ
+``fit.get_me("Lambdat")``, Z ``get_me("Z")``, L ``get_me("L")``, RX
+``fit.rx``, V ``fit.V()``, the lower bounds of θ ``model.lower``.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from ._core import Workspace
-from .design import Design, build_design
+from ._state import ModelState
+from .design import Design, DesignAttributes, build_design
 from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
 from .optimize import Control, OptSummary, optimize_theta
-
-if TYPE_CHECKING:
-    from .results import LinearMixedModelResult
+from .results import LinearMixedModelResult
 
 __all__ = ["LinearMixedModel", "lmer"]
 
 
-class LinearMixedModel:
+class LinearMixedModel(DesignAttributes):
     """A linear mixed model, ready to evaluate its objective and to be fitted.
 
-    Build it with `LinearMixedModel.from_formula`; `objective` evaluates lme4's
-    profiled objective at any θ, `fit` optimizes it.
+    Build it with `LinearMixedModel.from_formula` (or from a `Design`);
+    `objective` evaluates lme4's profiled objective at any θ, `fit` optimizes
+    it.
+
+    Parameters
+    ----------
+    design
+        The model's arrays (`build_design`).
+    reml
+        REML (default) or maximum likelihood.
+    data_name
+        Name of the data, printed by the summary.
+    state
+        A workspace to reuse (`with_response`); built from the design when None.
 
     Examples
     --------
@@ -58,43 +75,13 @@ class LinearMixedModel:
         design: Design,
         reml: bool = True,
         data_name: str | None = None,
-        _workspace: Workspace | None = None,
+        state: ModelState | None = None,
     ):
         self.design = design
         self.reml = bool(reml)
         self.data_name = data_name
-        d = design
-        # Prior weights W enter as √W times the rows of X, y - offset and Z;
-        # the objective then gains -log det W (lme4's ldW).
-        sw = None if d.weights is None else np.sqrt(d.weights)
-        self._sqrt_w = sw
-        self._log_det_w = 0.0 if d.weights is None else float(np.log(d.weights).sum())
-        if _workspace is not None:
-            self._ws = _workspace
-            return
-
-        def scale(a: np.ndarray) -> np.ndarray:
-            if sw is None:
-                return a
-            return a * (sw[:, None] if a.ndim == 2 else sw)
-
-        self._ws = Workspace(
-            np.asfortranarray(scale(d.X)),
-            scale(self._core_response(d.y)),
-            [(t.codes, np.ascontiguousarray(scale(t.z)), t.n_levels) for t in d.terms],
-        )
-
-    def _core_response(self, y: np.ndarray) -> np.ndarray:
-        """The response as the core sees it: y - offset (weights applied by the caller)."""
-        return y if self.design.offset is None else y - self.design.offset
-
-    def _fitted_from_core(self, eta: np.ndarray) -> np.ndarray:
-        """Undo the weighting of the core's linear predictor and add the offset."""
-        if self._sqrt_w is not None:
-            eta = eta / self._sqrt_w
-        if self.design.offset is not None:
-            eta = eta + self.design.offset
-        return eta
+        self.state = ModelState.from_design(design) if state is None else state
+        """The Rust workspace with the prior weights and offset (`ModelState`)."""
 
     @classmethod
     def from_formula(
@@ -103,14 +90,33 @@ class LinearMixedModel:
         data: pd.DataFrame,
         reml: bool = True,
         data_name: str | None = None,
-        weights=None,
-        offset=None,
+        weights: str | npt.ArrayLike | None = None,
+        offset: str | npt.ArrayLike | None = None,
     ) -> LinearMixedModel:
         """Build a model from an lme4 formula and a data frame.
 
         Rows with a missing value in any variable of the model are dropped (as
-        lme4's ``na.omit``); ``design.n_dropped`` says how many. ``weights``
-        (prior weights) and ``offset``: a column name or one value per row.
+        lme4's ``na.omit``); ``design.n_dropped`` says how many.
+
+        Parameters
+        ----------
+        formula
+            lme4 formula.
+        data
+            The data.
+        reml
+            REML (default) or maximum likelihood.
+        data_name
+            Name of the data, printed by the summary.
+        weights
+            Prior weights: a column name or one value per row.
+        offset
+            Offset of the linear predictor: a column name or one value per row.
+
+        Returns
+        -------
+        LinearMixedModel
+            The model, not yet fitted.
         """
         return cls(
             build_design(formula, data, weights=weights, offset=offset),
@@ -118,34 +124,18 @@ class LinearMixedModel:
             data_name=data_name,
         )
 
-    # -- layout --------------------------------------------------------------
-    @property
-    def formula(self) -> str:
-        return self.design.formula.text
-
-    @property
-    def theta_names(self) -> list[str]:
-        """lme4's names of the θ elements."""
-        return self.design.theta_names
-
-    @property
-    def lower(self) -> np.ndarray:
-        return np.asarray(self._ws.lower)
-
+    # -- layout (formula, nobs, theta_names, lower: DesignAttributes) -------------
     @property
     def n_theta(self) -> int:
-        return self._ws.n_theta
-
-    @property
-    def nobs(self) -> int:
-        return self.design.n
+        """Return the length of θ."""
+        return self.design.layout.n_theta
 
     def start(self) -> np.ndarray:
-        """lme4's starting θ: 1 on the template diagonals, 0 elsewhere."""
-        return np.where(self.lower == 0, 1.0, 0.0)
+        """Return lme4's starting θ: 1 on the template diagonals, 0 elsewhere."""
+        return self.design.layout.start()
 
     # -- evaluation ----------------------------------------------------------
-    def _theta(self, theta) -> np.ndarray:
+    def _theta(self, theta: npt.ArrayLike) -> np.ndarray:
         th = np.asarray(theta, dtype=np.float64).ravel()
         if th.shape[0] != self.n_theta:
             raise ThetaError(
@@ -154,19 +144,34 @@ class LinearMixedModel:
             )
         return th
 
-    def objective(self, theta) -> float:
-        """The REML criterion (REML models) or the ML deviance at θ, in lme4's
-        θ order: lme4's ``devFunOnly`` function."""
-        return self._ws.objective(self._theta(theta), self.reml) - self._log_det_w
+    def objective(self, theta: npt.ArrayLike) -> float:
+        """Evaluate the REML criterion (REML models) or the ML deviance at θ.
 
-    def fit(self, control: Control | None = None, start=None) -> LinearMixedModelResult:
-        """Optimize the objective over θ and return the fitted model."""
-        from .results import LinearMixedModelResult
+        θ is in lme4's order; this is lme4's ``devFunOnly`` function.
+        """
+        return self.state.objective(self._theta(theta), self.reml)
 
+    def fit(
+        self, control: Control | None = None, start: npt.ArrayLike | None = None
+    ) -> LinearMixedModelResult:
+        """Optimize the objective over θ and return the fitted model.
+
+        Parameters
+        ----------
+        control
+            Optimizer settings (default `Control()`, lme4's).
+        start
+            Starting θ (default lme4's, `start`).
+
+        Returns
+        -------
+        LinearMixedModelResult
+            The fit.
+        """
         control = control or Control()
         start = self.start() if start is None else self._theta(start)
-        ws, reml, ldw = self._ws, self.reml, self._log_det_w
-        optsum = optimize_theta(lambda th: ws.objective(th, reml) - ldw, start, self.lower, control)
+        fun = self.state.objective_function(self.reml)
+        optsum = optimize_theta(fun, start, self.lower, control)
         if not optsum.converged:
             warnings.warn(
                 f"the optimizer did not converge ({optsum.returnvalue} after "
@@ -174,38 +179,44 @@ class LinearMixedModel:
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        return LinearMixedModelResult._from_model(self, optsum)
+        return LinearMixedModelResult.from_model(self, optsum)
 
-    def with_response(self, y) -> LinearMixedModel:
-        """The same model for a new response (same rows as the fitted data),
-        reusing everything that depends only on X, Z and the grouping: the
-        cross-products and the analysis of the sparse factorization."""
-        from dataclasses import replace
+    def with_response(self, y: npt.ArrayLike) -> LinearMixedModel:
+        """Return the same model for a new response (same rows as the fitted data).
 
+        Everything that depends only on X, Z and the grouping is reused: the
+        cross-products and the analysis of the sparse factorization.
+        """
         ya = np.asarray(y, dtype=np.float64).ravel()
         if ya.shape[0] != self.nobs:
             raise DimensionError(f"y has {ya.shape[0]} values; the model has {self.nobs} rows")
         if not np.isfinite(ya).all():
             raise DataError("the new response has non-finite values")
-        core_y = self._core_response(ya)
-        if self._sqrt_w is not None:
-            core_y = core_y * self._sqrt_w
         return LinearMixedModel(
             replace(self.design, y=ya),
             reml=self.reml,
             data_name=self.data_name,
-            _workspace=self._ws.with_response(core_y),
+            state=self.state.with_response(ya),
         )
 
-    def fit_at(self, theta) -> LinearMixedModelResult:
-        """The model evaluated at a given θ without optimizing (β, σ and the
-        random effects profiled at that θ), as lme4's ``lmer`` with
-        ``control = lmerControl(optimizer = NULL)`` and ``start = theta``."""
-        from .results import LinearMixedModelResult
+    def with_reml(self, reml: bool) -> LinearMixedModel:
+        """Return the same model with the other criterion (REML or ML), not yet fitted."""
+        return LinearMixedModel(self.design, reml=reml, data_name=self.data_name)
 
+    def with_design(self, design: Design) -> LinearMixedModel:
+        """Return a model of the same kind for another design (a new workspace)."""
+        return LinearMixedModel(design, reml=self.reml, data_name=self.data_name)
+
+    def fit_at(self, theta: npt.ArrayLike) -> LinearMixedModelResult:
+        """Evaluate the model at a given θ without optimizing.
+
+        β, σ and the random effects are profiled at that θ, as lme4's
+        ``lmer`` with ``control = lmerControl(optimizer = NULL)`` and
+        ``start = theta``.
+        """
         th = self._theta(theta)
         fmin = self.objective(th)
-        return LinearMixedModelResult._from_model(self, _fixed_theta_summary(th, self.lower, fmin))
+        return LinearMixedModelResult.from_model(self, _fixed_theta_summary(th, self.lower, fmin))
 
 
 def _fixed_theta_summary(theta: np.ndarray, lower: np.ndarray, fmin: float) -> OptSummary:
@@ -228,9 +239,9 @@ def lmer(
     data: pd.DataFrame,
     reml: bool = True,
     control: Control | None = None,
-    start=None,
-    weights=None,
-    offset=None,
+    start: npt.ArrayLike | None = None,
+    weights: str | npt.ArrayLike | None = None,
+    offset: str | npt.ArrayLike | None = None,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
@@ -250,6 +261,11 @@ def lmer(
         Prior weights: a column name or one value per row (lme4's ``weights``).
     offset
         Offset of the linear predictor: a column name or one value per row.
+
+    Returns
+    -------
+    LinearMixedModelResult
+        The fitted model.
 
     Examples
     --------

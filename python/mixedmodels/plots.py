@@ -11,17 +11,22 @@ Each returns the matplotlib Figure; save it with ``fig.savefig(path)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import stats
+
+from .profile import profile
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .results import LinearMixedModelResult
 
 __all__ = ["caterpillar", "residuals_vs_fitted", "profile_zeta"]
 
 
-def _plt():
+def _plt() -> Any:
     try:
         import matplotlib
 
@@ -32,10 +37,10 @@ def _plt():
     return plt
 
 
-def caterpillar(fit: LinearMixedModelResult, group: str | None = None, level: float = 0.95):
-    """Conditional modes per level, sorted, with ±z conditional sds."""
-    from scipy import stats
-
+def caterpillar(
+    fit: LinearMixedModelResult, group: str | None = None, level: float = 0.95
+) -> Figure:
+    """Plot the conditional modes per level, sorted, with ±z conditional sds."""
     plt = _plt()
     group = group or next(iter(fit.ranef.modes))
     modes = fit.ranef.modes[group]
@@ -59,8 +64,8 @@ def caterpillar(fit: LinearMixedModelResult, group: str | None = None, level: fl
     return fig
 
 
-def residuals_vs_fitted(fit: LinearMixedModelResult):
-    """Scaled (Pearson / σ) residuals against fitted values."""
+def residuals_vs_fitted(fit: LinearMixedModelResult) -> Figure:
+    """Plot the scaled (Pearson / σ) residuals against the fitted values."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter(fit.fitted_values, fit.resid("scaled"), s=8, alpha=0.7)
@@ -71,12 +76,10 @@ def residuals_vs_fitted(fit: LinearMixedModelResult):
     return fig
 
 
-def profile_zeta(fit: LinearMixedModelResult, levels=(0.5, 0.8, 0.9, 0.95, 0.99)):
-    """ζ from the profile against each parameter."""
-    from scipy import stats
-
-    from .profile import profile
-
+def profile_zeta(
+    fit: LinearMixedModelResult, levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+) -> Figure:
+    """Plot ζ from the profile against each parameter."""
     plt = _plt()
     tr = profile(fit, level=max(levels))
     params = list(dict.fromkeys(tr.param))

@@ -17,85 +17,39 @@ bound.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from ._params import param_names, param_values
+from .optimize import Control
+
 if TYPE_CHECKING:
+    from .model import LinearMixedModel
     from .results import LinearMixedModelResult
 
 __all__ = ["profile", "profile_confint"]
-
-
-def _tolerant_cholesky(c: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semidefinite matrix; columns whose
-    pivot vanishes are zero (an sd of zero or a correlation of ±1)."""
-    k = c.shape[0]
-    lower = np.zeros_like(c)
-    for j in range(k):
-        d = c[j, j] - lower[j, :j] @ lower[j, :j]
-        if d <= 1e-14 * max(1.0, abs(c[j, j])):
-            continue
-        lower[j, j] = math.sqrt(d)
-        for i in range(j + 1, k):
-            lower[i, j] = (c[i, j] - lower[i, :j] @ lower[j, :j]) / lower[j, j]
-    return lower
 
 
 class _Profiler:
     """The ML deviance as a function of (sds and correlations, σ)."""
 
     def __init__(self, fit: LinearMixedModelResult):
-        from .model import LinearMixedModel
-
-        self.orig = fit
-        if fit.reml:
-            model = LinearMixedModel(fit.model.design, reml=False)
-            fit = model.fit(start=fit.theta)
-        self.fit = fit
-        self.ws = fit.model._ws
-        self.n = fit.nobs
-        self.terms = fit.design.terms
-        self.kinds: list[str] = []  # "sd" | "cor" per variance parameter
-        for t in self.terms:
-            for c in range(t.k):
-                for r in range(c, t.k):
-                    self.kinds.append("sd" if r == c else "cor")
-        self.kinds.append("sigma")
-        from .inference import _param_values
-
-        self.psi_hat = _param_values(fit)[: len(self.kinds)]
+        self.fit = fit = fit.refit_ml()
+        self.state = fit.model.state
+        self.layout = fit.design.layout
+        self.kinds: list[str] = [*self.layout.kinds, "sigma"]
+        self.psi_hat = param_values(fit)[: len(self.kinds)]
         self.d_hat = fit.objective
 
-    def theta_of(self, psi: np.ndarray) -> np.ndarray:
-        sigma = psi[-1]
-        out = []
-        pos = 0
-        for t in self.terms:
-            k = t.k
-            sd = np.zeros(k)
-            cor = np.eye(k)
-            for c in range(k):
-                for r in range(c, k):
-                    if r == c:
-                        sd[c] = psi[pos]
-                    else:
-                        cor[r, c] = cor[c, r] = psi[pos]
-                    pos += 1
-            low = _tolerant_cholesky(np.outer(sd, sd) * cor) / sigma
-            for c in range(k):
-                for r in range(c, k):
-                    out.append(low[r, c])
-        return np.array(out)
-
     def deviance(self, psi: np.ndarray) -> float:
+        """Return the ML deviance at the sds and correlations ``psi[:-1]`` and σ = ``psi[-1]``."""
         sigma = psi[-1]
-        pwrss, ld_l2, _ = self.ws.components(np.ascontiguousarray(self.theta_of(psi)))
-        s2 = sigma * sigma
-        dev = ld_l2 + pwrss / s2 + self.n * math.log(2 * math.pi * s2)
-        return dev - self.fit.model._log_det_w  # on the scale of fit.objective
+        return self.state.deviance(self.layout.theta_from_sdcor(psi, sigma), sigma, reml=False)
 
     def bounds(self, i: int) -> tuple[float, float]:
         kind = self.kinds[i]
@@ -106,15 +60,17 @@ class _Profiler:
         return 1e-12 * max(self.psi_hat[-1], 1.0), math.inf
 
     def profile_var(self, i: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
-        """Minimum deviance with parameter i held at value; returns it and the
-        full parameter vector at the minimum."""
+        """Minimize the deviance with parameter i held at value.
+
+        Returns the minimum and the full parameter vector there.
+        """
         import nlopt
 
         free = [j for j in range(len(self.kinds)) if j != i]
         psi = start.copy()
         psi[i] = value
 
-        def f(x, grad):
+        def f(x: np.ndarray, grad: np.ndarray | None) -> float:
             psi[free] = x
             return self.deviance(psi)
 
@@ -144,8 +100,20 @@ class _Profiler:
         return float(opt.last_optimum_value()), psi.copy()
 
 
-def _roots(zeta, hat: float, scale: float, lo: float, hi: float, z: float) -> tuple[float, float]:
-    """The points where ζ = -z (below hat) and ζ = +z (above hat)."""
+class _Zeta(NamedTuple):
+    """One parameter's profile: ζ as a function of its value, and where to look."""
+
+    name: str
+    zeta: Callable[[float], float]
+    hat: float
+    scale: float
+    lo: float
+    hi: float
+
+
+def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
+    """Find the points where ζ = -z (below the estimate) and ζ = +z (above it)."""
+    zeta, hat, scale, lo, hi = pz.zeta, pz.hat, pz.scale, pz.lo, pz.hi
     out = []
     for direction, bound, target in ((-1, lo, -z), (1, hi, z)):
         prev, h = hat, scale
@@ -168,25 +136,18 @@ def _roots(zeta, hat: float, scale: float, lo: float, hi: float, z: float) -> tu
     return out[0], out[1]
 
 
-def _zeta_functions(fit: LinearMixedModelResult) -> list[tuple]:
-    """(name, ζ function, estimate, step scale, lower bound, upper bound) for
-    each parameter, in lme4's confint order."""
-    from dataclasses import replace
-
-    from .inference import _param_names
-    from .model import LinearMixedModel
-    from .optimize import Control
-
+def _zeta_functions(fit: LinearMixedModelResult) -> list[_Zeta]:
+    """Return the profile of each parameter, in lme4's confint order."""
     pr = _Profiler(fit)
-    names = _param_names(fit)
+    names = param_names(fit)
     out = []
     cache: dict[tuple[int, float], tuple[float, np.ndarray]] = {}
     for i in range(len(pr.kinds)):
-        hat = pr.psi_hat[i]
+        hat = float(pr.psi_hat[i])
         lo, hi = pr.bounds(i)
         last = {"psi": pr.psi_hat.copy()}
 
-        def zeta(v, i=i, hat=hat, last=last):
+        def zeta(v: float, i: int = i, hat: float = hat, last: dict = last) -> float:
             key = (i, float(v))
             if key not in cache:
                 cache[key] = pr.profile_var(i, v, last["psi"])
@@ -195,50 +156,56 @@ def _zeta_functions(fit: LinearMixedModelResult) -> list[tuple]:
             return math.copysign(math.sqrt(max(d - pr.d_hat, 0.0)), v - hat)
 
         scale = 0.1 if pr.kinds[i] == "cor" else 0.25 * (hat if hat > 0 else pr.psi_hat[-1])
-        out.append((names[i], zeta, hat, scale, lo, hi))
+        out.append(_Zeta(names[i], zeta, hat, scale, lo, hi))
     # fixed effects: the reduced model with x_j β_j moved to the response
     d = pr.fit.design
-    se = np.sqrt(np.diag(pr.fit.vcov.to_numpy()))
+    se = pr.fit.stderror.to_numpy()
     for j in range(d.p):
         keep = [c for c in range(d.p) if c != j]
-        reduced = LinearMixedModel(
-            replace(
-                d, X=np.asfortranarray(d.X[:, keep]), x_names=tuple(d.x_names[c] for c in keep)
-            ),
-            reml=False,
+        reduced = pr.fit.model.with_design(
+            replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=tuple(d.x_names[c] for c in keep))
         )
         xj = d.X[:, j]
-        bhat = pr.fit.beta[j]
+        bhat = float(pr.fit.beta[j])
         state = {"theta": pr.fit.theta.copy()}
 
-        def zeta_b(b, xj=xj, bhat=bhat, reduced=reduced, state=state):
+        def zeta_b(
+            b: float,
+            xj: np.ndarray = xj,
+            bhat: float = bhat,
+            reduced: LinearMixedModel = reduced,
+            state: dict[str, np.ndarray] = state,
+        ) -> float:
             m = reduced.with_response(d.y - xj * b)
             r = m.fit(Control.precise(), start=state["theta"])
             state["theta"] = r.theta
             return math.copysign(math.sqrt(max(r.objective - pr.d_hat, 0.0)), b - bhat)
 
-        out.append((names[len(pr.kinds) + j], zeta_b, bhat, se[j], -math.inf, math.inf))
+        out.append(_Zeta(names[len(pr.kinds) + j], zeta_b, bhat, se[j], -math.inf, math.inf))
     return out
 
 
 def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
+    """Return profile-likelihood intervals: columns lower and upper, in lme4's confint order."""
     z = stats.norm.ppf(1 - (1 - level) / 2)
     rows = {}
-    for name, zeta, hat, scale, lo, hi in _zeta_functions(fit):
-        rows[name] = _roots(zeta, hat, scale, lo, hi, z)
+    for pz in _zeta_functions(fit):
+        rows[pz.name] = _roots(pz, z)
     return pd.DataFrame(rows.values(), index=list(rows), columns=["lower", "upper"])
 
 
 def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) -> pd.DataFrame:
-    """Profile traces (lme4's ``profile``): ζ at ``points`` values of each
-    parameter spanning its ``level`` profile interval. Columns: param, value,
-    zeta."""
+    """Return profile traces (lme4's ``profile``).
+
+    ζ at ``points`` values of each parameter spanning its ``level`` profile
+    interval. Columns: param, value, zeta.
+    """
     z = stats.norm.ppf(1 - (1 - level) / 2)
     parts = []
-    for name, zeta, hat, scale, lo, hi in _zeta_functions(fit):
-        a, b = _roots(zeta, hat, scale, lo, hi, z)
-        values = np.unique(np.concatenate([np.linspace(a, b, points), [hat]]))
+    for pz in _zeta_functions(fit):
+        a, b = _roots(pz, z)
+        values = np.unique(np.concatenate([np.linspace(a, b, points), [pz.hat]]))
         parts.append(
-            pd.DataFrame({"param": name, "value": values, "zeta": [zeta(v) for v in values]})
+            pd.DataFrame({"param": pz.name, "value": values, "zeta": [pz.zeta(v) for v in values]})
         )
     return pd.concat(parts, ignore_index=True)

@@ -31,9 +31,9 @@ def names() -> list[str]:
 
 
 def load(name: str) -> pd.DataFrame:
-    """Load an embedded data set as a DataFrame; factor columns are pandas
-    Categoricals in lme4's level order.
+    """Load an embedded data set as a DataFrame.
 
+    Factor columns are pandas Categoricals in lme4's level order:
     ``sleepstudy``, ``dyestuff``, ``dyestuff2``, ``penicillin``, ``pastes``,
     ``insteval`` (lme4); ``three_level`` and ``star_k_sample`` (the examples of
     the V-matrix notes: three-level nested data and a 20% sample of mlmRev's
