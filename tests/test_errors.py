@@ -100,3 +100,51 @@ def test_errors_are_mixedmodels_errors(sleep):
         mm.lmer("Reaction ~ Dayz + (1 | Subject)", sleep)
     with pytest.raises(ValueError):
         mm.lmer("Reaction ~ Dayz + (1 | Subject)", pd.DataFrame(sleep))
+
+
+@pytest.mark.parametrize(
+    "settings, phrase",
+    [
+        ({"xtol_rel": np.nan}, "xtol_rel must be a finite number >= 0"),
+        ({"ftol_abs": -1.0}, "ftol_abs must be a finite number >= 0"),
+        ({"xtol_abs": np.inf}, "xtol_abs must be a finite number >= 0"),
+        ({"initial_step": np.nan}, "initial_step must be a finite number > 0"),
+        ({"initial_step": 0.0}, "initial_step must be a finite number > 0"),
+        ({"maxeval": 0}, "maxeval must be at least 1"),
+        ({"maxeval": 2.5}, "maxeval must be a whole number"),
+        ({"optimizer": "nelder"}, "unknown optimizer 'nelder'"),
+        (
+            {"ftol_rel": 0.0, "ftol_abs": 0.0, "xtol_rel": 0.0, "xtol_abs": 0.0},
+            "at least one of ftol_rel",
+        ),
+    ],
+)
+def test_invalid_control_settings_are_refused(settings, phrase):
+    with pytest.raises(mm.exceptions.ControlError, match=phrase):
+        mm.Control(**settings)
+
+
+@pytest.mark.parametrize(
+    "start, phrase",
+    [
+        ([np.nan, 0.0, 1.0], r"start\[0\] is not finite"),
+        ([1.0, 0.0, np.nan], r"start\[2\] is not finite"),
+        ([1.0, np.inf, 1.0], r"start\[1\] is not finite"),
+        ([-1.0, 0.0, 1.0], r"start\[0\] = -1 is below its lower bound 0"),
+    ],
+)
+def test_invalid_start_is_refused_before_the_optimizer(sleep, start, phrase):
+    with pytest.raises(ThetaError, match=phrase):
+        mm.lmer("Reaction ~ Days + (Days | Subject)", sleep, start=start)
+
+
+def test_profile_of_a_singular_correlated_term_does_not_abort():
+    # dyestuff2 with a noise covariate: the fit is singular and the correlation undefined
+    # (NaN); NLopt handed that NaN as a start corrupted the heap (bad-inputs catalogue M87)
+    d = mm.datasets.load("dyestuff2")
+    d = d.assign(x=np.random.default_rng(1).standard_normal(len(d)))
+    fit = mm.lmer("Yield ~ 1 + (1 + x | Batch)", d)
+    ci = fit.confint("profile")
+    cor = [n for n in ci.index if n.startswith("cor_")]
+    assert cor and ci.loc[cor].isna().all().all()
+    assert np.isfinite(ci.loc["sigma"]).all()

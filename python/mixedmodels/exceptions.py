@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "DimensionError",
     "ThetaError",
+    "ControlError",
     "NotPositiveDefiniteError",
     "NumericalError",
     "MemoryBudgetError",
@@ -43,6 +44,10 @@ class DimensionError(MixedModelsError, ValueError):
 
 class ThetaError(MixedModelsError, ValueError):
     """θ has the wrong length or a non-finite element."""
+
+
+class ControlError(MixedModelsError, ValueError):
+    """An optimizer setting (`Control`) or a starting value is invalid."""
 
 
 class NumericalError(MixedModelsError, ArithmeticError):

@@ -8,6 +8,7 @@ scipy's COBYQA. There is no silent fallback from one optimizer to another.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import MixedModelsError
+from .exceptions import ControlError, MixedModelsError, ThetaError
 
 __all__ = ["Control", "OptSummary", "optimize_theta"]
 
@@ -100,11 +101,64 @@ class Control:
         return cls(**settings)
 
     def __post_init__(self) -> None:
-        """Check the settings."""
+        """Check the settings: nothing invalid may reach the optimizer (NLopt aborts on NaN)."""
         if self.optimizer not in ("bobyqa", "cobyqa"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'bobyqa' or 'cobyqa'")
+            raise ControlError(f"unknown optimizer {self.optimizer!r}; choose 'bobyqa' or 'cobyqa'")
+        if isinstance(self.maxeval, bool) or not isinstance(self.maxeval, int | np.integer):
+            raise ControlError(f"maxeval must be a whole number, not {self.maxeval!r}")
         if self.maxeval < 1:
-            raise ValueError("maxeval must be at least 1")
+            raise ControlError(f"maxeval must be at least 1, not {self.maxeval}")
+        for name in (
+            "ftol_rel",
+            "ftol_abs",
+            "xtol_rel",
+            "xtol_abs",
+            "boundary_tol",
+            "boundary_ftol",
+            "singular_tol",
+        ):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise ControlError(f"{name} must be a finite number >= 0, not {value!r}")
+        if not any(getattr(self, n) > 0 for n in ("ftol_rel", "ftol_abs", "xtol_rel", "xtol_abs")):
+            raise ControlError(
+                "at least one of ftol_rel, ftol_abs, xtol_rel and xtol_abs must be positive "
+                "(with all four zero the optimizer would stop only at maxeval)"
+            )
+        step = self.initial_step
+        if step is not None and (not _is_real(step) or not math.isfinite(step) or step <= 0):
+            raise ControlError(f"initial_step must be a finite number > 0 or None, not {step!r}")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_start(
+    x0: np.ndarray, lower: np.ndarray, upper: np.ndarray | None = None, what: str = "start"
+) -> np.ndarray:
+    """Return ``x0`` as floats after checking it is finite and within the bounds.
+
+    Every starting point handed to an optimizer passes through here: NLopt given a NaN start
+    corrupts the heap and aborts the interpreter, and a start outside the bounds is refused
+    with an unhelpful message.
+    """
+    x = np.asarray(x0, dtype=np.float64).ravel()
+    if x.shape != np.shape(lower):
+        raise ThetaError(f"{what} has {x.size} elements; expected {np.size(lower)}")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ThetaError(f"{what}[{bad[0]}] is not finite ({x[bad[0]]}); {what} must be finite")
+    below = np.flatnonzero(x < lower)
+    if below.size:
+        i = below[0]
+        raise ThetaError(f"{what}[{i}] = {x[i]:g} is below its lower bound {lower[i]:g}")
+    if upper is not None:
+        above = np.flatnonzero(x > upper)
+        if above.size:
+            i = above[0]
+            raise ThetaError(f"{what}[{i}] = {x[i]:g} is above its upper bound {upper[i]:g}")
+    return x
 
 
 @dataclass(frozen=True)
@@ -160,8 +214,8 @@ def optimize_theta(
     control: Control,
 ) -> OptSummary:
     """Minimize ``fun`` over θ >= lower, starting at ``start``."""
-    start = np.asarray(start, dtype=np.float64)
     lower = np.asarray(lower, dtype=np.float64)
+    start = check_start(start, lower)
     fitlog: list = []
     t0 = time.perf_counter()
     error: list[BaseException] = []

@@ -26,7 +26,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from ._params import param_names, param_values
-from .optimize import Control
+from .exceptions import NumericalError
+from .optimize import Control, check_start
 
 if TYPE_CHECKING:
     from .model import LinearMixedModel
@@ -44,6 +45,9 @@ class _Profiler:
         self.layout = fit.design.layout
         self.kinds: list[str] = [*self.layout.kinds, "sigma"]
         self.psi_hat = param_values(fit)[: len(self.kinds)]
+        # a correlation is undefined (NaN) when one of its sds is 0: the inner
+        # optimizations start it from 0, a defined point, and its own interval is NaN
+        self.start = np.where(np.isnan(self.psi_hat), 0.0, self.psi_hat)
         self.d_hat = fit.objective
 
     def deviance(self, psi: np.ndarray) -> float:
@@ -76,7 +80,7 @@ class _Profiler:
 
         lo = np.array([self.bounds(j)[0] for j in free])
         hi = np.array([self.bounds(j)[1] for j in free])
-        x0 = np.clip(start[free], lo, hi)
+        x0 = check_start(np.clip(start[free], lo, hi), lo, hi, what="the profile's inner start")
         if len(free) == 1:
             res = optimize.minimize_scalar(
                 lambda v: f(np.array([v]), None),
@@ -114,6 +118,8 @@ class _Zeta(NamedTuple):
 def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
     """Find the points where ζ = -z (below the estimate) and ζ = +z (above it)."""
     zeta, hat, scale, lo, hi = pz.zeta, pz.hat, pz.scale, pz.lo, pz.hi
+    if math.isnan(hat):  # an undefined correlation (one of its sds is 0)
+        return math.nan, math.nan
     out = []
     for direction, bound, target in ((-1, lo, -z), (1, hi, z)):
         prev, h = hat, scale
@@ -124,9 +130,18 @@ def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
                 x = bound
             zx = zeta(x)
             if (zx - target) * direction >= 0:
-                found = optimize.brentq(
-                    lambda v, t=target: zeta(v) - t, min(prev, x), max(prev, x), xtol=1e-10 * scale
-                )
+                try:
+                    found = optimize.brentq(
+                        lambda v, t=target: zeta(v) - t,
+                        min(prev, x),
+                        max(prev, x),
+                        xtol=1e-10 * scale,
+                    )
+                except ValueError as e:  # ζ is not monotone between the two points
+                    raise NumericalError(
+                        f"the profile of {pz.name} is not monotone between {prev:g} and {x:g}"
+                        f" (the inner minimization did not reach the optimum): {e}"
+                    ) from None
                 break
             if x == bound:
                 found = bound
@@ -145,7 +160,7 @@ def _zeta_functions(fit: LinearMixedModelResult) -> list[_Zeta]:
     for i in range(len(pr.kinds)):
         hat = float(pr.psi_hat[i])
         lo, hi = pr.bounds(i)
-        last = {"psi": pr.psi_hat.copy()}
+        last = {"psi": pr.start.copy()}
 
         def zeta(v: float, i: int = i, hat: float = hat, last: dict = last) -> float:
             key = (i, float(v))
@@ -203,6 +218,8 @@ def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) 
     z = stats.norm.ppf(1 - (1 - level) / 2)
     parts = []
     for pz in _zeta_functions(fit):
+        if math.isnan(pz.hat):  # an undefined correlation has no profile
+            continue
         a, b = _roots(pz, z)
         values = np.unique(np.concatenate([np.linspace(a, b, points), [pz.hat]]))
         parts.append(
