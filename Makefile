@@ -14,11 +14,13 @@ test-rust:  ## the Rust core's tests
 test-py:  ## the Python tests
 	python -m pytest
 
-lint:  ## formatting and lints
+lint:  ## formatting and lints (as .ci/run runs them; mypy runs in the tests)
 	cargo fmt --all -- --check
-	cargo clippy --no-default-features -- -D warnings
-	ruff format --check python tests benches scripts
-	ruff check python tests benches scripts
+	cargo clippy --all-targets --no-default-features -- -D warnings
+	cargo clippy --all-targets --all-features -- -D warnings
+	ruff format --check python tests benches scripts examples
+	ruff check python tests benches scripts examples
+	python -m mypy python/mixedmodels
 
 bench:  ## benchmarks against lme4 and glmm (needs R with lme4, and glmm from PyPI)
 	python benches/bench_fit.py
