@@ -262,6 +262,7 @@ def optimize_theta(
     else:
         from scipy.optimize import Bounds, minimize
 
+        radius = control.initial_step or 0.75
         res = minimize(
             f,
             start,
@@ -269,8 +270,8 @@ def optimize_theta(
             bounds=Bounds(lower, np.full_like(lower, np.inf)),
             options={
                 "maxfev": control.maxeval,
-                "initial_tr_radius": control.initial_step or 0.75,
-                "final_tr_radius": max(control.xtol_abs, 1e-10),
+                "initial_tr_radius": radius,
+                "final_tr_radius": min(max(control.xtol_abs, 1e-10), radius),
             },
         )
         xmin, ret, converged = res.x, str(res.message), bool(res.success)

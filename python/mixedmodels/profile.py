@@ -74,9 +74,14 @@ class _Profiler:
         psi = start.copy()
         psi[i] = value
 
+        best: dict = {"x": None, "f": math.inf}
+
         def f(x: np.ndarray, grad: np.ndarray | None) -> float:
             psi[free] = x
-            return self.deviance(psi)
+            value = self.deviance(psi)
+            if value < best["f"]:
+                best["x"], best["f"] = x.copy(), value
+            return value
 
         lo = np.array([self.bounds(j)[0] for j in free])
         hi = np.array([self.bounds(j)[1] for j in free])
@@ -99,9 +104,13 @@ class _Profiler:
         opt.set_maxeval(20_000)
         step = np.where(np.isfinite(hi - lo), np.minimum(0.2, (hi - lo) / 4), 0.2)
         opt.set_initial_step(np.maximum(step * np.maximum(np.abs(x0), 0.1), 1e-4))
-        x = opt.optimize(x0)
+        try:
+            x = opt.optimize(x0)
+            value = float(opt.last_optimum_value())
+        except nlopt.RoundoffLimited:  # stopped by rounding: keep the best point it saw
+            x, value = best["x"], best["f"]
         psi[free] = x
-        return float(opt.last_optimum_value()), psi.copy()
+        return value, psi.copy()
 
 
 class _Zeta(NamedTuple):
