@@ -109,8 +109,8 @@ impl SparseCholesky {
         let mut perm_inv = vec![0usize; n];
         {
             let req = amd::order_maybe_unsorted_scratch::<usize>(n, row_idx.len());
-            let mut mem = MemBuffer::try_new(req).map_err(|_| {
-                CoreError::MemoryBudget("not enough memory for the fill-reducing ordering".into())
+            let mut mem = MemBuffer::try_new(req).map_err(|_| CoreError::OutOfMemory {
+                what: "the fill-reducing ordering",
             })?;
             amd::order_maybe_unsorted(
                 &mut perm_fwd,
@@ -210,8 +210,8 @@ impl SparseCholesky {
             Par::Seq
         };
         let req = symbolic.factorize_numeric_llt_scratch::<f64>(par, Spec::default());
-        let buffer = MemBuffer::try_new(req).map_err(|_| {
-            CoreError::MemoryBudget("not enough memory for the Cholesky workspace".into())
+        let buffer = MemBuffer::try_new(req).map_err(|_| CoreError::OutOfMemory {
+            what: "the Cholesky workspace",
         })?;
         let l_values = vec![0.0; symbolic.len_val()];
         Ok(Self {
@@ -274,10 +274,8 @@ impl SparseCholesky {
                 stack,
                 Spec::default(),
             )
-            .map_err(|_| {
-                CoreError::NotPositiveDefinite(
-                    "the penalized cross-product matrix is not positive definite".into(),
-                )
+            .map_err(|_| CoreError::NotPositiveDefinite {
+                what: "the penalized cross-product matrix",
             })?;
         self.factored = true;
         Ok(())
@@ -496,7 +494,7 @@ mod tests {
         let mut ch = SparseCholesky::analyse(n, cp, ri, FactorKind::Auto).unwrap();
         assert!(matches!(
             ch.factor(&[1.0, -1.0, 1.0]),
-            Err(CoreError::NotPositiveDefinite(_))
+            Err(CoreError::NotPositiveDefinite { .. })
         ));
     }
 }

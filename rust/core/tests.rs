@@ -7,8 +7,8 @@ use faer::prelude::Solve;
 use faer::{Mat, Side};
 
 use super::chol::FactorKind;
-use super::model::{ReTerm, Workspace};
 use super::CoreError;
+use super::{ReTerm, Workspace};
 
 /// Deterministic pseudo-random numbers in [0, 1).
 struct Lcg(u64);
@@ -225,11 +225,14 @@ fn bad_inputs_are_errors_not_panics() {
     let mut ws = workspace(&pr);
     assert!(matches!(
         ws.objective(&[1.0, 1.0], true),
-        Err(CoreError::Theta(_))
+        Err(CoreError::ThetaLength {
+            expected: 5,
+            got: 2
+        })
     ));
     assert!(matches!(
         ws.objective(&[1.0, f64::NAN, 0.0, 1.0, 1.0], true),
-        Err(CoreError::Theta(_))
+        Err(CoreError::ThetaNotFinite { index: 1 })
     ));
     let mut terms = pr.terms.clone();
     terms[0].codes[0] = 1000;
@@ -245,7 +248,7 @@ fn bad_inputs_are_errors_not_panics() {
             pr.y[1..].to_vec(),
             pr.terms.clone()
         ),
-        Err(CoreError::Dimension(_))
+        Err(CoreError::Length { .. })
     ));
     // a duplicated fixed-effects column makes RX singular
     let mut x = pr.x.clone();
@@ -254,7 +257,7 @@ fn bad_inputs_are_errors_not_panics() {
     let mut ws = Workspace::new(n, pr.p, x, pr.y.clone(), pr.terms.clone()).unwrap();
     assert!(matches!(
         ws.objective(&[1.0, 1.0, 0.0, 1.0, 1.0], true),
-        Err(CoreError::NotPositiveDefinite(_))
+        Err(CoreError::RankDeficient { column: 1 })
     ));
 }
 
@@ -466,7 +469,7 @@ fn marginal_covariance_matches_dense() {
         // the budget refuses before building
         assert!(matches!(
             ws.v_csr(sigma, 10),
-            Err(CoreError::MemoryBudget(_))
+            Err(CoreError::MemoryBudget { .. })
         ));
     }
 }

@@ -24,10 +24,17 @@ fn exception(py: Python<'_>, class: &str, msg: String) -> PyErr {
 
 pub fn to_pyerr(py: Python<'_>, err: CoreError) -> PyErr {
     let class = match &err {
-        CoreError::Dimension(_) => "DimensionError",
-        CoreError::Theta(_) => "ThetaError",
-        CoreError::NotPositiveDefinite(_) => "NotPositiveDefiniteError",
-        CoreError::MemoryBudget(_) => "MemoryBudgetError",
+        CoreError::Length { .. } | CoreError::Dimension(_) | CoreError::NonFinite { .. } => {
+            "DimensionError"
+        }
+        CoreError::NonPositiveWeight { .. } => "DataError",
+        CoreError::ThetaLength { .. } | CoreError::ThetaNotFinite { .. } => "ThetaError",
+        CoreError::NotEvaluated => "ThetaError",
+        CoreError::NotPositiveDefinite { .. } | CoreError::RankDeficient { .. } => {
+            "NotPositiveDefiniteError"
+        }
+        CoreError::ExactFit => "NotPositiveDefiniteError",
+        CoreError::MemoryBudget { .. } | CoreError::OutOfMemory { .. } => "MemoryBudgetError",
         CoreError::Factorization(_) => "NumericalError",
     };
     exception(py, class, err.to_string())
