@@ -316,15 +316,7 @@ impl SparseCholesky {
     pub fn forward_solve(&self, mut rhs: MatMut<'_, f64>) {
         debug_assert!(self.factored);
         let k = rhs.ncols();
-        let mut tmp = vec![0.0; self.n];
-        for j in 0..k {
-            for (i, &f) in self.perm_fwd.iter().enumerate() {
-                tmp[i] = rhs[(f, j)];
-            }
-            for (i, &t) in tmp.iter().enumerate() {
-                rhs[(i, j)] = t;
-            }
-        }
+        permute_rows(rhs.rb_mut(), &self.perm_fwd);
         match self.symbolic.raw() {
             SymbolicCholeskyRaw::Simplicial(sym) => {
                 let l = simplicial::SimplicialLltRef::new(sym, &self.l_values);
@@ -366,15 +358,7 @@ impl SparseCholesky {
                 );
             }
         }
-        let mut tmp = vec![0.0; self.n];
-        for j in 0..k {
-            for (i, &v) in self.perm_inv.iter().enumerate() {
-                tmp[i] = rhs[(v, j)];
-            }
-            for (i, &t) in tmp.iter().enumerate() {
-                rhs[(i, j)] = t;
-            }
-        }
+        permute_rows(rhs, &self.perm_inv);
     }
 
     /// Overwrites `rhs` with `A⁻¹ rhs`.
@@ -423,6 +407,19 @@ impl SparseCholesky {
                 }
                 (cp, ri, vals)
             }
+        }
+    }
+}
+
+/// `rhs := rhs[perm, :]`: row i becomes the old row `perm[i]`.
+fn permute_rows(mut rhs: MatMut<'_, f64>, perm: &[usize]) {
+    let mut tmp = vec![0.0; perm.len()];
+    for j in 0..rhs.ncols() {
+        for (t, &p) in tmp.iter_mut().zip(perm) {
+            *t = rhs[(p, j)];
+        }
+        for (i, &t) in tmp.iter().enumerate() {
+            rhs[(i, j)] = t;
         }
     }
 }

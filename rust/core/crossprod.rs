@@ -63,8 +63,8 @@ pub struct RowData {
 }
 
 fn check_weights(n: usize, w: &[f64]) -> Result<()> {
-    check_len("the weights", w.len(), n)?;
-    check_finite("the weights", w)?;
+    check_len("the weight vector", w.len(), n)?;
+    check_finite("the weight vector", w)?;
     match w.iter().position(|&v| !(v > 0.0)) {
         Some(index) => Err(CoreError::NonPositiveWeight {
             index,

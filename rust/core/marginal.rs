@@ -35,6 +35,24 @@ fn check_rows(what: &str, got: usize, expected: usize) -> Result<()> {
     Ok(())
 }
 
+/// A `rows` x m matrix whose column j is `f(b[:, j], out[:, j])`: `f` gets a
+/// contiguous copy of the column (its to use as scratch) and a zero column.
+fn map_columns(
+    b: MatRef<'_, f64>,
+    rows: usize,
+    mut f: impl FnMut(&mut [f64], &mut [f64]),
+) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(rows, b.ncols());
+    let mut bc = vec![0.0; b.nrows()];
+    for c in 0..b.ncols() {
+        bc.iter_mut()
+            .zip(b.col(c).iter())
+            .for_each(|(d, v)| *d = *v);
+        f(&mut bc, col_mut(out.as_mut(), c));
+    }
+    out
+}
+
 /// Each row of `b` times `s` (a copy of `b` without `s`).
 fn scale_rows(b: MatRef<'_, f64>, s: Option<&[f64]>) -> Mat<f64> {
     Mat::from_fn(b.nrows(), b.ncols(), |i, j| {
@@ -53,32 +71,19 @@ impl Workspace {
     /// ΛᵀZ̃ᵀB for B (n x m): q x m.
     fn lambdat_zt_mul(&self, b: MatRef<'_, f64>, s: Option<&[f64]>) -> Result<Mat<f64>> {
         check_rows("observations", b.nrows(), self.n())?;
-        let mut out = Mat::<f64>::zeros(self.q(), b.ncols());
-        let mut bc = vec![0.0; self.n()];
-        for c in 0..b.ncols() {
-            bc.iter_mut()
-                .zip(b.col(c).iter())
-                .for_each(|(d, v)| *d = *v);
-            let dst = col_mut(out.as_mut(), c);
-            self.terms().zt_mul_add(&bc, s, dst);
+        Ok(map_columns(b, self.q(), |bc, dst| {
+            self.terms().zt_mul_add(bc, s, dst);
             self.terms().lambdat_mul(self.templates(), dst);
-        }
-        Ok(out)
+        }))
     }
 
     /// Z̃ΛX for X (q x m): n x m.
     fn z_lambda_mul(&self, x: MatRef<'_, f64>, s: Option<&[f64]>) -> Result<Mat<f64>> {
         check_rows("random effects", x.nrows(), self.q())?;
-        let mut out = Mat::<f64>::zeros(self.n(), x.ncols());
-        let mut xc = vec![0.0; self.q()];
-        for c in 0..x.ncols() {
-            xc.iter_mut()
-                .zip(x.col(c).iter())
-                .for_each(|(d, v)| *d = *v);
-            self.terms().lambda_mul(self.templates(), &mut xc);
-            self.terms().z_mul_add(&xc, s, col_mut(out.as_mut(), c));
-        }
-        Ok(out)
+        Ok(map_columns(x, self.n(), |xc, dst| {
+            self.terms().lambda_mul(self.templates(), xc);
+            self.terms().z_mul_add(xc, s, dst);
+        }))
     }
 
     /// V⁻¹B = W^{1/2} Ṽ⁻¹ W^{1/2} B, Ṽ⁻¹B̃ = σ⁻²(B̃ − Z̃Λ M⁻¹ ΛᵀZ̃ᵀB̃), for B

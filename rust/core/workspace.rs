@@ -255,7 +255,13 @@ impl Workspace {
 
     /// Solves the PLS problem at θ: β, u, b = Λu and the fitted values.
     pub fn solve(&mut self, theta: &[f64]) -> Result<Solution> {
-        let ev = self.update(theta)?;
+        self.update(theta)?;
+        self.solution()
+    }
+
+    /// The PLS solution at the last θ.
+    pub fn solution(&self) -> Result<Solution> {
+        let ev = self.evaluation()?;
         let p = self.p();
         let mut beta = vec![0.0; p];
         for i in (0..p).rev() {
