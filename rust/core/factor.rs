@@ -431,30 +431,44 @@ fn first_term_blocks<D: Dim>(
     src: &[&[f64]],
     mut c1: MatMut<'_, f64>,
 ) -> Option<f64> {
-    let kk = k.get() * k.get();
-    let mut tmp = vec![0.0; kk];
-    let mut v = vec![0.0; k.get()];
+    let (kn, kk) = (k.get(), k.get() * k.get());
+    // T, the level's block, scratch and a column: on the stack (registers
+    // for a block size known at compile time) up to 4 x 4
+    let mut stack = [0.0f64; 3 * 16 + 4];
+    let mut heap;
+    let buf: &mut [f64] = if kk <= 16 {
+        &mut stack
+    } else {
+        heap = vec![0.0; 3 * kk + kn];
+        &mut heap
+    };
+    let (t, buf) = buf.split_at_mut(kk);
+    let (m, buf) = buf.split_at_mut(kk);
+    let (tmp, buf) = buf.split_at_mut(kk);
+    let v = &mut buf[..kn];
+    t.copy_from_slice(&tf[..kk]);
     let mut ld = LogDet::default();
     for (j, (l, a)) in l11
         .chunks_exact_mut(kk)
         .zip(a11.chunks_exact(kk))
         .enumerate()
     {
-        sandwich(tf, k, a, tf, k, 1.0, &mut tmp, l);
-        if !chol_lower(l, k) {
+        sandwich(t, k, a, t, k, 1.0, tmp, m);
+        if !chol_lower(m, k) {
             return None;
         }
-        for d in 0..k.get() {
-            ld.push(l[d + d * k.get()]);
+        for d in 0..kn {
+            ld.push(m[d + d * kn]);
         }
         for (col, s) in src.iter().enumerate() {
-            v.copy_from_slice(&s[j * k.get()..(j + 1) * k.get()]);
-            tt_mul(tf, k, &mut v);
-            solve_l(l, k, &mut v, 1);
+            v.copy_from_slice(&s[j * kn..(j + 1) * kn]);
+            tt_mul(t, k, v);
+            solve_l(m, k, v, 1);
             for (r, &vr) in v.iter().enumerate() {
-                c1[(j * k.get() + r, col)] = vr;
+                c1[(j * kn + r, col)] = vr;
             }
         }
+        l.copy_from_slice(m);
     }
     Some(ld.finish())
 }

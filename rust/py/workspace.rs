@@ -251,8 +251,9 @@ impl PyWorkspace {
     // -- the marginal covariance V and the factor L --------------------------
 
     /// Upper bound on the stored entries of V (computed from level counts).
-    fn v_nnz_bound(&self) -> u128 {
-        self.inner.v_nnz_bound()
+    fn v_nnz_bound(&self, py: Python<'_>) -> PyResult<u128> {
+        let ws = &self.inner;
+        run(py, move || Ok(ws.v_nnz_bound()))
     }
 
     /// V = σ²(ZΛΛᵀZᵀ + W⁻¹) at θ as CSR arrays (indptr, indices, data);
