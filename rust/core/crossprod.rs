@@ -21,7 +21,6 @@ use faer::{Accum, Mat, MatRef, Par};
 
 use super::error::{check_finite, check_len, CoreError, Result};
 use super::order::BlockOrder;
-use super::small::col_mut;
 use super::terms::Terms;
 
 /// The pattern of off-diagonal blocks stored by block column: entries
@@ -175,6 +174,26 @@ impl RowData {
     }
 }
 
+/// Where each row's products go in the off-diagonal blocks: for each pair
+/// of terms (a column term, a later row term), the entry of A21 or A22 of
+/// each row. Found with the patterns; new weights then refill A in one
+/// sequential pass over the rows.
+#[derive(Debug)]
+struct RowEntries {
+    pairs: Vec<Pair>,
+    /// `entry[r * pairs.len() + p]`: the entry of row r for pair p.
+    entry: Vec<u32>,
+}
+
+/// A pair of terms whose cross-product is an off-diagonal block of A.
+#[derive(Clone, Copy, Debug)]
+struct Pair {
+    col: usize,
+    row: usize,
+    /// In A22 (the column term is in the rest) rather than A21.
+    a22: bool,
+}
+
 /// The cross-product blocks A of a model, with the rows they came from.
 #[derive(Clone, Debug)]
 pub struct CrossProducts {
@@ -190,47 +209,53 @@ pub struct CrossProducts {
     a22d: Vec<f64>,
     a22d_off: Vec<usize>,
     a22: BlockColumns,
-    /// Z̃ᵀ[X̃ ỹ] (q x (p+1), rows in lme4's order) and [X̃ ỹ]ᵀ[X̃ ỹ].
-    ztxy: Mat<f64>,
+    entries: Arc<RowEntries>,
+    /// Z̃ᵀ[X̃ ỹ] (q x (p+1) column-major, rows in lme4's order) and
+    /// [X̃ ỹ]ᵀ[X̃ ỹ].
+    ztxy: Vec<f64>,
     xyxy: Mat<f64>,
-}
-
-/// The rows of each level of the terms whose blocks are columns of A21 and
-/// A22: the first term, then the rest but its last term.
-fn column_levels(terms: &Terms, order: &BlockOrder) -> Vec<(Vec<usize>, Vec<u32>)> {
-    let rest = order.rest_terms();
-    if rest.is_empty() {
-        // a single term: no off-diagonal blocks, no rows to visit
-        return vec![(vec![0; order.lf() + 1], vec![])];
-    }
-    std::iter::once(order.first())
-        .chain(rest.iter().take(rest.len().saturating_sub(1)).copied())
-        .map(|t| terms.rows_by_level(t))
-        .collect()
 }
 
 impl CrossProducts {
     /// Finds the block patterns and forms the blocks from the rows.
-    pub fn new(rows: RowData, terms: &Terms, order: &BlockOrder) -> Self {
-        let nb = order.n_blocks();
+    pub fn new(rows: RowData, terms: &Terms, order: &BlockOrder) -> Result<Self> {
+        let (n, nb, rest) = (rows.n(), order.n_blocks(), order.rest_terms());
         let mut a22d_off = Vec::with_capacity(nb);
         let mut len = 0;
         for rb in 0..nb {
             a22d_off.push(len);
             len += order.k(rb) * order.k(rb);
         }
-        let levels = column_levels(terms, order);
-        let rest = order.rest_terms();
-        let (mut a21, mut a22) = (BlockPattern::empty(), BlockPattern::empty());
-        a21.extend(terms, order, order.first(), 0..rest.len(), &levels[0]);
-        for i in 0..rest.len().saturating_sub(1) {
-            a22.extend(terms, order, rest[i], i + 1..rest.len(), &levels[i + 1]);
+        // the pairs of terms: f with each term of the rest (A21), then each
+        // term of the rest with the later ones (A22)
+        let mut pairs: Vec<Pair> = rest
+            .iter()
+            .map(|&row| Pair {
+                col: order.first(),
+                row,
+                a22: false,
+            })
+            .collect();
+        for (i, &col) in rest.iter().enumerate() {
+            pairs.extend(rest[i + 1..].iter().map(|&row| Pair {
+                col,
+                row,
+                a22: true,
+            }));
         }
-        if let Some(&last) = rest.last() {
-            // the last term of the rest has no later terms: empty columns
-            let end = a22.row.len();
-            a22.ptr
-                .extend(std::iter::repeat(end).take(terms.layout()[last].n_levels));
+        let mut entry = vec![0u32; n * pairs.len()];
+        let (mut a21, mut a22) = (BlockPattern::empty(), BlockPattern::empty());
+        let mut pair0 = 0;
+        for (i, col) in std::iter::once(order.first())
+            .chain(rest.iter().copied())
+            .enumerate()
+        {
+            // rest terms after the column term (all of them for f)
+            let rows_of = if i == 0 { 0..rest.len() } else { i..rest.len() };
+            let pat = if i == 0 { &mut a21 } else { &mut a22 };
+            let np = pairs.len();
+            pat.extend(terms, order, col, rows_of.clone(), &mut entry, np, pair0)?;
+            pair0 += rows_of.len();
         }
         let (p, q, kf) = (rows.p(), terms.q(), order.kf());
         let mut a = Self {
@@ -241,15 +266,16 @@ impl CrossProducts {
             a22d: vec![0.0; len],
             a22d_off,
             a22: BlockColumns::zeros(Arc::new(a22)),
-            ztxy: Mat::zeros(q, p + 1),
+            entries: Arc::new(RowEntries { pairs, entry }),
+            ztxy: vec![0.0; q * (p + 1)],
             xyxy: Mat::zeros(p + 1, p + 1),
         };
-        a.fill(terms, order, &levels);
-        a
+        a.fill(terms, order);
+        Ok(a)
     }
 
     /// New prior weights (None: unweighted): recomputes every block in the
-    /// same patterns.
+    /// same patterns, in one pass over the rows.
     pub fn set_weights(
         &mut self,
         terms: &Terms,
@@ -258,7 +284,7 @@ impl CrossProducts {
     ) -> Result<()> {
         self.rows.set_weights(weights)?;
         self.log_det_w = self.rows.log_det_w();
-        self.fill(terms, order, &column_levels(terms, order));
+        self.fill(terms, order);
         Ok(())
     }
 
@@ -267,64 +293,102 @@ impl CrossProducts {
         check_len("y", y.len(), self.rows.n)?;
         check_finite("y", &y)?;
         self.rows.y = y;
-        let p = self.rows.p;
+        let (n, p, q) = (self.rows.n, self.rows.p, terms.q());
         let ys = self.rows.scaled_y();
-        let dst = col_mut(self.ztxy.as_mut(), p);
+        let dst = &mut self.ztxy[p * q..];
         dst.fill(0.0);
         terms.zt_mul_add(&ys, self.rows.scale(), dst);
-        xy_blocks(
-            &self.rows.scaled_x(),
-            &ys,
-            self.rows.n,
-            &mut self.xyxy,
-            false,
-        );
+        xy_blocks(&self.rows.scaled_x(), &ys, n, &mut self.xyxy, false);
         Ok(())
     }
 
-    /// All blocks from the rows, in the patterns found by `new`.
-    fn fill(&mut self, terms: &Terms, order: &BlockOrder, levels: &[(Vec<usize>, Vec<u32>)]) {
+    /// All blocks from the rows, in the patterns found by `new`: one pass
+    /// over the rows (and a dense product for `[X̃ ỹ]ᵀ[X̃ ỹ]`). Each value
+    /// sums its rows in their order.
+    fn fill(&mut self, terms: &Terms, order: &BlockOrder) {
+        let (n, p, q) = (self.rows.n, self.rows.p, terms.q());
+        let (tt, layout) = (terms.terms(), terms.layout());
         let scale = self.rows.scale();
-        let rest = order.rest_terms();
-        self.a11 = diag_blocks(terms, order.first(), scale);
-        for (i, &t) in rest.iter().enumerate() {
-            let d = diag_blocks(terms, t, scale);
-            let o = self.a22d_off[order.block0()[i]];
-            self.a22d[o..o + d.len()].copy_from_slice(&d);
-        }
-        self.a21.val.fill(0.0);
-        self.a22.val.fill(0.0);
-        let a21 = &mut self.a21;
-        cross_values(
-            terms,
-            order,
-            order.first(),
-            0,
-            0..rest.len(),
-            &levels[0],
-            scale,
-            a21,
-        );
-        for i in 0..rest.len().saturating_sub(1) {
-            let (t, cb0) = (rest[i], order.block0()[i]);
-            let lv = &levels[i + 1];
-            cross_values(
-                terms,
-                order,
-                t,
-                cb0,
-                i + 1..rest.len(),
-                lv,
-                scale,
-                &mut self.a22,
-            );
-        }
-        let (n, p) = (self.rows.n, self.rows.p);
         let (xs, ys) = (self.rows.scaled_x(), self.rows.scaled_y());
-        self.ztxy.fill(0.0);
-        for j in 0..=p {
-            let v = if j < p { &xs[j * n..(j + 1) * n] } else { &ys };
-            terms.zt_mul_add(v, scale, col_mut(self.ztxy.as_mut(), j));
+        for v in [
+            &mut self.a11,
+            &mut self.a22d,
+            &mut self.a21.val,
+            &mut self.a22.val,
+            &mut self.ztxy,
+        ] {
+            v.fill(0.0);
+        }
+        // where each term's diagonal blocks start: a11 for f, the first rest
+        // block of its own for the others
+        let mut first_block = vec![usize::MAX; tt.len()];
+        for (i, &t) in order.rest_terms().iter().enumerate() {
+            first_block[t] = order.block0()[i];
+        }
+        let mut zoff = vec![0usize];
+        zoff.extend(tt.iter().scan(0, |acc, t| {
+            *acc += t.k;
+            Some(*acc)
+        }));
+        let mut zs = vec![0.0; zoff[tt.len()]];
+        let mut xr = vec![0.0; p + 1];
+        let (pairs, entry) = (&self.entries.pairs, &self.entries.entry);
+        for r in 0..n {
+            for (t, term) in tt.iter().enumerate() {
+                let k = term.k;
+                scaled_row(
+                    &term.z[r * k..(r + 1) * k],
+                    scale,
+                    r,
+                    &mut zs[zoff[t]..zoff[t + 1]],
+                );
+            }
+            for (j, v) in xr.iter_mut().enumerate() {
+                *v = if j < p { xs[j * n + r] } else { ys[r] };
+            }
+            for (t, term) in tt.iter().enumerate() {
+                let (k, code) = (term.k, term.codes[r] as usize);
+                let z = &zs[zoff[t]..zoff[t + 1]];
+                // the diagonal block Z̃_tᵀZ̃_t of the row's level
+                let blk = match first_block[t] {
+                    usize::MAX => &mut self.a11[code * k * k..][..k * k],
+                    b0 => &mut self.a22d[self.a22d_off[b0 + code]..][..k * k],
+                };
+                for c in 0..k {
+                    for i in 0..k {
+                        blk[i + c * k] += z[i] * z[c];
+                    }
+                }
+                // Z̃_tᵀ[X̃ ỹ]
+                let base = layout[t].offset + code * k;
+                for (j, &v) in xr.iter().enumerate() {
+                    if v != 0.0 {
+                        let dst = &mut self.ztxy[j * q + base..][..k];
+                        for c in 0..k {
+                            dst[c] += z[c] * v;
+                        }
+                    }
+                }
+            }
+            // the off-diagonal blocks Z̃_rowᵀZ̃_col
+            for (pi, pair) in pairs.iter().enumerate() {
+                let e = entry[r * pairs.len() + pi] as usize;
+                let (zc, z1) = (
+                    &zs[zoff[pair.col]..zoff[pair.col + 1]],
+                    &zs[zoff[pair.row]..zoff[pair.row + 1]],
+                );
+                let blocks = if pair.a22 {
+                    &mut self.a22
+                } else {
+                    &mut self.a21
+                };
+                let v = &mut blocks.val[blocks.pat.off[e]..][..z1.len() * zc.len()];
+                for (c, &zcc) in zc.iter().enumerate() {
+                    for (i1, &z1i) in z1.iter().enumerate() {
+                        v[i1 + c * z1.len()] += z1i * zcc;
+                    }
+                }
+            }
         }
         xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
     }
@@ -354,7 +418,8 @@ impl CrossProducts {
         &self.a22
     }
     pub fn ztxy(&self) -> MatRef<'_, f64> {
-        self.ztxy.as_ref()
+        let q = self.ztxy.len() / self.xyxy.nrows();
+        MatRef::from_column_major_slice(&self.ztxy, q, self.xyxy.nrows())
     }
     pub fn xyxy(&self) -> MatRef<'_, f64> {
         self.xyxy.as_ref()
@@ -377,24 +442,6 @@ fn xy_blocks(x: &[f64], y: &[f64], n: usize, xyxy: &mut Mat<f64>, with_x: bool) 
     matmul(yy, Accum::Replace, yv.transpose(), yv, 1.0, Par::Seq);
 }
 
-/// The diagonal blocks Z̃_tᵀZ̃_t of term `t`, k² per level.
-fn diag_blocks(terms: &Terms, t: usize, scale: Option<&[f64]>) -> Vec<f64> {
-    let term = &terms.terms()[t];
-    let k = term.k;
-    let mut d = vec![0.0; term.n_levels * k * k];
-    let mut zs = vec![0.0; k];
-    for (r, &code) in term.codes.iter().enumerate() {
-        scaled_row(&term.z[r * k..(r + 1) * k], scale, r, &mut zs);
-        let blk = &mut d[code as usize * k * k..][..k * k];
-        for c in 0..k {
-            for i in 0..k {
-                blk[i + c * k] += zs[i] * zs[c];
-            }
-        }
-    }
-    d
-}
-
 /// `out = s_r z` (z itself without a scale).
 #[inline(always)]
 fn scaled_row(z: &[f64], scale: Option<&[f64]>, r: usize, out: &mut [f64]) {
@@ -414,85 +461,72 @@ impl BlockPattern {
         }
     }
 
-    /// Appends a block column for each level of term `col` (rows `levels`):
-    /// the rest blocks of the rest terms `rows` that share rows with it.
+    /// Appends a block column for each level of term `col`: the rest blocks
+    /// of the rest terms `rows` (indices into the rest) that share rows with
+    /// it; and records each row's entry for the pairs `pair0..` (of `np`).
+    #[allow(clippy::too_many_arguments)]
     fn extend(
         &mut self,
         terms: &Terms,
         order: &BlockOrder,
         col: usize,
         rows: Range<usize>,
-        levels: &(Vec<usize>, Vec<u32>),
-    ) {
+        entry: &mut [u32],
+        np: usize,
+        pair0: usize,
+    ) -> Result<()> {
         let (rest, block0) = (order.rest_terms(), order.block0());
-        let k = terms.terms()[col].k;
-        let (start, level_rows) = levels;
+        let (k, nl) = (terms.terms()[col].k, terms.terms()[col].n_levels);
+        let (cb0, e0) = (self.ptr.len() - 1, self.row.len());
+        if rows.is_empty() {
+            self.ptr.extend(std::iter::repeat(e0).take(nl));
+            return Ok(());
+        }
+        // by level: the rest blocks in order of discovery (each row's
+        // discovery index recorded), then sorted, with the map from
+        // discovery index to entry
+        let (start, level_rows) = terms.rows_by_level(col);
         let mut marker = vec![usize::MAX; order.n_blocks()];
-        let mut col_rows = Vec::new();
-        for l in 0..start.len() - 1 {
+        let mut disc = vec![0u32; order.n_blocks()];
+        let (mut col_rows, mut sorted) = (Vec::new(), Vec::new());
+        let mut to_entry: Vec<usize> = Vec::new();
+        for l in 0..nl {
             col_rows.clear();
             for &r in &level_rows[start[l]..start[l + 1]] {
-                for i in rows.clone() {
+                for (pi, i) in rows.clone().enumerate() {
                     let rb = block0[i] + terms.terms()[rest[i]].codes[r as usize] as usize;
                     if marker[rb] != l {
                         marker[rb] = l;
+                        disc[rb] = col_rows.len() as u32;
                         col_rows.push(rb);
                     }
+                    entry[r as usize * np + pair0 + pi] = disc[rb];
                 }
             }
-            col_rows.sort_unstable();
-            for &rb in &col_rows {
-                self.row.push(rb);
+            sorted.clear();
+            sorted.extend(0..col_rows.len());
+            sorted.sort_unstable_by_key(|&d| col_rows[d]);
+            let base = to_entry.len();
+            to_entry.resize(base + col_rows.len(), 0);
+            for &d in &sorted {
+                to_entry[base + d] = self.row.len();
+                self.row.push(col_rows[d]);
                 self.off.push(self.len);
-                self.len += order.k(rb) * k;
+                self.len += order.k(col_rows[d]) * k;
             }
             self.ptr.push(self.row.len());
         }
-    }
-}
-
-/// The values Z̃_rowsᵀ Z̃_col of the block columns of term `col` (the first
-/// at `cb0`) in their pattern.
-#[allow(clippy::too_many_arguments)]
-fn cross_values(
-    terms: &Terms,
-    order: &BlockOrder,
-    col: usize,
-    cb0: usize,
-    rows: Range<usize>,
-    levels: &(Vec<usize>, Vec<u32>),
-    scale: Option<&[f64]>,
-    out: &mut BlockColumns,
-) {
-    let (rest, block0) = (order.rest_terms(), order.block0());
-    let term = &terms.terms()[col];
-    let k = term.k;
-    let (start, level_rows) = levels;
-    let pat = &*out.pat;
-    let mut pos = vec![0usize; order.n_blocks()];
-    let kmax = rows.clone().map(|i| terms.terms()[rest[i]].k).max();
-    let (mut zc, mut z1) = (vec![0.0; k], vec![0.0; kmax.unwrap_or(0)]);
-    for l in 0..start.len() - 1 {
-        let cb = cb0 + l;
-        for e in pat.ptr[cb]..pat.ptr[cb + 1] {
-            pos[pat.row[e]] = pat.off[e];
-        }
-        for &r in &level_rows[start[l]..start[l + 1]] {
-            let r = r as usize;
-            scaled_row(&term.z[r * k..(r + 1) * k], scale, r, &mut zc);
-            for i in rows.clone() {
-                let term1 = &terms.terms()[rest[i]];
-                let k1 = term1.k;
-                let rb = block0[i] + term1.codes[r] as usize;
-                let z1 = &mut z1[..k1];
-                scaled_row(&term1.z[r * k1..(r + 1) * k1], scale, r, z1);
-                let v = &mut out.val[pos[rb]..][..k1 * k];
-                for c in 0..k {
-                    for i1 in 0..k1 {
-                        v[i1 + c * k1] += z1[i1] * zc[c];
-                    }
-                }
+        // discovery indices to entries, in row order
+        let too_many =
+            || CoreError::Dimension("too many cross-product blocks (more than 2^32)".into());
+        let codes = &terms.terms()[col].codes;
+        for (r, &code) in codes.iter().enumerate() {
+            let first = self.ptr[cb0 + code as usize] - e0;
+            for pi in 0..rows.len() {
+                let slot = &mut entry[r * np + pair0 + pi];
+                *slot = u32::try_from(to_entry[first + *slot as usize]).map_err(|_| too_many())?;
             }
         }
+        Ok(())
     }
 }

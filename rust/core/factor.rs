@@ -11,8 +11,9 @@
 //! ```
 //!
 //! "L order" is the order of L's rows: the first term's random effects, then
-//! the rest permuted by P. [`BlockedFactor::l_solve`] maps lme4's order to
-//! it, [`BlockedFactor::lt_solve`] maps back.
+//! the rest permuted by P; P̃ is the permutation from lme4's order to L
+//! order. [`BlockedFactor::l_solve`] applies L⁻¹P̃, [`BlockedFactor::lt_solve`]
+//! P̃ᵀL⁻ᵀ, and [`BlockedFactor::solve`] both: M⁻¹ in lme4's order.
 
 use std::sync::Arc;
 
@@ -124,14 +125,7 @@ impl L21 {
             }
             return;
         }
-        let mut tmp = vec![
-            0.0;
-            (0..order.n_blocks())
-                .map(|rb| order.k(rb))
-                .max()
-                .unwrap_or(0)
-                * kf
-        ];
+        let mut tmp = vec![0.0; order.k_max() * kf];
         for j in 0..order.lf() {
             let l = &l11[j * kf * kf..(j + 1) * kf * kf];
             for e in pat.ptr[j]..pat.ptr[j + 1] {

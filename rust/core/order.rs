@@ -123,6 +123,11 @@ impl BlockOrder {
         self.off[rb + 1] - self.off[rb]
     }
 
+    /// The largest k of the rest's blocks (1 without a rest).
+    pub fn k_max(&self) -> usize {
+        (0..self.n_blocks()).map(|rb| self.k(rb)).max().unwrap_or(1)
+    }
+
     /// `rest := b[rest]`: the rest's coefficients of `b` (q values in lme4's
     /// order), in the rest's numbering.
     pub fn from_lme4(&self, b: &[f64], rest: &mut [f64]) {

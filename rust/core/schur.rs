@@ -103,7 +103,7 @@ pub struct SchurFill {
 impl SchurFill {
     pub fn new(scalar: bool, order: &BlockOrder, pattern: &Pattern, a: &CrossProducts) -> Self {
         let (nb, q_rest) = (order.n_blocks(), order.q_rest());
-        let kmax = (0..nb).map(|rb| order.k(rb)).max().unwrap_or(1);
+        let kmax = order.k_max();
         let acc_len = if scalar { 0 } else { q_rest * kmax };
         let threads = rayon::current_num_threads();
         let mut s = Self {

@@ -12,7 +12,7 @@ fn cross_products_match_dense() {
     let pr = design(70, 51, &specs).weighted(52);
     let terms = Terms::new(pr.n, pr.terms.clone()).unwrap();
     let order = BlockOrder::new(&terms);
-    let a = CrossProducts::new(pr.rows(), &terms, &order);
+    let a = CrossProducts::new(pr.rows(), &terms, &order).unwrap();
     let (n, p, q) = (pr.n, pr.p, terms.q());
     let (w, o) = (pr.w(), pr.offset.clone().unwrap());
     let z = dense_z(&pr);
