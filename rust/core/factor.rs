@@ -57,6 +57,11 @@ impl L21 {
         let (pat, kf) = (&*self.vals.pat, self.order.kf());
         (pat.ptr[j]..pat.ptr[j + 1]).map(move |e| {
             let rb = pat.row[e];
+            if self.scalar {
+                // 1 x 1 blocks: rest blocks are rest coefficients, entries
+                // are value offsets
+                return (rb, 1, std::slice::from_ref(&self.vals.val[e]));
+            }
             let kr = self.order.k(rb);
             (
                 self.order.off(rb),
@@ -70,15 +75,6 @@ impl L21 {
     /// rest's numbering.
     #[inline]
     pub fn mul_sub(&self, j: usize, x: &[f64], dst: &mut [f64]) {
-        if self.scalar {
-            // 1 x 1 blocks: rest blocks are rest coefficients
-            let pat = &*self.vals.pat;
-            let (e0, e1) = (pat.ptr[j], pat.ptr[j + 1]);
-            for (&rb, &lv) in pat.row[e0..e1].iter().zip(&self.vals.val[e0..e1]) {
-                dst[rb] -= lv * x[0];
-            }
-            return;
-        }
         for (ro, kr, lv) in self.level(j) {
             for (c, &xc) in x.iter().enumerate() {
                 for r in 0..kr {
