@@ -174,26 +174,6 @@ impl RowData {
     }
 }
 
-/// Where each row's products go in the off-diagonal blocks: for each pair
-/// of terms (a column term, a later row term), the entry of A21 or A22 of
-/// each row. Found with the patterns; new weights then refill A in one
-/// sequential pass over the rows.
-#[derive(Debug)]
-struct RowEntries {
-    pairs: Vec<Pair>,
-    /// `entry[r * pairs.len() + p]`: the entry of row r for pair p.
-    entry: Vec<u32>,
-}
-
-/// A pair of terms whose cross-product is an off-diagonal block of A.
-#[derive(Clone, Copy, Debug)]
-struct Pair {
-    col: usize,
-    row: usize,
-    /// In A22 (the column term is in the rest) rather than A21.
-    a22: bool,
-}
-
 /// The cross-product blocks A of a model, with the rows they came from.
 #[derive(Clone, Debug)]
 pub struct CrossProducts {
@@ -209,7 +189,6 @@ pub struct CrossProducts {
     a22d: Vec<f64>,
     a22d_off: Vec<usize>,
     a22: BlockColumns,
-    entries: Arc<RowEntries>,
     /// Z̃ᵀ[X̃ ỹ] (q x (p+1) column-major, rows in lme4's order) and
     /// [X̃ ỹ]ᵀ[X̃ ỹ].
     ztxy: Vec<f64>,
@@ -217,65 +196,35 @@ pub struct CrossProducts {
 }
 
 impl CrossProducts {
-    /// Finds the block patterns and forms the blocks from the rows.
-    pub fn new(rows: RowData, terms: &Terms, order: &BlockOrder) -> Result<Self> {
-        let (n, nb, rest) = (rows.n(), order.n_blocks(), order.rest_terms());
+    /// Finds the patterns of the off-diagonal blocks and forms all blocks
+    /// from the rows.
+    pub fn new(rows: RowData, terms: &Terms, order: &BlockOrder) -> Self {
+        let nb = order.n_blocks();
         let mut a22d_off = Vec::with_capacity(nb);
         let mut len = 0;
         for rb in 0..nb {
             a22d_off.push(len);
             len += order.k(rb) * order.k(rb);
         }
-        // the pairs of terms: f with each term of the rest (A21), then each
-        // term of the rest with the later ones (A22)
-        let mut pairs: Vec<Pair> = rest
-            .iter()
-            .map(|&row| Pair {
-                col: order.first(),
-                row,
-                a22: false,
-            })
-            .collect();
-        for (i, &col) in rest.iter().enumerate() {
-            pairs.extend(rest[i + 1..].iter().map(|&row| Pair {
-                col,
-                row,
-                a22: true,
-            }));
-        }
-        let mut entry = vec![0u32; n * pairs.len()];
-        let (mut a21, mut a22) = (BlockPattern::empty(), BlockPattern::empty());
-        let mut pair0 = 0;
-        for (i, col) in std::iter::once(order.first())
-            .chain(rest.iter().copied())
-            .enumerate()
-        {
-            // rest terms after the column term (all of them for f)
-            let rows_of = if i == 0 { 0..rest.len() } else { i..rest.len() };
-            let pat = if i == 0 { &mut a21 } else { &mut a22 };
-            let np = pairs.len();
-            pat.extend(terms, order, col, rows_of.clone(), &mut entry, np, pair0)?;
-            pair0 += rows_of.len();
-        }
         let (p, q, kf) = (rows.p(), terms.q(), order.kf());
+        let empty = || BlockColumns::zeros(Arc::new(BlockPattern::empty()));
         let mut a = Self {
             log_det_w: rows.log_det_w(),
             rows,
             a11: vec![0.0; order.lf() * kf * kf],
-            a21: BlockColumns::zeros(Arc::new(a21)),
+            a21: empty(),
             a22d: vec![0.0; len],
             a22d_off,
-            a22: BlockColumns::zeros(Arc::new(a22)),
-            entries: Arc::new(RowEntries { pairs, entry }),
+            a22: empty(),
             ztxy: vec![0.0; q * (p + 1)],
             xyxy: Mat::zeros(p + 1, p + 1),
         };
-        a.fill(terms, order);
-        Ok(a)
+        a.fill(terms, order, true);
+        a
     }
 
     /// New prior weights (None: unweighted): recomputes every block in the
-    /// same patterns, in one pass over the rows.
+    /// same patterns.
     pub fn set_weights(
         &mut self,
         terms: &Terms,
@@ -284,7 +233,7 @@ impl CrossProducts {
     ) -> Result<()> {
         self.rows.set_weights(weights)?;
         self.log_det_w = self.rows.log_det_w();
-        self.fill(terms, order);
+        self.fill(terms, order, false);
         Ok(())
     }
 
@@ -302,53 +251,31 @@ impl CrossProducts {
         Ok(())
     }
 
-    /// All blocks from the rows, in the patterns found by `new`: one pass
-    /// over the rows (and a dense product for `[X̃ ỹ]ᵀ[X̃ ỹ]`). Each value
-    /// sums its rows in their order.
-    fn fill(&mut self, terms: &Terms, order: &BlockOrder) {
+    /// All blocks from the rows: the diagonal blocks in one pass over the
+    /// rows, Z̃ᵀ[X̃ ỹ] column by column, the off-diagonal blocks level by level
+    /// (finding their patterns first when `find`), and the dense
+    /// `[X̃ ỹ]ᵀ[X̃ ỹ]`. Each value sums its rows in their order.
+    fn fill(&mut self, terms: &Terms, order: &BlockOrder, find: bool) {
         let (n, p, q) = (self.rows.n, self.rows.p, terms.q());
-        let (tt, layout) = (terms.terms(), terms.layout());
+        let tt = terms.terms();
         let scale = self.rows.scale();
         let (xs, ys) = (self.rows.scaled_x(), self.rows.scaled_y());
-        for v in [
-            &mut self.a11,
-            &mut self.a22d,
-            &mut self.a21.val,
-            &mut self.a22.val,
-            &mut self.ztxy,
-        ] {
+        for v in [&mut self.a11, &mut self.a22d, &mut self.ztxy] {
             v.fill(0.0);
         }
-        // where each term's diagonal blocks start: a11 for f, the first rest
-        // block of its own for the others
+        // where each term's diagonal blocks start: a11 for f, its first rest
+        // block for the others
         let mut first_block = vec![usize::MAX; tt.len()];
         for (i, &t) in order.rest_terms().iter().enumerate() {
             first_block[t] = order.block0()[i];
         }
-        let mut zoff = vec![0usize];
-        zoff.extend(tt.iter().scan(0, |acc, t| {
-            *acc += t.k;
-            Some(*acc)
-        }));
-        let mut zs = vec![0.0; zoff[tt.len()]];
-        let mut xr = vec![0.0; p + 1];
-        let (pairs, entry) = (&self.entries.pairs, &self.entries.entry);
+        let kmax = tt.iter().map(|t| t.k).max().unwrap_or(0);
+        let mut zs = vec![0.0; kmax];
         for r in 0..n {
             for (t, term) in tt.iter().enumerate() {
-                let k = term.k;
-                scaled_row(
-                    &term.z[r * k..(r + 1) * k],
-                    scale,
-                    r,
-                    &mut zs[zoff[t]..zoff[t + 1]],
-                );
-            }
-            for (j, v) in xr.iter_mut().enumerate() {
-                *v = if j < p { xs[j * n + r] } else { ys[r] };
-            }
-            for (t, term) in tt.iter().enumerate() {
                 let (k, code) = (term.k, term.codes[r] as usize);
-                let z = &zs[zoff[t]..zoff[t + 1]];
+                let z = &mut zs[..k];
+                scaled_row(&term.z[r * k..(r + 1) * k], scale, r, z);
                 // the diagonal block Z̃_tᵀZ̃_t of the row's level
                 let blk = match first_block[t] {
                     usize::MAX => &mut self.a11[code * k * k..][..k * k],
@@ -359,36 +286,32 @@ impl CrossProducts {
                         blk[i + c * k] += z[i] * z[c];
                     }
                 }
-                // Z̃_tᵀ[X̃ ỹ]
-                let base = layout[t].offset + code * k;
-                for (j, &v) in xr.iter().enumerate() {
-                    if v != 0.0 {
-                        let dst = &mut self.ztxy[j * q + base..][..k];
-                        for c in 0..k {
-                            dst[c] += z[c] * v;
-                        }
-                    }
-                }
             }
-            // the off-diagonal blocks Z̃_rowᵀZ̃_col
-            for (pi, pair) in pairs.iter().enumerate() {
-                let e = entry[r * pairs.len() + pi] as usize;
-                let (zc, z1) = (
-                    &zs[zoff[pair.col]..zoff[pair.col + 1]],
-                    &zs[zoff[pair.row]..zoff[pair.row + 1]],
-                );
-                let blocks = if pair.a22 {
-                    &mut self.a22
-                } else {
-                    &mut self.a21
-                };
-                let v = &mut blocks.val[blocks.pat.off[e]..][..z1.len() * zc.len()];
-                for (c, &zcc) in zc.iter().enumerate() {
-                    for (i1, &z1i) in z1.iter().enumerate() {
-                        v[i1 + c * z1.len()] += z1i * zcc;
-                    }
-                }
-            }
+        }
+        // Z̃ᵀ[X̃ ỹ], column by column
+        for (j, dst) in self.ztxy.chunks_exact_mut(q).enumerate() {
+            let v = if j < p { &xs[j * n..(j + 1) * n] } else { &ys };
+            terms.zt_mul_add(v, scale, dst);
+        }
+        // the off-diagonal blocks: f's columns with every term of the rest
+        // (A21), each term of the rest with the later ones (A22)
+        let rest = order.rest_terms();
+        for blocks in [&mut self.a21, &mut self.a22] {
+            blocks.val.fill(0.0);
+        }
+        let (f, all) = (order.first(), 0..rest.len());
+        cross_blocks(terms, order, (f, 0), all, scale, &mut self.a21, find);
+        for i in 0..rest.len() {
+            let (t, cb0) = (rest[i], order.block0()[i]);
+            cross_blocks(
+                terms,
+                order,
+                (t, cb0),
+                i + 1..rest.len(),
+                scale,
+                &mut self.a22,
+                find,
+            );
         }
         xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
     }
@@ -451,6 +374,11 @@ fn scaled_row(z: &[f64], scale: Option<&[f64]>, r: usize, out: &mut [f64]) {
     }
 }
 
+/// A pattern being found (not shared yet).
+fn unshared(pat: &mut Arc<BlockPattern>) -> &mut BlockPattern {
+    Arc::get_mut(pat).expect("a block pattern being found is not shared")
+}
+
 impl BlockPattern {
     fn empty() -> Self {
         Self {
@@ -460,73 +388,82 @@ impl BlockPattern {
             len: 0,
         }
     }
+}
 
-    /// Appends a block column for each level of term `col`: the rest blocks
-    /// of the rest terms `rows` (indices into the rest) that share rows with
-    /// it; and records each row's entry for the pairs `pair0..` (of `np`).
-    #[allow(clippy::too_many_arguments)]
-    fn extend(
-        &mut self,
-        terms: &Terms,
-        order: &BlockOrder,
-        col: usize,
-        rows: Range<usize>,
-        entry: &mut [u32],
-        np: usize,
-        pair0: usize,
-    ) -> Result<()> {
-        let (rest, block0) = (order.rest_terms(), order.block0());
-        let (k, nl) = (terms.terms()[col].k, terms.terms()[col].n_levels);
-        let (cb0, e0) = (self.ptr.len() - 1, self.row.len());
-        if rows.is_empty() {
-            self.ptr.extend(std::iter::repeat(e0).take(nl));
-            return Ok(());
+/// Adds Z̃_rowsᵀZ̃_col to the block columns of term `col` (one per level,
+/// the first at `cb0`): the rest blocks of the rest terms `rows` (indices
+/// into the rest) that share rows with each level. With `find`, each
+/// column's row blocks are first found and appended to the pattern (which
+/// must not be shared yet); without, the pattern is kept. Level by level, so
+/// that a level's rows are read the second time while they are in cache.
+fn cross_blocks(
+    terms: &Terms,
+    order: &BlockOrder,
+    (col, cb0): (usize, usize),
+    rows: Range<usize>,
+    scale: Option<&[f64]>,
+    out: &mut BlockColumns,
+    find: bool,
+) {
+    let (rest, block0, tt) = (order.rest_terms(), order.block0(), terms.terms());
+    let (k, nl) = (tt[col].k, tt[col].n_levels);
+    if rows.is_empty() {
+        // no later terms: empty columns
+        if find {
+            let pat = unshared(&mut out.pat);
+            pat.ptr.extend(std::iter::repeat(pat.row.len()).take(nl));
         }
-        // by level: the rest blocks in order of discovery (each row's
-        // discovery index recorded), then sorted, with the map from
-        // discovery index to entry
-        let (start, level_rows) = terms.rows_by_level(col);
-        let mut marker = vec![usize::MAX; order.n_blocks()];
-        let mut disc = vec![0u32; order.n_blocks()];
-        let (mut col_rows, mut sorted) = (Vec::new(), Vec::new());
-        let mut to_entry: Vec<usize> = Vec::new();
-        for l in 0..nl {
+        return;
+    }
+    let (start, level_rows) = terms.rows_by_level(col);
+    let (mut marker, mut pos) = (
+        vec![usize::MAX; order.n_blocks()],
+        vec![0usize; order.n_blocks()],
+    );
+    let mut col_rows = Vec::new();
+    let kmax = rows.clone().map(|i| tt[rest[i]].k).max().unwrap_or(0);
+    let (mut zc, mut z1) = (vec![0.0; k], vec![0.0; kmax]);
+    for l in 0..nl {
+        let lrows = &level_rows[start[l]..start[l + 1]];
+        if find {
+            let pat = unshared(&mut out.pat);
             col_rows.clear();
-            for &r in &level_rows[start[l]..start[l + 1]] {
-                for (pi, i) in rows.clone().enumerate() {
-                    let rb = block0[i] + terms.terms()[rest[i]].codes[r as usize] as usize;
+            for &r in lrows {
+                for i in rows.clone() {
+                    let rb = block0[i] + tt[rest[i]].codes[r as usize] as usize;
                     if marker[rb] != l {
                         marker[rb] = l;
-                        disc[rb] = col_rows.len() as u32;
                         col_rows.push(rb);
                     }
-                    entry[r as usize * np + pair0 + pi] = disc[rb];
                 }
             }
-            sorted.clear();
-            sorted.extend(0..col_rows.len());
-            sorted.sort_unstable_by_key(|&d| col_rows[d]);
-            let base = to_entry.len();
-            to_entry.resize(base + col_rows.len(), 0);
-            for &d in &sorted {
-                to_entry[base + d] = self.row.len();
-                self.row.push(col_rows[d]);
-                self.off.push(self.len);
-                self.len += order.k(col_rows[d]) * k;
+            col_rows.sort_unstable();
+            for &rb in &col_rows {
+                pat.row.push(rb);
+                pat.off.push(pat.len);
+                pat.len += order.k(rb) * k;
             }
-            self.ptr.push(self.row.len());
+            pat.ptr.push(pat.row.len());
+            out.val.resize(pat.len, 0.0);
         }
-        // discovery indices to entries, in row order
-        let too_many =
-            || CoreError::Dimension("too many cross-product blocks (more than 2^32)".into());
-        let codes = &terms.terms()[col].codes;
-        for (r, &code) in codes.iter().enumerate() {
-            let first = self.ptr[cb0 + code as usize] - e0;
-            for pi in 0..rows.len() {
-                let slot = &mut entry[r * np + pair0 + pi];
-                *slot = u32::try_from(to_entry[first + *slot as usize]).map_err(|_| too_many())?;
+        let pat = &*out.pat;
+        for e in pat.ptr[cb0 + l]..pat.ptr[cb0 + l + 1] {
+            pos[pat.row[e]] = pat.off[e];
+        }
+        for &r in lrows {
+            let r = r as usize;
+            scaled_row(&tt[col].z[r * k..(r + 1) * k], scale, r, &mut zc);
+            for i in rows.clone() {
+                let (k1, code) = (tt[rest[i]].k, tt[rest[i]].codes[r] as usize);
+                let z1 = &mut z1[..k1];
+                scaled_row(&tt[rest[i]].z[r * k1..(r + 1) * k1], scale, r, z1);
+                let v = &mut out.val[pos[block0[i] + code]..][..k1 * k];
+                for c in 0..k {
+                    for i1 in 0..k1 {
+                        v[i1 + c * k1] += z1[i1] * zc[c];
+                    }
+                }
             }
         }
-        Ok(())
     }
 }

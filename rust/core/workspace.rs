@@ -87,7 +87,7 @@ impl Workspace {
     pub fn build(rows: RowData, terms: Vec<ReTerm>, kind: FactorKind) -> Result<Self> {
         let terms = Terms::new(rows.n(), terms)?;
         let order = Arc::new(BlockOrder::new(&terms));
-        let a = CrossProducts::new(rows, &terms, &order)?;
+        let a = CrossProducts::new(rows, &terms, &order);
         let (pattern, l22) = Pattern::new(&order, &a.a21().pat, &a.a22().pat, kind)?;
         let factor = BlockedFactor::new(Arc::clone(&order), terms.all_scalar(), &pattern, &a, l22);
         let p1 = a.rows().p() + 1;

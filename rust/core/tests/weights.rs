@@ -12,7 +12,7 @@ fn cross_products_match_dense() {
     let pr = design(70, 51, &specs).weighted(52);
     let terms = Terms::new(pr.n, pr.terms.clone()).unwrap();
     let order = BlockOrder::new(&terms);
-    let a = CrossProducts::new(pr.rows(), &terms, &order).unwrap();
+    let a = CrossProducts::new(pr.rows(), &terms, &order);
     let (n, p, q) = (pr.n, pr.p, terms.q());
     let (w, o) = (pr.w(), pr.offset.clone().unwrap());
     let z = dense_z(&pr);
@@ -89,6 +89,33 @@ fn cross_products_match_dense() {
         }
     }
     assert!((a.log_det_w() - w.iter().map(|v| v.ln()).sum::<f64>()).abs() < 1e-12);
+}
+
+/// New weights refill A in its patterns: every block equals a fresh one.
+#[test]
+fn cross_products_refilled_for_new_weights_equal_fresh_ones() {
+    let specs = [crossed(6, 2), crossed(9, 1), crossed(4, 3), crossed(5, 1)];
+    let pr = design(80, 53, &specs).weighted(54);
+    let terms = Terms::new(pr.n, pr.terms.clone()).unwrap();
+    let order = BlockOrder::new(&terms);
+    let mut a = CrossProducts::new(pr.rows(), &terms, &order);
+    let other = Problem {
+        weights: pr.clone().weighted(55).weights,
+        ..pr.clone()
+    };
+    let fresh = CrossProducts::new(other.rows(), &terms, &order);
+    a.set_weights(&terms, &order, other.weights.clone())
+        .unwrap();
+    assert!(!a.a22().val.is_empty());
+    for (x, y) in [(a.a21(), fresh.a21()), (a.a22(), fresh.a22())] {
+        assert_eq!(
+            (&x.pat.ptr, &x.pat.row, &x.val),
+            (&y.pat.ptr, &y.pat.row, &y.val)
+        );
+    }
+    assert_eq!((a.a11(), a.a22d()), (fresh.a11(), fresh.a22d()));
+    assert_eq!(a.ztxy(), fresh.ztxy());
+    assert_eq!(a.xyxy(), fresh.xyxy());
 }
 
 #[test]
