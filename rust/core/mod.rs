@@ -45,8 +45,9 @@
 //!
 //! whose last diagonal element squared is the penalized residual sum of
 //! squares (pwrss) and whose leading p×p block is `RX`. The blocks of
-//! `[Z̃ X̃ ỹ]ᵀ[Z̃ X̃ ỹ]` (A) are formed once, in one pass over the rows, so
-//! nothing evaluated per θ grows with the number of rows.
+//! `[Z̃ X̃ ỹ]ᵀ[Z̃ X̃ ỹ]` (A) are formed once from the rows (again only for new
+//! weights or a new response), so nothing evaluated per θ grows with the
+//! number of rows.
 //!
 //! Objectives, as lme4's devfun defines them (`ld_l2 = log det(LLᵀ)`,
 //! `ld_rx2 = log det(RXᵀRX)`):

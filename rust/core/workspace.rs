@@ -82,8 +82,8 @@ impl Workspace {
         Self::build(RowData::new(n, p, x, y, None, None)?, terms, kind)
     }
 
-    /// Builds the workspace: checks the terms, forms A in one pass over the
-    /// rows, finds the plan of the factorization and analyses it.
+    /// Builds the workspace: checks the terms, forms A from the rows, finds
+    /// the plan of the factorization and analyses it.
     pub fn build(rows: RowData, terms: Vec<ReTerm>, kind: FactorKind) -> Result<Self> {
         let terms = Terms::new(rows.n(), terms)?;
         let order = Arc::new(BlockOrder::new(&terms));

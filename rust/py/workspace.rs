@@ -172,7 +172,7 @@ impl PyWorkspace {
     }
 
     /// A copy of this workspace with new prior weights: the cross-products
-    /// are recomputed in one pass over the rows; the analysis of the
+    /// are recomputed from the rows in their kept patterns; the analysis of the
     /// factorization is reused.
     fn with_weights(&self, py: Python<'_>, weights: PyReadonlyArray1<'_, f64>) -> PyResult<Self> {
         let wv = convert::vec1(&weights);
