@@ -12,6 +12,7 @@
 //! The sparsity of the off-diagonal blocks ([`BlockPattern`]) is found once;
 //! new weights recompute the values in the same pattern.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -146,7 +147,7 @@ impl RowData {
     }
 
     /// X̃ = √W X (X itself without weights).
-    fn scaled_x(&self) -> std::borrow::Cow<'_, [f64]> {
+    fn scaled_x(&self) -> Cow<'_, [f64]> {
         match &self.sqrt_w {
             None => self.x.as_slice().into(),
             Some(s) => {
@@ -162,7 +163,10 @@ impl RowData {
     }
 
     /// ỹ = √W (y − o).
-    fn scaled_y(&self) -> Vec<f64> {
+    fn scaled_y(&self) -> Cow<'_, [f64]> {
+        if self.offset.is_none() && self.sqrt_w.is_none() {
+            return self.y.as_slice().into();
+        }
         let mut y = self.y.clone();
         if let Some(o) = &self.offset {
             y.iter_mut().zip(o).for_each(|(v, o)| *v -= o);
@@ -170,7 +174,7 @@ impl RowData {
         if let Some(s) = &self.sqrt_w {
             y.iter_mut().zip(s).for_each(|(v, s)| *v *= s);
         }
-        y
+        y.into()
     }
 }
 
