@@ -109,8 +109,8 @@ impl SparseCholesky {
         let mut perm_inv = vec![0usize; n];
         {
             let req = amd::order_maybe_unsorted_scratch::<usize>(n, row_idx.len());
-            let mut mem = MemBuffer::try_new(req).map_err(|_| {
-                CoreError::MemoryBudget("not enough memory for the fill-reducing ordering".into())
+            let mut mem = MemBuffer::try_new(req).map_err(|_| CoreError::OutOfMemory {
+                what: "the fill-reducing ordering",
             })?;
             amd::order_maybe_unsorted(
                 &mut perm_fwd,
@@ -210,8 +210,8 @@ impl SparseCholesky {
             Par::Seq
         };
         let req = symbolic.factorize_numeric_llt_scratch::<f64>(par, Spec::default());
-        let buffer = MemBuffer::try_new(req).map_err(|_| {
-            CoreError::MemoryBudget("not enough memory for the Cholesky workspace".into())
+        let buffer = MemBuffer::try_new(req).map_err(|_| CoreError::OutOfMemory {
+            what: "the Cholesky workspace",
         })?;
         let l_values = vec![0.0; symbolic.len_val()];
         Ok(Self {
@@ -274,10 +274,8 @@ impl SparseCholesky {
                 stack,
                 Spec::default(),
             )
-            .map_err(|_| {
-                CoreError::NotPositiveDefinite(
-                    "the penalized cross-product matrix is not positive definite".into(),
-                )
+            .map_err(|_| CoreError::NotPositiveDefinite {
+                what: "the penalized cross-product matrix",
             })?;
         self.factored = true;
         Ok(())
@@ -318,15 +316,7 @@ impl SparseCholesky {
     pub fn forward_solve(&self, mut rhs: MatMut<'_, f64>) {
         debug_assert!(self.factored);
         let k = rhs.ncols();
-        let mut tmp = vec![0.0; self.n];
-        for j in 0..k {
-            for (i, &f) in self.perm_fwd.iter().enumerate() {
-                tmp[i] = rhs[(f, j)];
-            }
-            for (i, &t) in tmp.iter().enumerate() {
-                rhs[(i, j)] = t;
-            }
-        }
+        permute_rows(rhs.rb_mut(), &self.perm_fwd);
         match self.symbolic.raw() {
             SymbolicCholeskyRaw::Simplicial(sym) => {
                 let l = simplicial::SimplicialLltRef::new(sym, &self.l_values);
@@ -368,15 +358,7 @@ impl SparseCholesky {
                 );
             }
         }
-        let mut tmp = vec![0.0; self.n];
-        for j in 0..k {
-            for (i, &v) in self.perm_inv.iter().enumerate() {
-                tmp[i] = rhs[(v, j)];
-            }
-            for (i, &t) in tmp.iter().enumerate() {
-                rhs[(i, j)] = t;
-            }
-        }
+        permute_rows(rhs, &self.perm_inv);
     }
 
     /// Overwrites `rhs` with `A⁻¹ rhs`.
@@ -425,6 +407,19 @@ impl SparseCholesky {
                 }
                 (cp, ri, vals)
             }
+        }
+    }
+}
+
+/// `rhs := rhs[perm, :]`: row i becomes the old row `perm[i]`.
+fn permute_rows(mut rhs: MatMut<'_, f64>, perm: &[usize]) {
+    let mut tmp = vec![0.0; perm.len()];
+    for j in 0..rhs.ncols() {
+        for (t, &p) in tmp.iter_mut().zip(perm) {
+            *t = rhs[(p, j)];
+        }
+        for (i, &t) in tmp.iter().enumerate() {
+            rhs[(i, j)] = t;
         }
     }
 }
@@ -496,7 +491,7 @@ mod tests {
         let mut ch = SparseCholesky::analyse(n, cp, ri, FactorKind::Auto).unwrap();
         assert!(matches!(
             ch.factor(&[1.0, -1.0, 1.0]),
-            Err(CoreError::NotPositiveDefinite(_))
+            Err(CoreError::NotPositiveDefinite { .. })
         ));
     }
 }

@@ -2,35 +2,42 @@
 //!
 //! Every call that does real work goes through [`run`]: it releases the GIL,
 //! catches a panic (a bug) as `mixedmodels.exceptions.InternalError`, and maps
-//! each [`CoreError`] variant to its own exception class, defined in
+//! each [`CoreError`] variant to an exception class of
 //! `python/mixedmodels/exceptions.py`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
 
 use crate::core::CoreError;
 
-fn exception(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match PyModule::import(py, "mixedmodels.exceptions").and_then(|m| m.getattr(class)) {
-        Ok(cls) => match cls.call1((msg.clone(),)) {
-            Ok(inst) => PyErr::from_value(inst),
-            Err(e) => e,
-        },
-        Err(_) => pyo3::exceptions::PyRuntimeError::new_err(msg),
-    }
-}
+pyo3::import_exception!(mixedmodels.exceptions, DataError);
+pyo3::import_exception!(mixedmodels.exceptions, DimensionError);
+pyo3::import_exception!(mixedmodels.exceptions, ThetaError);
+pyo3::import_exception!(mixedmodels.exceptions, NotPositiveDefiniteError);
+pyo3::import_exception!(mixedmodels.exceptions, NumericalError);
+pyo3::import_exception!(mixedmodels.exceptions, MemoryBudgetError);
+pyo3::import_exception!(mixedmodels.exceptions, InternalError);
 
-pub fn to_pyerr(py: Python<'_>, err: CoreError) -> PyErr {
-    let class = match &err {
-        CoreError::Dimension(_) => "DimensionError",
-        CoreError::Theta(_) => "ThetaError",
-        CoreError::NotPositiveDefinite(_) => "NotPositiveDefiniteError",
-        CoreError::MemoryBudget(_) => "MemoryBudgetError",
-        CoreError::Factorization(_) => "NumericalError",
-    };
-    exception(py, class, err.to_string())
+impl From<CoreError> for PyErr {
+    fn from(err: CoreError) -> PyErr {
+        let msg = err.to_string();
+        match err {
+            CoreError::Length { .. } => DimensionError::new_err(msg),
+            CoreError::Dimension(_) => DimensionError::new_err(msg),
+            CoreError::NonFinite { .. } => DimensionError::new_err(msg),
+            CoreError::NonPositiveWeight { .. } => DataError::new_err(msg),
+            CoreError::ThetaLength { .. } => ThetaError::new_err(msg),
+            CoreError::ThetaNotFinite { .. } => ThetaError::new_err(msg),
+            CoreError::NotEvaluated => ThetaError::new_err(msg),
+            CoreError::NotPositiveDefinite { .. } => NotPositiveDefiniteError::new_err(msg),
+            CoreError::RankDeficient { .. } => NotPositiveDefiniteError::new_err(msg),
+            CoreError::ExactFit => NotPositiveDefiniteError::new_err(msg),
+            CoreError::MemoryBudget { .. } => MemoryBudgetError::new_err(msg),
+            CoreError::OutOfMemory { .. } => MemoryBudgetError::new_err(msg),
+            CoreError::Factorization(_) => NumericalError::new_err(msg),
+        }
+    }
 }
 
 /// Runs `f` with the GIL released; maps errors and panics to exceptions.
@@ -39,21 +46,17 @@ where
     F: FnOnce() -> Result<T, CoreError> + Send,
     T: Send,
 {
-    let out = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
-    match out {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(to_pyerr(py, e)),
+    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(out) => out.map_err(PyErr::from),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(exception(
-                py,
-                "InternalError",
-                format!("internal error in the Rust core (please report it): {msg}"),
-            ))
+            Err(InternalError::new_err(format!(
+                "internal error in the Rust core (please report it): {msg}"
+            )))
         }
     }
 }

@@ -24,7 +24,8 @@
 //! as InstEval this halves the number of multiply-adds; with 20,000 levels
 //! crossed with 500 it divides it by five.
 
-use super::{chunk_bounds, for_each_column_chunk, BlockColumns};
+use super::crossprod::BlockPattern;
+use super::schur::{chunk_bounds, for_each_column_chunk, PARALLEL_SCHUR_MIN_WORK};
 
 /// Grouped form of the scalar Schur complement (see the module docs).
 #[derive(Clone, Debug)]
@@ -141,14 +142,16 @@ fn dot4<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
     s
 }
 
-/// What the builder reads from the workspace.
+/// What the builder reads from the cross-products and the plan.
 pub(super) struct ScalarParts<'a> {
     pub a11: &'a [f64],
-    pub a21: &'a BlockColumns,
+    pub a21: &'a BlockPattern,
+    pub a21_val: &'a [f64],
     pub a21t_ptr: &'a [usize],
     pub a21t: &'a [(usize, usize)],
     pub a22d: &'a [f64],
-    pub a22: &'a BlockColumns,
+    pub a22: &'a BlockPattern,
+    pub a22_val: &'a [f64],
     /// Scalar pattern of the lower triangle of M22 by column (row indices
     /// sorted, the diagonal first).
     pub m_ptr: &'a [usize],
@@ -177,6 +180,11 @@ impl ClassSchur {
         class_a.sort_unstable_by(f64::total_cmp);
         class_a.dedup();
         if class_a.len() > usize::from(u16::MAX) + 1 {
+            return None;
+        }
+        // one class per level (weighted data): nothing merges, and the
+        // grouped fill would do the direct fill's work
+        if max_ratio < 1.0 && class_a.len() == s.a11.len() && direct > 0 {
             return None;
         }
         let class_of: Vec<u16> = s
@@ -209,7 +217,7 @@ impl ClassSchur {
             }
             a22[p0] = s.a22d[c];
             for e in s.a22.ptr[c]..s.a22.ptr[c + 1] {
-                a22[p0 + loc[s.a22.row[e]] as usize] = s.a22.val[e];
+                a22[p0 + loc[s.a22.row[e]] as usize] = s.a22_val[e];
             }
             // the column's first-term levels, by class
             order.clear();
@@ -221,12 +229,12 @@ impl ClassSchur {
             order.sort_unstable();
             raw.clear();
             for &(v, j, ec) in &order {
-                let lc = s.a21.val[ec];
+                let lc = s.a21_val[ec];
                 let end = s.a21.ptr[j + 1];
                 raw.extend(
                     s.a21.row[ec..end]
                         .iter()
-                        .zip(&s.a21.val[ec..end])
+                        .zip(&s.a21_val[ec..end])
                         .map(|(&r, &a)| (loc[r], v, a * lc)),
                 );
             }
@@ -287,7 +295,7 @@ impl ClassSchur {
             a22,
             ptr,
             terms: Terms::new(cls, val),
-            chunks: chunk_bounds(&work, super::PARALLEL_SCHUR_MIN_WORK, threads),
+            chunks: chunk_bounds(&work, PARALLEL_SCHUR_MIN_WORK, threads),
         };
         cs.arrange(s.m_ptr);
         Some(cs)

@@ -1,0 +1,140 @@
+//! The symbolic plan of the factorization, found once per model from the
+//! patterns of A21 and A22: the transpose of A21 by rest block, the block
+//! pattern of the lower triangle of `M22 − L21 L21ᵀ` and its scalar
+//! compressed columns, and the sparse analysis of that pattern (AMD ordering,
+//! elimination tree, supernodes) in [`SparseCholesky`].
+//!
+//! The plan is immutable and shared by every copy of a workspace (new
+//! responses, new weights).
+
+use super::chol::{FactorKind, SparseCholesky};
+use super::crossprod::BlockPattern;
+use super::error::Result;
+use super::order::BlockOrder;
+
+#[derive(Debug)]
+pub struct Pattern {
+    /// For each rest block, the entries of A21 (and L21) in its block row:
+    /// (first-term level, entry), at `a21t[a21t_ptr[rb]..a21t_ptr[rb + 1]]`.
+    pub a21t_ptr: Vec<usize>,
+    pub a21t: Vec<(usize, usize)>,
+    /// Block pattern of the lower triangle of M22 − L21 L21ᵀ: for rest
+    /// column block c, row blocks `m_brow[m_bptr[c]..m_bptr[c+1]]` (the first
+    /// is c itself, the others sorted).
+    pub m_bptr: Vec<usize>,
+    pub m_brow: Vec<usize>,
+    /// Its scalar compressed columns: the values of scalar column i are at
+    /// `m_col_ptr[i]..m_col_ptr[i + 1]` (rows: the lower part of the
+    /// diagonal block, then the other row blocks in order).
+    pub m_col_ptr: Vec<usize>,
+}
+
+impl Pattern {
+    /// The plan, and the analysed sparse factor of the rest (None when the
+    /// model has a single term).
+    pub fn new(
+        order: &BlockOrder,
+        a21: &BlockPattern,
+        a22: &BlockPattern,
+        kind: FactorKind,
+    ) -> Result<(Self, Option<SparseCholesky>)> {
+        let nb = order.n_blocks();
+        // A21 by rows
+        let mut a21t_ptr = vec![0usize; nb + 1];
+        for &rb in &a21.row {
+            a21t_ptr[rb + 1] += 1;
+        }
+        for i in 0..nb {
+            a21t_ptr[i + 1] += a21t_ptr[i];
+        }
+        let mut a21t = vec![(0usize, 0usize); a21.row.len()];
+        let mut next = a21t_ptr.clone();
+        for j in 0..a21.ptr.len() - 1 {
+            for e in a21.ptr[j]..a21.ptr[j + 1] {
+                let rb = a21.row[e];
+                a21t[next[rb]] = (j, e);
+                next[rb] += 1;
+            }
+        }
+
+        // block pattern of the lower triangle of M22 − L21 L21ᵀ
+        let mut m_bptr = vec![0usize];
+        let mut m_brow = Vec::new();
+        let mut marker = vec![usize::MAX; nb];
+        let mut col = Vec::new();
+        for c in 0..nb {
+            col.clear();
+            col.push(c);
+            marker[c] = c;
+            for e in a22.ptr[c]..a22.ptr[c + 1] {
+                let rb = a22.row[e];
+                if marker[rb] != c {
+                    marker[rb] = c;
+                    col.push(rb);
+                }
+            }
+            for &(j, e) in &a21t[a21t_ptr[c]..a21t_ptr[c + 1]] {
+                // entries of column j below (and at) e have row blocks >= c
+                for &rb in &a21.row[e..a21.ptr[j + 1]] {
+                    if marker[rb] != c {
+                        marker[rb] = c;
+                        col.push(rb);
+                    }
+                }
+            }
+            col[1..].sort_unstable();
+            m_brow.extend_from_slice(&col);
+            m_bptr.push(m_brow.len());
+        }
+
+        // its scalar compressed columns
+        let mut m_col_ptr = vec![0usize];
+        let mut row_idx = Vec::new();
+        for c in 0..nb {
+            let (oc, kc) = (order.off(c), order.k(c));
+            for cc in 0..kc {
+                row_idx.extend(oc + cc..oc + kc);
+                for &rb in &m_brow[m_bptr[c] + 1..m_bptr[c + 1]] {
+                    row_idx.extend(order.off(rb)..order.off(rb) + order.k(rb));
+                }
+                m_col_ptr.push(row_idx.len());
+            }
+        }
+        let q_rest = order.q_rest();
+        let chol = if q_rest > 0 {
+            Some(SparseCholesky::analyse(
+                q_rest,
+                m_col_ptr.clone(),
+                row_idx,
+                kind,
+            )?)
+        } else {
+            None
+        };
+        let plan = Self {
+            a21t_ptr,
+            a21t,
+            m_bptr,
+            m_brow,
+            m_col_ptr,
+        };
+        Ok((plan, chol))
+    }
+
+    /// Stored values of the lower triangle of M22.
+    pub fn nnz(&self) -> usize {
+        *self.m_col_ptr.last().unwrap()
+    }
+
+    /// The entries of A21 in the block row of rest block `rb`.
+    #[inline]
+    pub fn a21_row(&self, rb: usize) -> &[(usize, usize)] {
+        &self.a21t[self.a21t_ptr[rb]..self.a21t_ptr[rb + 1]]
+    }
+
+    /// The row blocks of rest column block `c` (the first is c).
+    #[inline]
+    pub fn m_rows(&self, c: usize) -> &[usize] {
+        &self.m_brow[self.m_bptr[c]..self.m_bptr[c + 1]]
+    }
+}

@@ -1,0 +1,330 @@
+//! `mixedmodels._core.Workspace`: one model's workspace, as Python sees it.
+//!
+//! Every method that takes θ is one line over [`PyWorkspace::at_theta`]: θ is
+//! copied, the workspace is evaluated there and the body runs, all with the
+//! GIL released (through `errors::run`); only the conversion of the result
+//! holds the GIL.
+
+use faer::{Mat, MatRef};
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::convert::{self, Arrays3, Arrays4};
+use super::errors::run;
+use crate::core::{CoreError, Evaluation, FactorKind, RowData, Workspace};
+
+/// The penalized least-squares workspace of one model (lme4's `merPredD`
+/// plus its deviance function). Built once per model; `objective(theta)` is
+/// the profiled REML criterion or ML deviance at θ.
+#[pyclass(name = "Workspace", module = "mixedmodels._core")]
+pub struct PyWorkspace {
+    inner: Workspace,
+    /// Number of observations.
+    #[pyo3(get)]
+    n: usize,
+    /// Number of fixed effects.
+    #[pyo3(get)]
+    p: usize,
+    /// Number of random effects.
+    #[pyo3(get)]
+    q: usize,
+    /// Number of θ elements.
+    #[pyo3(get)]
+    n_theta: usize,
+    /// Σ log wᵢ of the prior weights (0.0 without weights).
+    #[pyo3(get)]
+    log_det_w: f64,
+    /// Stored nonzeros of the lower triangle of ΛᵀZᵀZΛ + I.
+    #[pyo3(get)]
+    pls_nnz: usize,
+    /// Number of chunks (threads) the Schur-complement fill is split into.
+    #[pyo3(get)]
+    schur_chunks: usize,
+    /// Multiply-adds per evaluation of the Schur-complement fill grouped by
+    /// classes of the first term's levels (0 when the direct fill is used).
+    #[pyo3(get)]
+    class_work: usize,
+    /// Stored values of the factor L.
+    #[pyo3(get)]
+    factor_nnz: usize,
+}
+
+type Terms<'py> = Vec<(
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray2<'py, f64>,
+    usize,
+)>;
+
+impl PyWorkspace {
+    /// Wraps a workspace with its sizes (read by Python as attributes).
+    fn wrap(inner: Workspace) -> Self {
+        Self {
+            n: inner.n(),
+            p: inner.p(),
+            q: inner.q(),
+            n_theta: inner.n_theta(),
+            log_det_w: inner.log_det_w(),
+            pls_nnz: inner.pls_nnz(),
+            schur_chunks: inner.schur_chunks(),
+            class_work: inner.class_work(),
+            factor_nnz: inner.factor_nnz(),
+            inner,
+        }
+    }
+
+    /// Evaluates the workspace at a copy of `theta`, then runs `f` on it; all
+    /// with the GIL released.
+    fn at_theta<T, F>(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+        f: F,
+    ) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(&mut Workspace, Evaluation) -> Result<T, CoreError> + Send,
+    {
+        let th = convert::vec1(&theta);
+        let ws = &mut self.inner;
+        run(py, move || {
+            let ev = ws.update(&th)?;
+            f(ws, ev)
+        })
+    }
+
+    /// [`at_theta`](Self::at_theta) for a body that maps an n x m array B to
+    /// another array.
+    fn at_theta_on<'py, F>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        b: PyReadonlyArray2<'_, f64>,
+        f: F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: FnOnce(&Workspace, MatRef<'_, f64>) -> Result<Mat<f64>, CoreError> + Send,
+    {
+        let bm = convert::to_mat(&b);
+        let out = self.at_theta(py, theta, |ws, _| f(ws, bm.as_ref()))?;
+        convert::mat(py, out.as_ref())
+    }
+
+    /// A copy of this workspace changed by `f` (the plan of the
+    /// factorization is shared).
+    fn derived<F>(&self, py: Python<'_>, f: F) -> PyResult<Self>
+    where
+        F: FnOnce(&mut Workspace) -> Result<(), CoreError> + Send,
+    {
+        let ws = &self.inner;
+        let inner = run(py, move || {
+            let mut w = ws.clone();
+            f(&mut w)?;
+            Ok(w)
+        })?;
+        Ok(Self::wrap(inner))
+    }
+}
+
+#[pymethods]
+impl PyWorkspace {
+    /// Workspace(x, y, terms, weights=None, offset=None)
+    ///
+    /// x: n x p float64; y: n float64; terms: list of (codes, z, n_levels) with
+    /// codes an int64 array of 0-based level codes and z the n x k model
+    /// matrix of the term. All on the scale of the data: prior weights
+    /// (positive) and an offset are applied by the core.
+    #[new]
+    #[pyo3(signature = (x, y, terms, weights=None, offset=None))]
+    fn new(
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f64>,
+        y: PyReadonlyArray1<'_, f64>,
+        terms: Terms<'_>,
+        weights: Option<PyReadonlyArray1<'_, f64>>,
+        offset: Option<PyReadonlyArray1<'_, f64>>,
+    ) -> PyResult<Self> {
+        let (n, p, xv) = convert::col_major(&x);
+        let (yv, w, o) = (
+            convert::vec1(&y),
+            convert::opt_vec1(weights),
+            convert::opt_vec1(offset),
+        );
+        let rterms = convert::terms(&terms)?;
+        let inner = run(py, move || {
+            Workspace::build(RowData::new(n, p, xv, yv, w, o)?, rterms, FactorKind::Auto)
+        })?;
+        Ok(Self::wrap(inner))
+    }
+
+    /// Lower bounds of θ (0 on template diagonals, -inf elsewhere).
+    #[getter]
+    fn lower<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        convert::array1(py, self.inner.lower())
+    }
+
+    /// A copy of this workspace with a new response (on the scale of the
+    /// data); everything that depends only on X, Z, the weights and the
+    /// grouping is reused.
+    fn with_response(&self, py: Python<'_>, y: PyReadonlyArray1<'_, f64>) -> PyResult<Self> {
+        let yv = convert::vec1(&y);
+        self.derived(py, move |w| w.set_response(yv))
+    }
+
+    /// A copy of this workspace with new prior weights: the cross-products
+    /// are recomputed from the rows in their kept patterns; the analysis of the
+    /// factorization is reused.
+    fn with_weights(&self, py: Python<'_>, weights: PyReadonlyArray1<'_, f64>) -> PyResult<Self> {
+        let wv = convert::vec1(&weights);
+        self.derived(py, move |w| w.set_weights(Some(wv)))
+    }
+
+    /// The model's REML criterion (reml=True) or ML deviance at θ, lme4's
+    /// devfun (with −Σ log wᵢ for prior weights).
+    fn objective(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+        reml: bool,
+    ) -> PyResult<f64> {
+        self.at_theta(py, theta, |ws, ev| Ok(ws.objective_from(&ev, reml)))
+    }
+
+    /// (pwrss, ld_l2, ld_rx2) at θ: the pieces of the objective.
+    fn components(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(f64, f64, f64)> {
+        self.at_theta(py, theta, |_, ev| Ok((ev.pwrss, ev.ld_l2, ev.ld_rx2)))
+    }
+
+    /// RX (p x p, upper triangular) at θ: X̃ᵀṼ₀⁻¹X̃ = RXᵀRX.
+    fn rx<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let rx = self.at_theta(py, theta, |ws, _| Ok(ws.rx()))?;
+        convert::array2(py, rx, self.p, self.p)
+    }
+
+    /// The PLS solution at θ: a dict with beta, u, b, fitted (Xβ + Zb +
+    /// offset), pwrss, ld_l2, ld_rx2, rx (p x p upper triangular), rzx (q x p,
+    /// rows in L's order).
+    fn solve<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (sol, rzx) = self.at_theta(py, theta, |ws, _| Ok((ws.solution()?, ws.rzx())))?;
+        let p = self.p;
+        let d = PyDict::new(py);
+        d.set_item("beta", convert::array1(py, sol.beta))?;
+        d.set_item("u", convert::array1(py, sol.u))?;
+        d.set_item("b", convert::array1(py, sol.b))?;
+        d.set_item("fitted", convert::array1(py, sol.fitted))?;
+        d.set_item("pwrss", sol.pwrss)?;
+        d.set_item("ld_l2", sol.ld_l2)?;
+        d.set_item("ld_rx2", sol.ld_rx2)?;
+        d.set_item("rx", convert::array2(py, sol.rx, p, p)?)?;
+        d.set_item("rzx", convert::mat(py, rzx.as_ref())?)?;
+        Ok(d)
+    }
+
+    /// Conditional covariance blocks Λ(ΛᵀZ̃ᵀZ̃Λ + I)⁻¹Λᵀ at θ (multiply by σ²
+    /// for lme4's condVar): one (n_levels, k, k) array per term.
+    fn cond_var<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let blocks = self.at_theta(py, theta, |ws, _| ws.cond_var_blocks())?;
+        let layout = self.inner.layout();
+        let mut out = Vec::with_capacity(blocks.len());
+        for (blk, lay) in blocks.into_iter().zip(layout) {
+            out.push(convert::blocks(py, blk, lay.n_levels, lay.k)?);
+        }
+        Ok(out)
+    }
+
+    // -- the marginal covariance V and the factor L --------------------------
+
+    /// Upper bound on the stored entries of V (computed from level counts).
+    fn v_nnz_bound(&self, py: Python<'_>) -> PyResult<u128> {
+        let ws = &self.inner;
+        run(py, move || Ok(ws.v_nnz_bound()))
+    }
+
+    /// V = σ²(ZΛΛᵀZᵀ + W⁻¹) at θ as CSR arrays (indptr, indices, data);
+    /// refuses with MemoryBudgetError when its entries could exceed `max_nnz`.
+    fn v_csr<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        max_nnz: u128,
+    ) -> PyResult<Arrays3<'py, i64, i64, f64>> {
+        let csr = self.at_theta(py, theta, |ws, _| ws.v_csr(sigma, max_nnz))?;
+        Ok((
+            convert::array1(py, csr.indptr),
+            convert::array1(py, csr.indices),
+            convert::array1(py, csr.data),
+        ))
+    }
+
+    /// V⁻¹B at θ and σ, through the factor L (B is n x m).
+    fn v_solve<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        b: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.at_theta_on(py, theta, b, |ws, b| ws.v_solve(sigma, b))
+    }
+
+    /// VB at θ and σ (B is n x m).
+    fn v_matvec<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+        b: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.at_theta_on(py, theta, b, |ws, b| ws.v_matvec(sigma, b))
+    }
+
+    /// log det V at θ and σ (with −Σ log wᵢ for prior weights).
+    fn v_logdet(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+        sigma: f64,
+    ) -> PyResult<f64> {
+        self.at_theta(py, theta, |ws, _| ws.v_logdet(sigma))
+    }
+
+    /// Block label of each row: rows in different blocks share no random effect.
+    fn v_components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let ws = &self.inner;
+        let lab = run(py, move || Ok(ws.v_components()))?;
+        Ok(convert::array1(py, lab))
+    }
+
+    /// The factor L of ΛᵀZ̃ᵀZ̃Λ + I at θ: (perm, col_ptr, row_idx, values) with
+    /// L Lᵀ = M[perm][:, perm].
+    fn factor_l<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Arrays4<'py>> {
+        let fl = self.at_theta(py, theta, |ws, _| ws.factor_l())?;
+        Ok((
+            convert::array1(py, fl.perm),
+            convert::array1(py, fl.col_ptr),
+            convert::array1(py, fl.row_idx),
+            convert::array1(py, fl.values),
+        ))
+    }
+}
