@@ -1,20 +1,11 @@
 """The one door to the Rust core: `ModelState`.
 
-Every call into ``_core.Workspace`` goes through `ModelState`, and so does all
-the algebra of prior weights W and the offset. The core works on the
-weighted problem: rows of X, y − offset and Z scaled by √W. Its objective
-then lacks −log det W (lme4's ``ldW``), its fitted values are on the weighted
-scale without the offset, and its V is W^½VW^½. `ModelState` puts these back,
-so that what it returns is the model's.
-
-When the core takes the weights and the offset itself
-(``Workspace(x, y, terms, weights=None, offset=None)``), this file is the one
-to change, and only these methods: `ModelState.from_design` (pass W and the
-offset instead of scaling), `with_response` (pass y), `objective_function`,
-`objective`, `deviance` and `v_logdet` (no −log det W), `solve` (the core's
-fitted values as they are) and `v_csr`, `v_solve`, `v_matvec` (no W^½
-sandwich). `add_offset`, `pearson`, `residual_noise` and `residual_variances`
-are statistics of W and the offset that stay here.
+Every call into ``_core.Workspace`` goes through `ModelState`. The core takes
+the prior weights W and the offset itself: its objective is the model's
+(lme4's, −log det W included), its fitted values are on the scale of y with
+the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the
+statistics of W that do not need the core: Pearson residuals, simulated
+noise, the residual variances and the deviance at a given σ.
 """
 
 from __future__ import annotations
@@ -65,13 +56,12 @@ class ModelState:
     estimates.
     """
 
-    __slots__ = ("_ws", "_weights", "_sqrt_w", "_log_det_w", "_offset", "_theta", "_sigma")
+    __slots__ = ("_ws", "_weights", "_sqrt_w", "_offset", "_theta", "_sigma")
 
     def __init__(self, workspace: Workspace, weights: np.ndarray | None, offset: np.ndarray | None):
         self._ws = workspace
         self._weights = weights
         self._sqrt_w = None if weights is None else np.sqrt(weights)
-        self._log_det_w = 0.0 if weights is None else float(np.log(weights).sum())
         self._offset = offset
         self._theta: np.ndarray | None = None
         self._sigma: float | None = None
@@ -79,19 +69,12 @@ class ModelState:
     @classmethod
     def from_design(cls, design: Design) -> ModelState:
         """Build the workspace of a design (the A blocks and the sparse analysis)."""
-        sw = None if design.weights is None else np.sqrt(design.weights)
-
-        def scale(a: np.ndarray) -> np.ndarray:
-            # prior weights enter as √W times the rows of X, y - offset and Z
-            if sw is None:
-                return a
-            return a * (sw[:, None] if a.ndim == 2 else sw)
-
-        y = design.y if design.offset is None else design.y - design.offset
         ws = Workspace(
-            np.asfortranarray(scale(design.X)),
-            scale(y),
-            [(t.codes, np.ascontiguousarray(scale(t.z)), t.n_levels) for t in design.terms],
+            np.asfortranarray(design.X),
+            design.y,
+            [(t.codes, np.ascontiguousarray(t.z), t.n_levels) for t in design.terms],
+            weights=design.weights,
+            offset=design.offset,
         )
         if ws.n_theta != design.layout.n_theta:  # the core keeps its own copy of the layout
             raise InternalError(
@@ -108,11 +91,8 @@ class ModelState:
 
     def with_response(self, y: np.ndarray) -> ModelState:
         """Return an unbound state for a new response, reusing the rest of the workspace."""
-        core_y = y if self._offset is None else y - self._offset
-        if self._sqrt_w is not None:
-            core_y = core_y * self._sqrt_w
         new = copy.copy(self)
-        new._ws = self._ws.with_response(core_y)
+        new._ws = self._ws.with_response(np.ascontiguousarray(y, dtype=np.float64))
         new._theta, new._sigma = None, None
         return new
 
@@ -150,12 +130,12 @@ class ModelState:
     # -- the objective -----------------------------------------------------------------
     def objective_function(self, reml: bool) -> Callable[[np.ndarray], float]:
         """Return the objective as a function of θ: one core call per θ (the optimizer's)."""
-        ws, ldw = self._ws, self._log_det_w
-        return lambda th: ws.objective(th, reml) - ldw
+        ws = self._ws
+        return lambda th: ws.objective(th, reml)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """Return the REML criterion or the ML deviance at θ (lme4's ``devfun``)."""
-        return self._ws.objective(theta, reml) - self._log_det_w
+        return self._ws.objective(theta, reml)
 
     def components(self, theta: np.ndarray | None = None) -> tuple[float, float, float]:
         """Return (pwrss, log det LLᵀ, log det RXᵀRX) at θ."""
@@ -171,7 +151,7 @@ class ModelState:
         dev = ld_l2 + pwrss / s2 + self.n * math.log(2 * math.pi * s2)
         if reml:
             dev += ld_rx2 - self.p * math.log(2 * math.pi * s2)
-        return dev - self._log_det_w
+        return dev - self._ws.log_det_w
 
     # -- the solution at θ -------------------------------------------------------------
     def solve(self, theta: np.ndarray | None = None) -> Solution:
@@ -181,20 +161,13 @@ class ModelState:
             beta=np.asarray(sol["beta"]),
             u=np.asarray(sol["u"]),
             b=np.asarray(sol["b"]),
-            fitted=self._unweight_fitted(np.asarray(sol["fitted"])),
+            fitted=np.asarray(sol["fitted"]),
             pwrss=sol["pwrss"],
             ld_l2=sol["ld_l2"],
             ld_rx2=sol["ld_rx2"],
             rx=np.asarray(sol["rx"]),
             rzx=np.asarray(sol["rzx"]),
         )
-
-    def _unweight_fitted(self, eta: np.ndarray) -> np.ndarray:
-        if self._sqrt_w is not None:
-            eta = eta / self._sqrt_w
-        if self._offset is not None:
-            eta = eta + self._offset
-        return eta
 
     def rx(self, theta: np.ndarray | None = None) -> np.ndarray:
         """Return RX at θ."""
@@ -241,29 +214,16 @@ class ModelState:
         """Return V (n x n, sparse) at the bound θ and σ."""
         n = self.n
         indptr, indices, data = self._ws.v_csr(self._th(None), self._sig(None), max_nnz)
-        v = sp.csr_array((data, indices, indptr), shape=(n, n))
-        if self._sqrt_w is not None:
-            # the core's V is W^½ V W^½
-            d = sp.dia_array((1.0 / self._sqrt_w, [0]), shape=(n, n))
-            v = sp.csr_array(d @ v @ d)
-        return v
+        return sp.csr_array((data, indices, indptr), shape=(n, n))
 
     def v_solve(self, b: np.ndarray) -> np.ndarray:
         """Return V⁻¹B (B: n x m) at the bound θ and σ, without forming V."""
-        ws, th, s = self._ws, self._th(None), self._sig(None)
-        sw = self._sqrt_w
-        if sw is None:
-            return ws.v_solve(th, s, b)
-        return sw[:, None] * ws.v_solve(th, s, sw[:, None] * b)  # V⁻¹ = W^½ (W^½VW^½)⁻¹ W^½
+        return self._ws.v_solve(self._th(None), self._sig(None), b)
 
     def v_matvec(self, b: np.ndarray) -> np.ndarray:
         """Return VB (B: n x m) at the bound θ and σ, without forming V."""
-        ws, th, s = self._ws, self._th(None), self._sig(None)
-        sw = self._sqrt_w
-        if sw is None:
-            return ws.v_matvec(th, s, b)
-        return ws.v_matvec(th, s, b / sw[:, None]) / sw[:, None]  # V = W^-½ (W^½VW^½) W^-½
+        return self._ws.v_matvec(self._th(None), self._sig(None), b)
 
     def v_logdet(self) -> float:
         """Return log det V at the bound θ and σ."""
-        return float(self._ws.v_logdet(self._th(None), self._sig(None))) - self._log_det_w
+        return float(self._ws.v_logdet(self._th(None), self._sig(None)))
