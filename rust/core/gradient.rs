@@ -52,7 +52,13 @@ struct Block<'a> {
 impl Workspace {
     /// The gradient of [`objective`](Self::objective) with respect to θ.
     pub fn gradient(&mut self, theta: &[f64], reml: bool) -> Result<Vec<f64>> {
-        let parts = self.gradient_parts(theta)?;
+        self.update(theta)?;
+        self.gradient_from(reml)
+    }
+
+    /// The gradient of the objective at the last θ.
+    pub fn gradient_from(&self, reml: bool) -> Result<Vec<f64>> {
+        let parts = self.parts()?;
         let (n, p) = (self.n() as f64, self.p() as f64);
         let (dof, ldrx) = if reml { (n - p, 1.0) } else { (n, 0.0) };
         Ok((0..self.n_theta())
@@ -64,7 +70,13 @@ impl Workspace {
 
     /// The gradients of log det M, log det RXᵀRX and pwrss at θ.
     pub fn gradient_parts(&mut self, theta: &[f64]) -> Result<GradientParts> {
-        let ev = self.update(theta)?;
+        self.update(theta)?;
+        self.parts()
+    }
+
+    /// [`gradient_parts`](Self::gradient_parts) at the last θ.
+    fn parts(&self) -> Result<GradientParts> {
+        let ev = self.evaluation()?.clone();
         let (q, p) = (self.q(), self.p());
         let (beta, u) = self.beta_u();
         // B = Λ M⁻¹ ΛᵀZ̃ᵀX̃ (p columns) and Λû, then A_ZZ B
