@@ -137,6 +137,10 @@ class ModelState:
         """Return the REML criterion or the ML deviance at θ (lme4's ``devfun``)."""
         return self._ws.objective(theta, reml)
 
+    def gradient(self, theta: np.ndarray, reml: bool) -> np.ndarray:
+        """Return the exact gradient of `objective` with respect to θ."""
+        return np.asarray(self._ws.gradient(theta, reml))
+
     def components(self, theta: np.ndarray | None = None) -> tuple[float, float, float]:
         """Return (pwrss, log det LLᵀ, log det RXᵀRX) at θ."""
         return self._ws.components(self._th(theta))

@@ -75,6 +75,8 @@
 //! - `factor`: [`BlockedFactor`]: L at θ, its solves, log det and CSC form.
 //! - `workspace`: [`Workspace`]: θ → L → objective, and the PLS solution.
 //! - `marginal`: V, V⁻¹B, VB, log det V, condVar, through the factor.
+//! - `selinv`, `gradient`: M⁻¹ on the pattern of L (selected inversion) and
+//!   the exact gradient of the objective with respect to θ.
 
 // Index loops over small blocks read like the formulas they implement; NaN
 // pivots must fail the positivity checks, hence `!(d > 0.0)`.
@@ -84,11 +86,13 @@ pub mod chol;
 pub mod crossprod;
 pub mod error;
 pub mod factor;
+pub mod gradient;
 pub mod marginal;
 pub mod order;
 pub mod pattern;
 pub mod schur;
 mod schur_classes;
+pub mod selinv;
 pub mod small;
 pub mod terms;
 pub mod workspace;
@@ -100,6 +104,7 @@ pub use chol::{FactorKind, SparseCholesky};
 pub use crossprod::{CrossProducts, RowData};
 pub use error::{CoreError, Result};
 pub use factor::{BlockedFactor, FactorL};
+pub use gradient::GradientParts;
 pub use marginal::Csr;
 pub use order::BlockOrder;
 pub use pattern::Pattern;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::{Accum, Mat, MatRef, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
 use super::crossprod::{CrossProducts, RowData};
@@ -126,6 +126,14 @@ impl Workspace {
     /// The rows: X, y, weights and offset on the scale of the data.
     pub fn rows(&self) -> &RowData {
         self.a.rows()
+    }
+    /// A: the cross-product blocks of [Z̃ X̃ ỹ].
+    pub fn cross_products(&self) -> &CrossProducts {
+        &self.a
+    }
+    /// c = L⁻¹ P̃ ΛᵀZ̃ᵀ[X̃ ỹ] at the last θ (q x (p+1), rows in L order).
+    pub(crate) fn c(&self) -> MatRef<'_, f64> {
+        self.c.as_ref()
     }
     /// The factor L at the last θ.
     pub fn factor(&self) -> &BlockedFactor {
@@ -262,6 +270,24 @@ impl Workspace {
     /// The PLS solution at the last θ.
     pub fn solution(&self) -> Result<Solution> {
         let ev = self.evaluation()?;
+        let (beta, u) = self.beta_u();
+        let mut b = u.clone();
+        self.terms.lambda_mul(&self.templates, &mut b);
+        let fitted = self.linear_predictor(&beta, &b);
+        Ok(Solution {
+            beta,
+            u,
+            b,
+            fitted,
+            pwrss: ev.pwrss,
+            ld_l2: ev.ld_l2,
+            ld_rx2: ev.ld_rx2,
+            rx: self.rx(),
+        })
+    }
+
+    /// β̂ and û at the last θ (nothing that grows with the rows).
+    pub(crate) fn beta_u(&self) -> (Vec<f64>, Vec<f64>) {
         let p = self.p();
         let mut beta = vec![0.0; p];
         for i in (0..p).rev() {
@@ -286,19 +312,7 @@ impl Workspace {
             .iter()
             .copied()
             .collect();
-        let mut b = u.clone();
-        self.terms.lambda_mul(&self.templates, &mut b);
-        let fitted = self.linear_predictor(&beta, &b);
-        Ok(Solution {
-            beta,
-            u,
-            b,
-            fitted,
-            pwrss: ev.pwrss,
-            ld_l2: ev.ld_l2,
-            ld_rx2: ev.ld_rx2,
-            rx: self.rx(),
-        })
+        (beta, u)
     }
 
     /// RX (p x p upper triangular, column-major) at the last θ.

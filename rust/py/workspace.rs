@@ -190,6 +190,18 @@ impl PyWorkspace {
         self.at_theta(py, theta, |ws, ev| Ok(ws.objective_from(&ev, reml)))
     }
 
+    /// The gradient of `objective(theta, reml)` with respect to θ (exact:
+    /// from the cross-products and the factor, no finite differences).
+    fn gradient<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        reml: bool,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let g = self.at_theta(py, theta, |ws, _| ws.gradient_from(reml))?;
+        Ok(convert::array1(py, g))
+    }
+
     /// (pwrss, ld_l2, ld_rx2) at θ: the pieces of the objective.
     fn components(
         &mut self,

@@ -1,0 +1,57 @@
+"""The exact gradient of the objective against finite differences of it, on every
+reference case, at lme4's optimum and at lme4's start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import case_params, load_case
+
+import mixedmodels as mm
+
+
+def central_difference(model: mm.LinearMixedModel, theta: np.ndarray) -> np.ndarray:
+    fd = np.empty_like(theta)
+    for j in range(theta.size):
+        h = 1e-5 * max(1.0, abs(theta[j]))
+        e = np.zeros_like(theta)
+        e[j] = h
+        fd[j] = (model.objective(theta + e) - model.objective(theta - e)) / (2 * h)
+    return fd
+
+
+def lme4_theta(case: dict) -> np.ndarray:
+    return np.atleast_1d(np.asarray(case["theta"], dtype=np.float64))
+
+
+@pytest.mark.parametrize("name", case_params())
+@pytest.mark.parametrize("where", ["optimum", "start"])
+def test_gradient_matches_finite_differences(cache, name, where):
+    model = cache.model(name)
+    theta = lme4_theta(load_case(name)) if where == "optimum" else model.start()
+    g = model.gradient(theta)
+    assert g.shape == theta.shape
+    fd = central_difference(model, theta)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", case_params())
+def test_gradient_at_lme4_optimum(cache, name):
+    """Interior components are near zero where lme4 stopped (it stops on a relative
+    change of the objective, hence the allowance proportional to it); components on
+    the boundary θ = 0 do not point into the feasible region."""
+    case = load_case(name)
+    model = cache.model(name)
+    theta = lme4_theta(case)
+    g = model.gradient(theta)
+    lower = np.asarray(model.lower, dtype=np.float64)
+    on_boundary = theta <= lower
+    interior_tol = 1e-2 + 2e-6 * abs(case["objective"])
+    assert np.all(np.abs(g[~on_boundary]) < interior_tol), g
+    assert np.all(g[on_boundary] >= -1e-6), g
+
+
+def test_gradient_checks_theta(cache):
+    model = cache.model("sleepstudy_reml")
+    with pytest.raises(mm.exceptions.ThetaError):
+        model.gradient([1.0, 0.0])
