@@ -1,107 +1,161 @@
 //! Selected inversion: the entries of M⁻¹ on the pattern of L + Lᵀ
-//! (Takahashi, Fagan and Chin 1973), from L in compressed columns.
+//! (Takahashi, Fagan and Chin 1973), from L in compressed columns, by
+//! supernodes.
 //!
-//! With M[perm, perm] = L Lᵀ and Z = (L Lᵀ)⁻¹, Z L = L⁻ᵀ is upper triangular
-//! with diagonal 1/L_jj, so for each column j, its pattern S_j (the rows
-//! below the diagonal) and i ∈ S_j:
+//! Consecutive columns whose patterns nest (column j's rows below the
+//! diagonal are exactly column j + 1's rows) form a supernode: columns J with
+//! the rows J ∪ R, L_JJ dense lower triangular and L_RJ dense. With
+//! Z = (L Lᵀ)⁻¹, Z L = L⁻ᵀ gives, supernode by supernode from the last:
 //!
 //! ```text
-//! Z_ij = −(1/L_jj) Σ_{k ∈ S_j} Z_ik L_kj
-//! Z_jj = (1/L_jj) (1/L_jj − Σ_{k ∈ S_j} Z_kj L_kj)
+//! Y    = L_RJ L_JJ⁻¹
+//! Z_RJ = −Z_RR Y
+//! Z_JJ = L_JJ⁻ᵀ L_JJ⁻¹ − Yᵀ Z_RJ
 //! ```
 //!
-//! Columns are computed from the last to the first; every Z_ik read is on
-//! the pattern (S_j is a clique of the filled graph) and already computed.
+//! Z_RR is on the pattern (R is a clique of the filled graph) and belongs to
+//! later supernodes, already computed. The first term's levels are
+//! supernodes of k_f columns with their L21 rows; a dense block of the rest
+//! is one large supernode, inverted with dense products.
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::{Accum, MatMut, MatRef, Par};
 
 use super::factor::FactorL;
 
-/// M⁻¹ on the pattern of L (lower triangle, in L order), with the map from
-/// lme4's order.
+/// M⁻¹ on the pattern of L (lower triangle, in L order), by supernodes, with
+/// the map from lme4's order.
 pub struct SelectedInverse {
     /// Position in L order of each random effect (lme4's order).
     pinv: Vec<usize>,
-    col_ptr: Vec<usize>,
-    row_idx: Vec<usize>,
+    /// Supernode of each column of L.
+    sn_of: Vec<usize>,
+    /// Per supernode: first column, its rows (J then R, sorted) at
+    /// `rows[row_ptr[s]..row_ptr[s + 1]]`, and Z's values there
+    /// ((|J| + |R|) x |J|, column-major) from `z_ptr[s]`.
+    start: Vec<usize>,
+    row_ptr: Vec<usize>,
+    rows: Vec<usize>,
+    z_ptr: Vec<usize>,
     z: Vec<f64>,
 }
 
+/// The rows of column j (sorted, the diagonal first) and their values.
+fn column(l: &FactorL, j: usize) -> (&[usize], &[f64]) {
+    let (p0, p1) = (l.col_ptr[j], l.col_ptr[j + 1]);
+    (&l.row_idx[p0..p1], &l.values[p0..p1])
+}
+
 impl SelectedInverse {
-    /// The selected inverse of L Lᵀ; the rows of each column are sorted
-    /// here (the diagonal first).
-    pub fn new(l: FactorL) -> Self {
-        let FactorL {
-            perm,
-            col_ptr,
-            mut row_idx,
-            mut values,
-        } = l;
-        let q = perm.len();
+    /// The selected inverse of L Lᵀ.
+    pub fn new(mut l: FactorL) -> Self {
+        let q = l.perm.len();
+        sort_columns(&mut l);
         let mut pinv = vec![0usize; q];
-        for (i, &p) in perm.iter().enumerate() {
+        for (i, &p) in l.perm.iter().enumerate() {
             pinv[p] = i;
         }
-        let mut pairs: Vec<(usize, f64)> = Vec::new();
-        for j in 0..q {
-            let (p0, p1) = (col_ptr[j], col_ptr[j + 1]);
-            if row_idx[p0..p1].windows(2).any(|w| w[0] > w[1]) {
-                pairs.clear();
-                pairs.extend(
-                    row_idx[p0..p1]
-                        .iter()
-                        .copied()
-                        .zip(values[p0..p1].iter().copied()),
-                );
-                pairs.sort_unstable_by_key(|e| e.0);
-                for (e, (r, v)) in pairs.iter().enumerate() {
-                    row_idx[p0 + e] = *r;
-                    values[p0 + e] = *v;
-                }
-            }
-            debug_assert_eq!(row_idx[p0], j, "the diagonal of L is stored first");
-        }
-        let mut z = vec![0.0; values.len()];
-        // mark[i]: position of row i in the pattern of the current column
-        let mut mark = vec![usize::MAX; q];
-        let mut acc: Vec<f64> = Vec::new();
-        for j in (0..q).rev() {
-            let (p0, p1) = (col_ptr[j], col_ptr[j + 1]);
-            let d = values[p0];
-            let rows = &row_idx[p0 + 1..p1];
-            let lj = &values[p0 + 1..p1];
-            acc.clear();
-            acc.resize(rows.len(), 0.0);
-            for (e, &i) in rows.iter().enumerate() {
-                mark[i] = e;
-            }
-            // acc[i] = Σ_{k ∈ S_j} Z_ik L_kj, reading each Z_ik (i ≥ k) in
-            // column k once and using it for both (i, k) and (k, i)
-            for (ek, &k) in rows.iter().enumerate() {
-                let lkj = lj[ek];
-                let (c0, c1) = (col_ptr[k], col_ptr[k + 1]);
-                acc[ek] += z[c0] * lkj;
-                for e in c0 + 1..c1 {
-                    let i = row_idx[e];
-                    let m = mark[i];
-                    if m != usize::MAX {
-                        acc[m] += z[e] * lkj;
-                        acc[ek] += z[e] * lj[m];
-                    }
-                }
-            }
-            let mut s = 0.0;
-            for (e, &i) in rows.iter().enumerate() {
-                let zij = -acc[e] / d;
-                z[p0 + 1 + e] = zij;
-                s += zij * lj[e];
-                mark[i] = usize::MAX;
-            }
-            z[p0] = (1.0 / d - s) / d;
-        }
-        Self {
+        // supernodes: column j + 1 joins j's when j's rows below the diagonal
+        // are exactly j + 1's rows
+        let mut s = Self {
             pinv,
-            col_ptr,
-            row_idx,
-            z,
+            sn_of: vec![0; q],
+            start: vec![],
+            row_ptr: vec![0],
+            rows: vec![],
+            z_ptr: vec![0],
+            z: vec![],
+        };
+        let mut j = 0;
+        while j < q {
+            let j0 = j;
+            while j + 1 < q && column(&l, j).0[1..] == *column(&l, j + 1).0 {
+                j += 1;
+            }
+            j += 1;
+            let id = s.start.len();
+            s.sn_of[j0..j].iter_mut().for_each(|v| *v = id);
+            s.start.push(j0);
+            s.rows.extend_from_slice(column(&l, j0).0);
+            s.row_ptr.push(s.rows.len());
+            let nr = s.row_ptr[id + 1] - s.row_ptr[id];
+            s.z_ptr.push(s.z_ptr[id] + nr * (j - j0));
+        }
+        s.start.push(q);
+        s.z = vec![0.0; *s.z_ptr.last().unwrap()];
+        let mut scratch = Scratch::default();
+        for sn in (0..s.start.len() - 1).rev() {
+            s.invert_supernode(&l, sn, &mut scratch);
+        }
+        s
+    }
+
+    fn invert_supernode(&mut self, l: &FactorL, sn: usize, sc: &mut Scratch) {
+        let (c0, c1) = (self.start[sn], self.start[sn + 1]);
+        let nj = c1 - c0;
+        let (r0, r1) = (self.row_ptr[sn], self.row_ptr[sn + 1]);
+        let nr = r1 - r0 - nj;
+        // L_JJ and L_RJ, dense
+        let [ljj, linv, lrj, y, zrr, zrj, zjj] = sc.take([
+            nj * nj,
+            nj * nj,
+            nr * nj,
+            nr * nj,
+            nr * nr,
+            nr * nj,
+            nj * nj,
+        ]);
+        for c in 0..nj {
+            let vals = column(l, c0 + c).1;
+            for (e, &v) in vals.iter().enumerate() {
+                let r = c + e;
+                if r < nj {
+                    ljj[r + c * nj] = v;
+                } else {
+                    lrj[r - nj + c * nr] = v;
+                }
+            }
+        }
+        invert_lower(nj, ljj, linv);
+        let linv = view(linv, nj, nj);
+        mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
+        if nr > 0 {
+            mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
+            self.gather(&self.rows[r0 + nj..r1], zrr);
+            let y = view(y, nr, nj);
+            mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+            mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
+        }
+        let z = &mut self.z[self.z_ptr[sn]..self.z_ptr[sn + 1]];
+        let ld = nj + nr;
+        for c in 0..nj {
+            z[c * ld..c * ld + nj].copy_from_slice(&zjj[c * nj..(c + 1) * nj]);
+            z[c * ld + nj..(c + 1) * ld].copy_from_slice(&zrj[c * nr..(c + 1) * nr]);
+        }
+    }
+
+    /// Z_RR (full) for the sorted rows `r` of a supernode, from the later
+    /// supernodes: column r[b] lives in supernode t, which holds every r[a]
+    /// with a ≥ b among its rows.
+    fn gather(&self, r: &[usize], out: &mut [f64]) {
+        let n = r.len();
+        // the supernodes of r's columns come in order; within supernode t,
+        // the rows are sorted, so a merge walk finds each r[a]
+        for b in 0..n {
+            let t = self.sn_of[r[b]];
+            let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+            let ld = trows.len();
+            let zt = &self.z[self.z_ptr[t] + (r[b] - self.start[t]) * ld..][..ld];
+            let mut e = r[b] - self.start[t];
+            for a in b..n {
+                while trows[e] < r[a] {
+                    e += 1;
+                }
+                debug_assert_eq!(trows[e], r[a], "rows of a supernode form a clique");
+                out[a + b * n] = zt[e];
+                out[b + a * n] = zt[e];
+            }
         }
     }
 
@@ -111,13 +165,140 @@ impl SelectedInverse {
     pub fn get(&self, i: usize, j: usize) -> f64 {
         let (a, b) = (self.pinv[i], self.pinv[j]);
         let (r, c) = if a >= b { (a, b) } else { (b, a) };
-        let (p0, p1) = (self.col_ptr[c], self.col_ptr[c + 1]);
-        match self.row_idx[p0..p1].binary_search(&r) {
-            Ok(e) => self.z[p0 + e],
+        let t = self.sn_of[c];
+        let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+        match trows.binary_search(&r) {
+            Ok(e) => self.z[self.z_ptr[t] + (c - self.start[t]) * trows.len() + e],
             Err(_) => {
                 debug_assert!(false, "({i}, {j}) is not on the pattern of L + Lᵀ");
                 0.0
             }
+        }
+    }
+
+    /// Z on the pattern of L + Lᵀ (0 elsewhere), dense in L order: for
+    /// tests.
+    #[cfg(test)]
+    pub fn dense_l_order(&self) -> faer::Mat<f64> {
+        let q = self.sn_of.len();
+        let mut out = faer::Mat::<f64>::zeros(q, q);
+        for t in 0..self.start.len() - 1 {
+            let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+            for c in self.start[t]..self.start[t + 1] {
+                let zt = &self.z[self.z_ptr[t] + (c - self.start[t]) * trows.len()..];
+                for (e, &r) in trows.iter().enumerate() {
+                    if r >= c {
+                        out[(r, c)] = zt[e];
+                        out[(c, r)] = zt[e];
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Sorts the rows of each column of L (the diagonal then first).
+fn sort_columns(l: &mut FactorL) {
+    let mut pairs: Vec<(usize, f64)> = Vec::new();
+    for j in 0..l.perm.len() {
+        let (p0, p1) = (l.col_ptr[j], l.col_ptr[j + 1]);
+        if l.row_idx[p0..p1].windows(2).any(|w| w[0] > w[1]) {
+            pairs.clear();
+            pairs.extend(
+                l.row_idx[p0..p1]
+                    .iter()
+                    .copied()
+                    .zip(l.values[p0..p1].iter().copied()),
+            );
+            pairs.sort_unstable_by_key(|e| e.0);
+            for (e, (r, v)) in pairs.iter().enumerate() {
+                l.row_idx[p0 + e] = *r;
+                l.values[p0 + e] = *v;
+            }
+        }
+        debug_assert_eq!(l.row_idx[p0], j, "the diagonal of L is stored first");
+    }
+}
+
+/// Reused buffers of the dense blocks of one supernode.
+#[derive(Default)]
+struct Scratch {
+    buf: Vec<f64>,
+}
+
+impl Scratch {
+    /// Seven zeroed buffers of the given lengths.
+    fn take(&mut self, lens: [usize; 7]) -> [&mut [f64]; 7] {
+        let total: usize = lens.iter().sum();
+        self.buf.clear();
+        self.buf.resize(total, 0.0);
+        let mut rest = self.buf.as_mut_slice();
+        lens.map(|n| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            head
+        })
+    }
+}
+
+fn view(v: &[f64], m: usize, n: usize) -> MatRef<'_, f64> {
+    MatRef::from_column_major_slice(v, m, n)
+}
+
+/// Products below this many multiply-adds are plain loops (no dispatch).
+const SMALL: usize = 4096;
+
+/// `out (m x n) = alpha a b` (or `+=` with `add`).
+fn mul(
+    out: &mut [f64],
+    m: usize,
+    n: usize,
+    a: MatRef<'_, f64>,
+    b: MatRef<'_, f64>,
+    alpha: f64,
+    add: bool,
+) {
+    let kk = a.ncols();
+    if m * n * kk <= SMALL {
+        for c in 0..n {
+            for r in 0..m {
+                let mut s = 0.0;
+                for i in 0..kk {
+                    s += a[(r, i)] * b[(i, c)];
+                }
+                let o = &mut out[r + c * m];
+                *o = if add { *o + alpha * s } else { alpha * s };
+            }
+        }
+        return;
+    }
+    let accum = if add { Accum::Add } else { Accum::Replace };
+    let out = MatMut::from_column_major_slice_mut(out, m, n);
+    matmul(out, accum, a, b, alpha, Par::Seq);
+}
+
+/// `inv = L⁻¹` for lower-triangular `L` (n x n); `inv` starts zeroed.
+fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
+    if n * n * n > SMALL {
+        let src = MatRef::from_column_major_slice(l, n, n);
+        let mut dst = MatMut::from_column_major_slice_mut(inv, n, n);
+        invert_lower_triangular(dst.as_mut(), src, Par::Seq);
+        for c in 0..n {
+            for r in 0..c {
+                dst[(r, c)] = 0.0;
+            }
+        }
+        return;
+    }
+    for c in 0..n {
+        inv[c + c * n] = 1.0 / l[c + c * n];
+        for r in c + 1..n {
+            let mut s = 0.0;
+            for i in c..r {
+                s += l[r + i * n] * inv[i + c * n];
+            }
+            inv[r + c * n] = -s / l[r + r * n];
         }
     }
 }

@@ -3,6 +3,7 @@
 //! computation of tr(M⁻¹ ∂M).
 
 use super::*;
+use crate::core::selinv::SelectedInverse;
 use crate::core::Evaluation;
 
 /// Fourth-order central difference of `f` in each coordinate of θ.
@@ -54,9 +55,37 @@ fn dense_logdet_gradient(pr: &Problem, theta: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The selected inverse equals the dense M⁻¹ on the pattern of L + Lᵀ.
+fn check_selected_inverse(pr: &Problem, ws: &Workspace, theta: &[f64]) {
+    let l = ws.factor_l().unwrap();
+    let perm = l.perm.clone();
+    let pattern: Vec<(usize, usize)> = (0..perm.len())
+        .flat_map(|j| (l.col_ptr[j]..l.col_ptr[j + 1]).map(move |e| (j, e)))
+        .map(|(j, e)| (l.row_idx[e], j))
+        .collect();
+    let z = SelectedInverse::new(l);
+    let q = perm.len();
+    let minv = dense_m(pr, theta)
+        .llt(Side::Lower)
+        .unwrap()
+        .solve(Mat::<f64>::identity(q, q));
+    let zl = z.dense_l_order();
+    for (i, j) in pattern {
+        let want = minv[(perm[i], perm[j])];
+        for got in [z.get(perm[i], perm[j]), z.get(perm[j], perm[i]), zl[(i, j)]] {
+            assert!(
+                (got - want).abs() < 1e-10 * want.abs().max(1.0),
+                "({i}, {j}): {got} vs {want}"
+            );
+        }
+    }
+}
+
 fn check_problem(pr: &Problem, thetas: &[Vec<f64>]) {
     for mut ws in workspaces(pr) {
         for theta in thetas {
+            ws.update(theta).unwrap();
+            check_selected_inverse(pr, &ws, theta);
             let parts = ws.gradient_parts(theta).unwrap();
             let dense = dense_logdet_gradient(pr, theta);
             check("log det M vs dense", &parts.ld_l2, &dense, 1e-9);
@@ -103,6 +132,9 @@ fn nested_and_crossed_scalar() {
     check_problem(&pr, &[vec![0.8, 1.3], vec![0.0, 0.7], vec![1.2, 0.0]]);
     let pr = design(140, 5, &[crossed(10, 1), crossed(6, 1), crossed(4, 1)]);
     check_problem(&pr, &[vec![0.5, 1.1, 0.9], vec![1.4, 0.0, 0.3]]);
+    // a rest that fills in (large supernodes in L22)
+    let pr = design(600, 6, &[crossed(40, 1), crossed(30, 1), crossed(25, 2)]);
+    check_problem(&pr, &[theta_for(&pr, 0.9, 0.2)]);
 }
 
 #[test]
