@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["OptimalityCheck", "check_optimum"]
+if TYPE_CHECKING:
+    from ._state import ModelState
+
+__all__ = ["OptimalityCheck", "check_fit", "check_optimum"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,29 @@ class OptimalityCheck:
         return f"{gap} deviance units above the optimum (max |projected gradient| {g.max():.2g})"
 
 
+def check_fit(
+    state: ModelState, reml: bool, theta: np.ndarray, lower: np.ndarray, tol: float = 1e-5
+) -> OptimalityCheck:
+    """Check a fit's θ for optimality (`LinearMixedModelResult.check_optimum`).
+
+    From the exact gradient at θ, projected on the bounds, and the Hessian of
+    the free coordinates (forward differences of the gradient): the estimated
+    gap to the optimum in deviance units, and, when it exceeds ``tol``, the
+    decrease a line search finds (a proven lower bound, at ``better_theta``,
+    in the model's θ). The gradient and the Hessian are with respect to the
+    core's θ (`ModelState.core_theta`: θ itself unless a random-effect column
+    was rescaled).
+    """
+    check = check_optimum(
+        lambda th: state.core_objective(th, reml),
+        lambda th: state.core_gradient(th, reml),
+        state.core_theta(theta),
+        lower,
+        tol,
+    )
+    return replace(check, better_theta=state.model_theta(check.better_theta))
+
+
 def check_optimum(
     fun: Callable[[np.ndarray], float],
     grad: Callable[[np.ndarray], np.ndarray],
@@ -89,7 +116,10 @@ def check_optimum(
     theta = np.asarray(theta, dtype=np.float64)
     lower = np.asarray(lower, dtype=np.float64)
     g = np.asarray(grad(theta), dtype=np.float64)
-    held = (theta <= lower) & (g >= 0)
+    # held: at its bound with the gradient pointing outward. A zero gradient there (a diagonal
+    # θ at 0 is a stationary point by symmetry) does not hold it: the curvature decides.
+    gtol = 1e-10 * max(1.0, float(np.abs(g).max()) if g.size else 1.0)
+    held = (theta <= lower) & (g > gtol)
     free = ~held
     idx = np.flatnonzero(free)
     step = np.zeros_like(theta)
@@ -117,28 +147,40 @@ def check_optimum(
     step[idx] = v @ newton
     decrease, better = 0.0, theta
     if gap > tol:
-        decrease, better = _line_search(fun, theta, lower, step, g, free, math.isinf(gap))
+        directions = []
+        if math.isinf(gap):
+            directions.append(_scaled(np.where(free, -g, 0.0), theta))
+            if w[0] < 0:  # down the most negative curvature, inward at the bounds
+                d = np.zeros_like(theta)
+                d[idx] = v[:, 0]
+                at_bound = (theta <= lower) & free
+                if d[at_bound].sum() < 0 or d @ g > 0:
+                    d = -d
+                directions.append(_scaled(d, theta))
+        else:
+            directions.append(step)
+        for d in directions:
+            dec, cand = _line_search(fun, theta, lower, d)
+            if dec > decrease:
+                decrease, better = dec, cand
     return OptimalityCheck(g, free, w, step, gap, decrease, better, tol)
+
+
+def _scaled(d: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Return ``d`` scaled to 10% of the length of θ (at least 0.1); zero stays zero."""
+    norm = float(np.linalg.norm(d))
+    return d if norm == 0.0 else d * (0.1 * max(1.0, float(np.linalg.norm(theta))) / norm)
 
 
 def _line_search(
     fun: Callable[[np.ndarray], float],
     theta: np.ndarray,
     lower: np.ndarray,
-    newton: np.ndarray,
-    g: np.ndarray,
-    free: np.ndarray,
-    use_gradient: bool,
+    d: np.ndarray,
 ) -> tuple[float, np.ndarray]:
-    """Return the largest decrease of the objective found along one direction, and where."""
-    if use_gradient:  # no Newton step: down the projected gradient, 10% of |θ| long
-        d = np.where(free, -g, 0.0)
-        norm = float(np.linalg.norm(d))
-        if norm == 0.0:
-            return 0.0, theta
-        d *= 0.1 * max(1.0, float(np.linalg.norm(theta))) / norm
-    else:
-        d = newton
+    """Return the largest decrease of the objective found along ``d``, and where."""
+    if not np.any(d):
+        return 0.0, theta
     f0 = fun(theta)
     best, best_theta = 0.0, theta
     for t in (1.0, 0.25, 1 / 16, 1 / 64, 1 / 256, 1 / 1024):

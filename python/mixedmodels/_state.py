@@ -6,6 +6,14 @@ the prior weights W and the offset itself: its objective is the model's
 the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the
 statistics of W that do not need the core: Pearson residuals, simulated
 noise, the residual variances and the deviance at a given σ.
+
+Badly scaled random-effect columns (a slope on a covariate in microseconds,
+or in millions) are scaled by a power of two before they reach the core, so
+that the optimizer works on θ of a sensible size: a column z scaled to z/s
+makes the core's template rows s·T, so the core's θ is θ·`theta_scale`.
+Powers of two make this exact: the objective at θ is the same double either
+way. Columns whose root mean square is within [2⁻⁷·⁵, 2⁷·⁵] are left alone
+(the scale is 1, and lme4's optimizer path is kept).
 """
 
 from __future__ import annotations
@@ -48,6 +56,14 @@ class Solution(NamedTuple):
     """RZX (q x p, rows in L's order)."""
 
 
+def column_scales(z: np.ndarray) -> np.ndarray:
+    """Return a power-of-two scale per column: 1 unless its root mean square is far from 1."""
+    rms = np.sqrt(np.mean(z * z, axis=0)) if z.shape[0] else np.ones(z.shape[1])
+    ok = (rms > 0) & np.isfinite(rms)
+    e = np.where(ok, np.round(np.log2(np.where(ok, rms, 1.0))), 0.0)
+    return np.exp2(np.where(np.abs(e) > 7, e, 0.0))
+
+
 class ModelState:
     """The model's Rust workspace with its prior weights and offset, optionally at a θ.
 
@@ -56,23 +72,51 @@ class ModelState:
     estimates.
     """
 
-    __slots__ = ("_ws", "_weights", "_sqrt_w", "_offset", "_theta", "_sigma")
+    __slots__ = (
+        "_ws",
+        "_weights",
+        "_sqrt_w",
+        "_offset",
+        "_theta",
+        "_sigma",
+        "_scale",
+        "_b_scale",
+        "_term_scales",
+    )
 
-    def __init__(self, workspace: Workspace, weights: np.ndarray | None, offset: np.ndarray | None):
+    def __init__(
+        self,
+        workspace: Workspace,
+        weights: np.ndarray | None,
+        offset: np.ndarray | None,
+        term_scales: list[np.ndarray] | None = None,
+    ):
         self._ws = workspace
         self._weights = weights
         self._sqrt_w = None if weights is None else np.sqrt(weights)
         self._offset = offset
         self._theta: np.ndarray | None = None
         self._sigma: float | None = None
+        # None when every column keeps its scale (the usual case: no work per call)
+        self._term_scales = term_scales
+        self._scale: np.ndarray | None = None
+        self._b_scale: np.ndarray | None = None
+        if term_scales is not None:
+            self._scale = np.concatenate(
+                [[s[r] for c in range(len(s)) for r in range(c, len(s))] for s in term_scales]
+            )
 
     @classmethod
     def from_design(cls, design: Design) -> ModelState:
         """Build the workspace of a design (the A blocks and the sparse analysis)."""
+        scales = [column_scales(t.z) for t in design.terms]
         ws = Workspace(
             np.asfortranarray(design.X),
             design.y,
-            [(t.codes, np.ascontiguousarray(t.z), t.n_levels) for t in design.terms],
+            [
+                (t.codes, np.ascontiguousarray(t.z / s), t.n_levels)
+                for t, s in zip(design.terms, scales, strict=True)
+            ],
             weights=design.weights,
             offset=design.offset,
         )
@@ -80,7 +124,28 @@ class ModelState:
             raise InternalError(
                 f"the core lays out {ws.n_theta} θ elements, the design {design.layout.n_theta}"
             )
-        return cls(ws, design.weights, design.offset)
+        if all((s == 1.0).all() for s in scales):
+            return cls(ws, design.weights, design.offset)
+        state = cls(ws, design.weights, design.offset, scales)
+        state._b_scale = np.concatenate(
+            [np.tile(s, t.n_levels) for t, s in zip(design.terms, scales, strict=True)]
+        )
+        return state
+
+    @property
+    def theta_scale(self) -> np.ndarray | None:
+        """Return the factors that make the core's θ from the model's (None: all 1)."""
+        return self._scale
+
+    def core_theta(self, theta: np.ndarray) -> np.ndarray:
+        """Return the core's θ for the model's θ."""
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        return th if self._scale is None else th * self._scale
+
+    def model_theta(self, core_theta: np.ndarray) -> np.ndarray:
+        """Return the model's θ for the core's θ."""
+        th = np.asarray(core_theta, dtype=np.float64)
+        return th if self._scale is None else th / self._scale
 
     def at(self, theta: np.ndarray, sigma: float | None = None) -> ModelState:
         """Return the same state bound to θ (and σ); the workspace is shared."""
@@ -98,11 +163,12 @@ class ModelState:
 
     # -- binding ---------------------------------------------------------------------
     def _th(self, theta: np.ndarray | None) -> np.ndarray:
+        """Return the core's θ for the given model θ, or for the bound one."""
         if theta is not None:
-            return np.ascontiguousarray(theta, dtype=np.float64)
+            return self.core_theta(theta)
         if self._theta is None:
             raise ThetaError("this model state is not bound to a θ; pass theta")
-        return self._theta
+        return self.core_theta(self._theta)
 
     def _sig(self, sigma: float | None) -> float:
         if sigma is not None:
@@ -129,17 +195,31 @@ class ModelState:
 
     # -- the objective -----------------------------------------------------------------
     def objective_function(self, reml: bool) -> Callable[[np.ndarray], float]:
-        """Return the objective as a function of θ: one core call per θ (the optimizer's)."""
+        """Return the objective as a function of the CORE's θ (`core_theta`).
+
+        One core call per θ: the optimizer's function, which works on the
+        core's (well-scaled) θ.
+        """
         ws = self._ws
         return lambda th: ws.objective(th, reml)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """Return the REML criterion or the ML deviance at θ (lme4's ``devfun``)."""
-        return self._ws.objective(theta, reml)
+        return self._ws.objective(self.core_theta(theta), reml)
 
     def gradient(self, theta: np.ndarray, reml: bool) -> np.ndarray:
         """Return the exact gradient of `objective` with respect to θ."""
-        return np.asarray(self._ws.gradient(theta, reml))
+        g = np.asarray(self._ws.gradient(self.core_theta(theta), reml))
+        return g if self._scale is None else g * self._scale
+
+    def core_objective(self, core_theta: np.ndarray, reml: bool) -> float:
+        """Return the objective at the core's θ (see `core_theta`)."""
+        return self._ws.objective(np.ascontiguousarray(core_theta, dtype=np.float64), reml)
+
+    def core_gradient(self, core_theta: np.ndarray, reml: bool) -> np.ndarray:
+        """Return the gradient with respect to the core's θ (see `core_theta`)."""
+        th = np.ascontiguousarray(core_theta, dtype=np.float64)
+        return np.asarray(self._ws.gradient(th, reml))
 
     def components(self, theta: np.ndarray | None = None) -> tuple[float, float, float]:
         """Return (pwrss, log det LLᵀ, log det RXᵀRX) at θ."""
@@ -164,7 +244,7 @@ class ModelState:
         return Solution(
             beta=np.asarray(sol["beta"]),
             u=np.asarray(sol["u"]),
-            b=np.asarray(sol["b"]),
+            b=self._model_b(np.asarray(sol["b"])),
             fitted=np.asarray(sol["fitted"]),
             pwrss=sol["pwrss"],
             ld_l2=sol["ld_l2"],
@@ -173,13 +253,19 @@ class ModelState:
             rzx=np.asarray(sol["rzx"]),
         )
 
+    def _model_b(self, b: np.ndarray) -> np.ndarray:
+        return b if self._b_scale is None else b / self._b_scale
+
     def rx(self, theta: np.ndarray | None = None) -> np.ndarray:
         """Return RX at θ."""
         return np.asarray(self._ws.rx(self._th(theta)))
 
     def cond_var(self, theta: np.ndarray | None = None) -> list[np.ndarray]:
         """Return per term the conditional covariances of the random effects over σ²."""
-        return [np.asarray(c) for c in self._ws.cond_var(self._th(theta))]
+        blocks = [np.asarray(c) for c in self._ws.cond_var(self._th(theta))]
+        if self._term_scales is None:
+            return blocks
+        return [c / np.outer(s, s) for c, s in zip(blocks, self._term_scales, strict=True)]
 
     def factor_l(self, theta: np.ndarray | None = None) -> tuple[sp.csc_array, np.ndarray]:
         """Return the sparse Cholesky factor of ΛᵀZᵀWZΛ + I and its permutation."""

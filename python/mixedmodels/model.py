@@ -196,9 +196,18 @@ class LinearMixedModel(DesignAttributes):
             The fit.
         """
         control = control or Control()
-        start = self.start() if start is None else self._theta(start)
-        fun = self.state.objective_function(self.reml)
+        state = self.state
+        # lme4's start, on the core's (well-scaled) θ, or the caller's θ mapped there
+        start = self.start() if start is None else state.core_theta(self._theta(start))
+        fun = state.objective_function(self.reml)  # of the core's θ
         optsum = optimize_theta(fun, start, self.lower, control)
+        if state.theta_scale is not None:
+            optsum = replace(
+                optsum,
+                initial=state.model_theta(optsum.initial),
+                final=state.model_theta(optsum.final),
+                fitlog=[(state.model_theta(th), v) for th, v in optsum.fitlog],
+            )
         if not optsum.converged:
             warnings.warn(
                 f"the optimizer did not converge ({optsum.returnvalue} after "

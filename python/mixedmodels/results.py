@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import inference, matrices, predict, profile
-from ._optimum import OptimalityCheck, check_optimum
+from ._optimum import OptimalityCheck, check_fit
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
@@ -201,25 +201,12 @@ class LinearMixedModelResult(DesignAttributes):
     def is_singular(self) -> bool:
         """Whether a θ element bounded by zero is below the tolerance (lme4's ``isSingular``)."""
         tol = self.optsum.control.singular_tol
-        return bool(np.any(self.theta[self.lower == 0] < tol))
+        # on the core's θ: a column scaled to microunits does not make a term singular
+        theta = self.model.state.core_theta(self.theta)
+        return bool(np.any(theta[self.lower == 0] < tol))
 
     def check_optimum(self, tol: float = 1e-5) -> OptimalityCheck:
-        """Check that θ is the optimum of the objective, and say by how much it is not.
-
-        From the exact gradient at θ, projected on the bounds, and the Hessian
-        of the free coordinates (forward differences of the gradient): the
-        estimated gap to the optimum in deviance units, and, when it exceeds
-        ``tol``, the decrease a line search finds (a proven lower bound).
-
-        Parameters
-        ----------
-        tol
-            The largest estimated gap, in deviance units, accepted as optimal.
-
-        Returns
-        -------
-        OptimalityCheck
-            Gradient, free coordinates, Hessian eigenvalues, gap, and ``optimal``.
+        """Check that θ is the optimum, and say by how much it is not (see `check_fit`).
 
         Examples
         --------
@@ -228,8 +215,7 @@ class LinearMixedModelResult(DesignAttributes):
         >>> fit.check_optimum().optimal
         True
         """
-        model = self.model
-        return check_optimum(model.objective, model.gradient, self.theta, self.lower, tol)
+        return check_fit(self.model.state, self.reml, self.theta, self.lower, tol)
 
     @cached_property
     def covariances(self) -> dict[str, pd.DataFrame]:
