@@ -76,3 +76,30 @@ def test_rescaling_a_random_slope_covariate_changes_nothing(scale):
         s @ cov.to_numpy() @ s, cov0.to_numpy(), rtol=0, atol=1e-4 * abs(cov0.to_numpy()).max()
     )
     assert not fit.is_singular
+
+
+@pytest.mark.parametrize(
+    "formula, column, shift",
+    [
+        ("Reaction ~ Days + (Days | Subject)", "Reaction", 1e6),
+        ("Reaction ~ Days + (Days | Subject)", "Reaction", 1e9),
+        ("Reaction ~ Days + (1 | Subject)", "Days", 1e7),
+    ],
+)
+def test_large_means_cost_no_digits(formula, column, shift):
+    # a response or covariate far from zero: the same model (catalogue N02, N04: σ was off by
+    # 3e-4, +1e9 was refused as an exact fit, the slope was 10.578 instead of 10.467)
+    d = mm.datasets.load("sleepstudy")
+    base = mm.lmer(formula, d, reml=False)
+    fit = mm.lmer(formula, d.assign(**{column: d[column] + shift}), reml=False)
+    assert fit.objective == pytest.approx(base.objective, abs=1e-6)
+    beta = fit.fixef.to_numpy().copy()
+    if column == "Reaction":
+        beta[0] -= shift
+    else:
+        beta[0] += shift * beta[1]
+    np.testing.assert_allclose(beta, base.fixef.to_numpy(), rtol=1e-6)
+    assert fit.sigma == pytest.approx(base.sigma, rel=1e-6)
+    np.testing.assert_allclose(fit.theta, base.theta, rtol=1e-6)
+    np.testing.assert_allclose(fit.vcov.to_numpy()[1:, 1:], base.vcov.to_numpy()[1:, 1:], rtol=1e-6)
+    assert fit.check_optimum().optimal

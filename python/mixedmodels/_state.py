@@ -14,6 +14,13 @@ makes the core's template rows s·T, so the core's θ is θ·`theta_scale`.
 Powers of two make this exact: the objective at θ is the same double either
 way. Columns whose root mean square is within [2⁻⁷·⁵, 2⁷·⁵] are left alone
 (the scale is 1, and lme4's optimizer path is kept).
+
+Likewise, when the model has an intercept and a column of X, or the
+response, has a mean far larger than its spread (y + 10⁶, a date in seconds),
+the core gets the columns centred (`Centering`): the cross-products then lose
+no digits to cancellation. It is a reparametrization of β (X_c = X C with C
+unit upper triangular), mapped back exactly in β, RX, RZX and the fitted
+values; θ and the objective do not change.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -64,6 +72,49 @@ def column_scales(z: np.ndarray) -> np.ndarray:
     return np.exp2(np.where(np.abs(e) > 7, e, 0.0))
 
 
+@dataclass(frozen=True)
+class Centering:
+    """Means taken out of X's columns and of the response before the core sees them.
+
+    X_c = X − 1 x̄ᵀ (x̄₀ = 0 for the intercept, column 0) = X C, y_c = y − ȳ.
+    """
+
+    x_mean: np.ndarray
+    y_shift: float
+
+    @classmethod
+    def of(cls, design: Design) -> Centering | None:
+        """Return the centering a design needs, or None (no intercept, or nothing large)."""
+        x, n = design.X, design.n
+        if x.shape[1] == 0 or n < 2 or not np.all(x[:, 0] == 1.0):
+            return None
+        m = np.array([0.0, *(_large_mean(x[:, j], design.weights) for j in range(1, x.shape[1]))])
+        yo = design.y if design.offset is None else design.y - design.offset
+        ys = _large_mean(yo, design.weights)
+        return None if ys == 0.0 and not m.any() else cls(m, ys)
+
+    def x(self, x: np.ndarray) -> np.ndarray:
+        """Return the centred X."""
+        return x - self.x_mean
+
+    def beta(self, beta_c: np.ndarray) -> np.ndarray:
+        """Return β of the model for β of the centred problem: β = C β_c (+ ȳ on the intercept)."""
+        beta = beta_c.copy()
+        beta[0] += self.y_shift - float(self.x_mean @ beta_c)
+        return beta
+
+    def right(self, r: np.ndarray) -> np.ndarray:
+        """Return R C⁻¹ for a factor R of the centred X (RX, RZX): C⁻¹ = I + e₀ x̄ᵀ."""
+        return r + np.outer(r[:, 0], self.x_mean)
+
+
+def _large_mean(v: np.ndarray, w: np.ndarray | None) -> float:
+    """Return the (weighted) mean of v when it is over 100 times its spread, else 0."""
+    mean = float(np.average(v, weights=w))
+    sd = float(np.sqrt(np.average((v - mean) ** 2, weights=w)))
+    return mean if abs(mean) > 100.0 * sd else 0.0
+
+
 class ModelState:
     """The model's Rust workspace with its prior weights and offset, optionally at a θ.
 
@@ -82,6 +133,7 @@ class ModelState:
         "_scale",
         "_b_scale",
         "_term_scales",
+        "_center",
     )
 
     def __init__(
@@ -90,8 +142,10 @@ class ModelState:
         weights: np.ndarray | None,
         offset: np.ndarray | None,
         term_scales: list[np.ndarray] | None = None,
+        center: Centering | None = None,
     ):
         self._ws = workspace
+        self._center = center
         self._weights = weights
         self._sqrt_w = None if weights is None else np.sqrt(weights)
         self._offset = offset
@@ -110,9 +164,10 @@ class ModelState:
     def from_design(cls, design: Design) -> ModelState:
         """Build the workspace of a design (the A blocks and the sparse analysis)."""
         scales = [column_scales(t.z) for t in design.terms]
+        center = Centering.of(design)
         ws = Workspace(
-            np.asfortranarray(design.X),
-            design.y,
+            np.asfortranarray(design.X if center is None else center.x(design.X)),
+            design.y if center is None else design.y - center.y_shift,
             [
                 (t.codes, np.ascontiguousarray(t.z / s), t.n_levels)
                 for t, s in zip(design.terms, scales, strict=True)
@@ -125,8 +180,8 @@ class ModelState:
                 f"the core lays out {ws.n_theta} θ elements, the design {design.layout.n_theta}"
             )
         if all((s == 1.0).all() for s in scales):
-            return cls(ws, design.weights, design.offset)
-        state = cls(ws, design.weights, design.offset, scales)
+            return cls(ws, design.weights, design.offset, center=center)
+        state = cls(ws, design.weights, design.offset, scales, center)
         state._b_scale = np.concatenate(
             [np.tile(s, t.n_levels) for t, s in zip(design.terms, scales, strict=True)]
         )
@@ -157,7 +212,13 @@ class ModelState:
     def with_response(self, y: np.ndarray) -> ModelState:
         """Return an unbound state for a new response, reusing the rest of the workspace."""
         new = copy.copy(self)
-        new._ws = self._ws.with_response(np.ascontiguousarray(y, dtype=np.float64))
+        y = np.asarray(y, dtype=np.float64)
+        if self._center is not None:
+            yo = y if self._offset is None else y - self._offset
+            shift = float(np.average(yo, weights=self._weights))
+            new._center = Centering(self._center.x_mean, shift)
+            y = y - shift
+        new._ws = self._ws.with_response(np.ascontiguousarray(y))
         new._theta, new._sigma = None, None
         return new
 
@@ -241,16 +302,22 @@ class ModelState:
     def solve(self, theta: np.ndarray | None = None) -> Solution:
         """Return the PLS solution at θ; fitted values on the scale of y, offset included."""
         sol = cast("dict[str, Any]", self._ws.solve(self._th(theta)))
+        beta, fitted = np.asarray(sol["beta"]), np.asarray(sol["fitted"])
+        rx, rzx = np.asarray(sol["rx"]), np.asarray(sol["rzx"])
+        c = self._center
+        if c is not None:
+            beta, fitted = c.beta(beta), fitted + c.y_shift
+            rx, rzx = c.right(rx), c.right(rzx)
         return Solution(
-            beta=np.asarray(sol["beta"]),
+            beta=beta,
             u=np.asarray(sol["u"]),
             b=self._model_b(np.asarray(sol["b"])),
-            fitted=np.asarray(sol["fitted"]),
+            fitted=fitted,
             pwrss=sol["pwrss"],
             ld_l2=sol["ld_l2"],
             ld_rx2=sol["ld_rx2"],
-            rx=np.asarray(sol["rx"]),
-            rzx=np.asarray(sol["rzx"]),
+            rx=rx,
+            rzx=rzx,
         )
 
     def _model_b(self, b: np.ndarray) -> np.ndarray:
@@ -258,7 +325,8 @@ class ModelState:
 
     def rx(self, theta: np.ndarray | None = None) -> np.ndarray:
         """Return RX at θ."""
-        return np.asarray(self._ws.rx(self._th(theta)))
+        rx = np.asarray(self._ws.rx(self._th(theta)))
+        return rx if self._center is None else self._center.right(rx)
 
     def cond_var(self, theta: np.ndarray | None = None) -> list[np.ndarray]:
         """Return per term the conditional covariances of the random effects over σ²."""
