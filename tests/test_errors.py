@@ -148,3 +148,41 @@ def test_profile_of_a_singular_correlated_term_does_not_abort():
     cor = [n for n in ci.index if n.startswith("cor_")]
     assert cor and ci.loc[cor].isna().all().all()
     assert np.isfinite(ci.loc["sigma"]).all()
+
+
+def test_predict_refuses_missing_grouping_values_unless_new_levels_are_allowed(sleep):
+    # catalogue M06: the missing row got another level's random effect, silently
+    fit = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+    nd = sleep.head(3).copy()
+    nd["Subject"] = nd["Subject"].astype(object)
+    nd.loc[1, "Subject"] = None
+    with pytest.raises(DataError, match="'Subject' have missing values in the new data"):
+        fit.predict(nd)
+    got = fit.predict(nd, allow_new_levels=True)
+    population = fit.predict(nd, re_form="~0")
+    assert got[1] == pytest.approx(population[1], rel=1e-12)  # lme4: the population level
+    assert got[0] == pytest.approx(fit.fitted.iloc[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_predict_refuses_a_missing_fixed_effect_factor(sleep, categorical):
+    # catalogue M09: predicted at the last label present, or at the baseline, silently
+    d = sleep.assign(g=np.where(sleep.Days < 5, "early", "late"))
+    fit = mm.lmer("Reaction ~ g + (1 | Subject)", d)
+    nd = d.head(3).copy()
+    if categorical:
+        nd["g"] = pd.Categorical(nd["g"], categories=["early", "late"])
+    nd.loc[1, "g"] = None
+    with pytest.raises(DataError, match="column 'g' of the new data has missing values"):
+        fit.predict(nd)
+
+
+def test_anova_refuses_fits_to_different_data(sleep):
+    # catalogue M54: an LRT between fits to 180 and 150 rows (Chisq 324.6), silently
+    f0 = mm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    f1 = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep.iloc[:150])
+    with pytest.raises(DataError, match="same size of data set"):
+        mm.anova(f0, f1)
+    f2 = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep.assign(Reaction=sleep.Reaction * 2))
+    with pytest.raises(DataError, match="same response"):
+        mm.anova(f0, f2)

@@ -82,7 +82,10 @@ def factor_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def value_labels(s: pd.Series) -> np.ndarray:
-    """Return the level label of each value of a factor-like column (object array)."""
+    """Return the level label of each value of a factor-like column (object array).
+
+    A missing value has the label None.
+    """
     if isinstance(s.dtype, pd.CategoricalDtype):
         cats = np.asarray(_labels(s.cat.categories), dtype=object)
         codes = s.cat.codes.to_numpy()
@@ -93,7 +96,9 @@ def value_labels(s: pd.Series) -> np.ndarray:
         return np.where(s.to_numpy(), "TRUE", "FALSE").astype(object)
     codes, uniques = pd.factorize(s, sort=True)
     labs = np.asarray(_labels(uniques), dtype=object)
-    return labs[codes] if len(labs) else np.array([], dtype=object)
+    out = np.full(len(codes), None, dtype=object)  # None for a missing value (code -1)
+    out[codes >= 0] = labs[codes[codes >= 0]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,11 @@ class ColumnBuilder:
                     _, col, labels, known = part
                     check_columns({col}, data, "new data")
                     vals = value_labels(data[col])
+                    if any(v is None for v in vals):
+                        raise DataError(
+                            f"column {col!r} of the new data has missing values; a factor's "
+                            "missing level cannot be predicted (lme4 refuses it too)"
+                        )
                     unknown = sorted(set(vals) - set(known) - {None})
                     if unknown:
                         raise DataError(

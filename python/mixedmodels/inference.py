@@ -29,6 +29,7 @@ from ._numderiv import numderiv_hessian, numderiv_jacobian
 from ._params import param_names, param_values
 from ._satterthwaite import SatterthwaiteInfo, satterthwaite, satterthwaite_info
 from .design import Design
+from .exceptions import DataError
 from .profile import profile_confint
 
 if TYPE_CHECKING:
@@ -123,6 +124,23 @@ def _built_names(d: Design) -> list[str]:
     return [o if o is not None else next(it) for o in out]
 
 
+def _check_same_data(fits: tuple[LinearMixedModelResult, ...]) -> None:
+    """Refuse a likelihood-ratio test between fits to different data (as lme4 does)."""
+    first = fits[0].design
+    for f in fits[1:]:
+        d = f.design
+        if d.n != first.n:
+            raise DataError(
+                "models were not all fitted to the same size of data set "
+                f"({first.n} and {d.n} observations); a likelihood-ratio test needs the same rows"
+            )
+        if not np.array_equal(d.y, first.y):
+            raise DataError(
+                "models were not all fitted to the same response; "
+                "a likelihood-ratio test compares models of the same data"
+            )
+
+
 def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.DataFrame:
     """Compare nested models, or test the fixed-effects terms of one model.
 
@@ -155,6 +173,7 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
     """
     if len(fits) == 1:
         return anova_type3(fits[0])
+    _check_same_data(fits)
     ml = [f.refit_ml() for f in fits]
     labels = names or [f.formula for f in fits]
     order = sorted(range(len(ml)), key=lambda i: ml[i].npar)

@@ -48,22 +48,34 @@ def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[in
     return keep
 
 
-def _group_labels(term: TermDesign, data: pd.DataFrame) -> np.ndarray:
+def _group_labels(term: TermDesign, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Return each row's level label of the term's grouping factor, and which rows lack one."""
     missing = [f for f in term.factors if f not in data.columns]
     if missing:
         raise DataError(f"new data lack the grouping variable(s) {', '.join(missing)}")
-    labels = value_labels(data[term.factors[0]]).astype(str)
-    for f in term.factors[1:]:
-        labels = np.char.add(np.char.add(labels, ":"), value_labels(data[f]).astype(str))
-    return labels
+    parts = [value_labels(data[f]) for f in term.factors]
+    absent = np.zeros(len(data), dtype=bool)
+    for p in parts:
+        absent |= np.array([v is None for v in p], dtype=bool)
+    labels = parts[0].astype(str)
+    for p in parts[1:]:
+        labels = np.char.add(np.char.add(labels, ":"), p.astype(str))
+    return labels, absent
 
 
 def _new_codes(term: TermDesign, data: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
-    """Level codes of new data's rows (-1 for levels the fit has not seen)."""
-    labels = _group_labels(term, data)
+    """Level codes of new data's rows (-1 for levels the fit has not seen, or missing ones)."""
+    labels, absent = _group_labels(term, data)
+    if absent.any() and not allow_new_levels:
+        raise DataError(
+            f"the grouping variable(s) of {term.group!r} have missing values in the new data "
+            f"(rows {', '.join(map(str, np.flatnonzero(absent)[:10]))}); use "
+            "allow_new_levels=True to predict them at the population level, as lme4 does"
+        )
     index = {lab: c for c, lab in enumerate(term.levels)}
     codes = np.array([index.get(lab, -1) for lab in labels], dtype=np.int64)
-    new = sorted(set(labels[codes < 0]))
+    codes[absent] = -1
+    new = sorted(set(labels[(codes < 0) & ~absent]))
     if new and not allow_new_levels:
         raise DataError(
             f"new levels of {term.group!r} in the new data: {', '.join(new[:10])}"
