@@ -141,16 +141,24 @@ impl SelectedInverse {
     fn gather(&self, r: &[usize], out: &mut [f64]) {
         let n = r.len();
         // the supernodes of r's columns come in order; within supernode t,
-        // the rows are sorted, so a merge walk finds each r[a]
+        // the rows are sorted
         for b in 0..n {
             let t = self.sn_of[r[b]];
             let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
             let ld = trows.len();
             let zt = &self.z[self.z_ptr[t] + (r[b] - self.start[t]) * ld..][..ld];
-            let mut e = r[b] - self.start[t];
+            let (s0, s1) = (self.start[t], self.start[t + 1]);
+            let mut e = s1 - s0;
             for a in b..n {
-                while trows[e] < r[a] {
-                    e += 1;
+                // t's own columns are its first rows, in order; the rest
+                // of its rows are walked
+                if r[a] < s1 {
+                    e = r[a] - s0;
+                } else {
+                    e = e.max(s1 - s0);
+                    while trows[e] < r[a] {
+                        e += 1;
+                    }
                 }
                 debug_assert_eq!(trows[e], r[a], "rows of a supernode form a clique");
                 out[a + b * n] = zt[e];
@@ -249,6 +257,15 @@ fn view(v: &[f64], m: usize, n: usize) -> MatRef<'_, f64> {
 /// Products below this many multiply-adds are plain loops (no dispatch).
 const SMALL: usize = 4096;
 
+/// Both cores for the products of wide dense supernodes (crossed designs).
+fn par(work: usize) -> Par {
+    if work >= 1 << 21 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
 /// `out (m x n) = alpha a b` (or `+=` with `add`).
 fn mul(
     out: &mut [f64],
@@ -275,7 +292,7 @@ fn mul(
     }
     let accum = if add { Accum::Add } else { Accum::Replace };
     let out = MatMut::from_column_major_slice_mut(out, m, n);
-    matmul(out, accum, a, b, alpha, Par::Seq);
+    matmul(out, accum, a, b, alpha, par(m * n * kk));
 }
 
 /// `inv = L⁻¹` for lower-triangular `L` (n x n); `inv` starts zeroed.
@@ -283,7 +300,7 @@ fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
     if n * n * n > SMALL {
         let src = MatRef::from_column_major_slice(l, n, n);
         let mut dst = MatMut::from_column_major_slice_mut(inv, n, n);
-        invert_lower_triangular(dst.as_mut(), src, Par::Seq);
+        invert_lower_triangular(dst.as_mut(), src, par(n * n * n));
         for c in 0..n {
             for r in 0..c {
                 dst[(r, c)] = 0.0;
