@@ -27,7 +27,8 @@ use super::factor::FactorL;
 /// M⁻¹ on the pattern of L (lower triangle, in L order), by supernodes, with
 /// the map from lme4's order.
 pub struct SelectedInverse {
-    /// Position in L order of each random effect (lme4's order).
+    /// Position in L order of each random effect (lme4's order; usize::MAX
+    /// for those L does not hold).
     pinv: Vec<usize>,
     /// Supernode of each column of L.
     sn_of: Vec<usize>,
@@ -52,7 +53,8 @@ impl SelectedInverse {
     pub fn new(mut l: FactorL) -> Self {
         let q = l.perm.len();
         sort_columns(&mut l);
-        let mut pinv = vec![0usize; q];
+        // perm may name a subset of the random effects (L22's)
+        let mut pinv = vec![usize::MAX; l.perm.iter().max().map_or(0, |m| m + 1)];
         for (i, &p) in l.perm.iter().enumerate() {
             pinv[p] = i;
         }
@@ -138,7 +140,7 @@ impl SelectedInverse {
     /// Z_RR (full) for the sorted rows `r` of a supernode, from the later
     /// supernodes: column r[b] lives in supernode t, which holds every r[a]
     /// with a ≥ b among its rows.
-    fn gather(&self, r: &[usize], out: &mut [f64]) {
+    pub(crate) fn gather(&self, r: &[usize], out: &mut [f64]) {
         let n = r.len();
         // the supernodes of r's columns come in order; within supernode t,
         // the rows are sorted
@@ -267,7 +269,7 @@ fn par(work: usize) -> Par {
 }
 
 /// `out (m x n) = alpha a b` (or `+=` with `add`).
-fn mul(
+pub(crate) fn mul(
     out: &mut [f64],
     m: usize,
     n: usize,
@@ -296,7 +298,7 @@ fn mul(
 }
 
 /// `inv = L⁻¹` for lower-triangular `L` (n x n); `inv` starts zeroed.
-fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
+pub(crate) fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
     if n * n * n > SMALL {
         let src = MatRef::from_column_major_slice(l, n, n);
         let mut dst = MatMut::from_column_major_slice_mut(inv, n, n);
