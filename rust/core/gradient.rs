@@ -20,7 +20,7 @@
 use faer::Mat;
 
 use super::error::Result;
-use super::small::col_mut;
+use super::small::{col, col_mut};
 use super::workspace::Workspace;
 
 /// The gradients of the pieces of the objective at one θ.
@@ -77,7 +77,7 @@ impl Workspace {
     fn parts(&self) -> Result<GradientParts> {
         let ev = self.evaluation()?.clone();
         let (q, p) = (self.q(), self.p());
-        let (beta, u) = self.beta_u();
+        let beta = self.beta();
         // B = Λ M⁻¹ ΛᵀZ̃ᵀX̃ (p columns) and Λû, then A_ZZ B
         let c = self.c();
         let mut rhs = c.to_owned();
@@ -86,7 +86,8 @@ impl Workspace {
             rhs[(i, p)] -= s;
         }
         let mut b = self.factor().lt_solve(rhs.as_ref());
-        // column p is û itself (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
+        // column p is û (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
+        let u = col(b.as_ref(), p).to_vec();
         for j in 0..=p {
             self.terms()
                 .lambda_mul(self.templates(), col_mut(b.as_mut(), j));
@@ -150,25 +151,28 @@ impl Workspace {
     /// A_ZZ B for B (q x m, rows in lme4's order).
     pub fn a_zz_mul(&self, b: &Mat<f64>) -> Mat<f64> {
         let layout = self.layout();
-        let mut out = Mat::<f64>::zeros(b.nrows(), b.ncols());
+        let (q, m) = (b.nrows(), b.ncols());
+        // row-major copies: the columns of a block row are together
+        let bt: Vec<f64> = (0..q * m).map(|e| b[(e / m, e % m)]).collect();
+        let mut out = vec![0.0; q * m];
         self.for_each_a_block(|blk| {
             let (ka, kb) = (layout[blk.ta].k, layout[blk.tb].k);
-            for j in 0..b.ncols() {
-                for y in 0..kb {
-                    for x in 0..ka {
-                        out[(blk.a + x, j)] += blk.v[x + y * ka] * b[(blk.b + y, j)];
+            for y in 0..kb {
+                for x in 0..ka {
+                    let v = blk.v[x + y * ka];
+                    let (ra, rb) = ((blk.a + x) * m, (blk.b + y) * m);
+                    for j in 0..m {
+                        out[ra + j] += v * bt[rb + j];
                     }
-                }
-                if blk.a != blk.b {
-                    for y in 0..kb {
-                        for x in 0..ka {
-                            out[(blk.b + y, j)] += blk.v[x + y * ka] * b[(blk.a + x, j)];
+                    if blk.a != blk.b {
+                        for j in 0..m {
+                            out[rb + j] += v * bt[ra + j];
                         }
                     }
                 }
             }
         });
-        out
+        Mat::from_fn(q, m, |i, j| out[i * m + j])
     }
 
     /// Calls `f` on every stored block of the lower triangle of A_ZZ (in L's
