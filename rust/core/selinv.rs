@@ -121,13 +121,67 @@ impl SelectedInverse {
         }
         invert_lower(nj, ljj, linv);
         let linv = view(linv, nj, nj);
-        mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
-        if nr > 0 {
-            mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
-            self.gather(&self.rows[r0 + nj..r1], zrr);
-            let y = view(y, nr, nj);
-            mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
-            mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
+        if nj * nj * nj.max(nr) <= SMALL {
+            mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
+            if nr > 0 {
+                mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
+                self.gather(&self.rows[r0 + nj..r1], zrr);
+                let y = view(y, nr, nj);
+                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+                mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
+            }
+        } else {
+            // wide: the triangular and symmetric shapes halve the work
+            use faer::linalg::matmul::triangular::{matmul as tmul, BlockStructure as Bs};
+            let zm = MatMut::from_column_major_slice_mut(&mut *zjj, nj, nj);
+            let pj = par(nj * nj * nj);
+            tmul(
+                zm,
+                Bs::TriangularLower,
+                Accum::Replace,
+                linv.transpose(),
+                Bs::TriangularUpper,
+                linv,
+                Bs::TriangularLower,
+                1.0,
+                pj,
+            );
+            if nr > 0 {
+                let pr = par(nr * nj * nj.max(nr));
+                let ym = MatMut::from_column_major_slice_mut(&mut *y, nr, nj);
+                let lr = view(lrj, nr, nj);
+                tmul(
+                    ym,
+                    Bs::Rectangular,
+                    Accum::Replace,
+                    lr,
+                    Bs::Rectangular,
+                    linv,
+                    Bs::TriangularLower,
+                    1.0,
+                    pr,
+                );
+                self.gather(&self.rows[r0 + nj..r1], zrr);
+                let y = view(y, nr, nj);
+                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+                let zm = MatMut::from_column_major_slice_mut(&mut *zjj, nj, nj);
+                tmul(
+                    zm,
+                    Bs::TriangularLower,
+                    Accum::Add,
+                    y.transpose(),
+                    Bs::Rectangular,
+                    view(zrj, nr, nj),
+                    Bs::Rectangular,
+                    -1.0,
+                    pr,
+                );
+            }
+            for c in 0..nj {
+                for r in 0..c {
+                    zjj[r + c * nj] = zjj[c + r * nj];
+                }
+            }
         }
         let z = &mut self.z[self.z_ptr[sn]..self.z_ptr[sn + 1]];
         let ld = nj + nr;
