@@ -55,3 +55,21 @@ def test_gradient_checks_theta(cache):
     model = cache.model("sleepstudy_reml")
     with pytest.raises(mm.exceptions.ThetaError):
         model.gradient([1.0, 0.0])
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_gradient_with_weights_and_offset(reml):
+    data = mm.datasets.load("sleepstudy")
+    n = len(data)
+    model = mm.LinearMixedModel.from_formula(
+        "Reaction ~ Days + (Days | Subject)",
+        data,
+        reml=reml,
+        weights=np.linspace(0.5, 2.0, n),
+        offset=np.sin(np.arange(n)),
+    )
+    for theta in ([1.0, 0.0, 1.0], [0.7, -0.3, 0.0], [0.0, 0.2, 0.4]):
+        th = np.asarray(theta)
+        np.testing.assert_allclose(
+            model.gradient(th), central_difference(model, th), rtol=1e-5, atol=1e-4
+        )

@@ -15,13 +15,12 @@
 //! ```
 //!
 //! where l runs over the levels of t_i (blocks in lme4's order). M⁻¹ on the
-//! pattern comes from the selected inversion of L (`selinv`).
+//! pattern comes from the selected inversion of L (`logdet_grad`, `selinv`).
 
 use faer::Mat;
 
 use super::error::Result;
-use super::selinv::SelectedInverse;
-use super::small::{col_mut, tt_mul};
+use super::small::{col, col_mut};
 use super::workspace::Workspace;
 
 /// The gradients of the pieces of the objective at one θ.
@@ -41,12 +40,12 @@ pub struct GradientParts {
 /// random effect of its row block and of its column block, and its values
 /// (k_row x k_col, column-major). Diagonal blocks have the same row and
 /// column.
-struct Block<'a> {
-    ta: usize,
-    a: usize,
-    tb: usize,
-    b: usize,
-    v: &'a [f64],
+pub(crate) struct Block<'a> {
+    pub ta: usize,
+    pub a: usize,
+    pub tb: usize,
+    pub b: usize,
+    pub v: &'a [f64],
 }
 
 impl Workspace {
@@ -78,7 +77,7 @@ impl Workspace {
     fn parts(&self) -> Result<GradientParts> {
         let ev = self.evaluation()?.clone();
         let (q, p) = (self.q(), self.p());
-        let (beta, u) = self.beta_u();
+        let beta = self.beta();
         // B = Λ M⁻¹ ΛᵀZ̃ᵀX̃ (p columns) and Λû, then A_ZZ B
         let c = self.c();
         let mut rhs = c.to_owned();
@@ -87,7 +86,8 @@ impl Workspace {
             rhs[(i, p)] -= s;
         }
         let mut b = self.factor().lt_solve(rhs.as_ref());
-        // column p is û itself (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
+        // column p is û (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
+        let u = col(b.as_ref(), p).to_vec();
         for j in 0..=p {
             self.terms()
                 .lambda_mul(self.templates(), col_mut(b.as_mut(), j));
@@ -148,126 +148,85 @@ impl Workspace {
         })
     }
 
-    /// ∂ log det M / ∂θ at the last θ, from M⁻¹ on the pattern of A_ZZ.
-    pub fn logdet_m_gradient(&self) -> Result<Vec<f64>> {
-        self.evaluation()?;
-        let zinv = SelectedInverse::new(self.factor().to_csc());
-        let layout = self.layout();
-        let templates = self.templates();
-        // s[t] = Σ_l G_ll over the levels of term t (k x k, column-major)
-        let mut s: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
-        let kmax = layout.iter().map(|l| l.k).max().unwrap_or(1);
-        let mut w = vec![0.0; kmax * kmax];
-        self.for_each_a_block(|blk| {
-            let (ka, kb) = (layout[blk.ta].k, layout[blk.tb].k);
-            // G_bb += Z_ba T_aᵀ A_ab: W = T_aᵀ A_ab (ka x kb)
-            for y in 0..kb {
-                let wc = &mut w[y * ka..(y + 1) * ka];
-                wc.copy_from_slice(&blk.v[y * ka..(y + 1) * ka]);
-                tt_mul(&templates[blk.ta], ka, wc);
-            }
-            let sb = &mut s[blk.tb];
-            for y in 0..kb {
-                for x in 0..kb {
-                    let mut acc = 0.0;
-                    for j in 0..ka {
-                        acc += zinv.get(blk.b + x, blk.a + j) * w[j + y * ka];
-                    }
-                    sb[x + y * kb] += acc;
-                }
-            }
-            if blk.a == blk.b {
-                return;
-            }
-            // G_aa += Z_ab T_bᵀ A_abᵀ: W = T_bᵀ A_abᵀ (kb x ka)
-            for y in 0..ka {
-                let wc = &mut w[y * kb..(y + 1) * kb];
-                for (m, v) in wc.iter_mut().enumerate() {
-                    *v = blk.v[y + m * ka];
-                }
-                tt_mul(&templates[blk.tb], kb, wc);
-            }
-            let sa = &mut s[blk.ta];
-            for y in 0..ka {
-                for x in 0..ka {
-                    let mut acc = 0.0;
-                    for m in 0..kb {
-                        acc += zinv.get(blk.a + x, blk.b + m) * w[m + y * kb];
-                    }
-                    sa[x + y * ka] += acc;
-                }
-            }
-        });
-        let mut g = Vec::with_capacity(self.n_theta());
-        for (lay, st) in layout.iter().zip(&s) {
-            let k = lay.k;
-            for ci in 0..k {
-                for ri in ci..k {
-                    g.push(2.0 * st[ci + ri * k]);
-                }
-            }
-        }
-        Ok(g)
-    }
-
     /// A_ZZ B for B (q x m, rows in lme4's order).
     pub fn a_zz_mul(&self, b: &Mat<f64>) -> Mat<f64> {
         let layout = self.layout();
-        let mut out = Mat::<f64>::zeros(b.nrows(), b.ncols());
+        let (q, m) = (b.nrows(), b.ncols());
+        // row-major copies: the columns of a block row are together
+        let bt: Vec<f64> = (0..q * m).map(|e| b[(e / m, e % m)]).collect();
+        let mut out = vec![0.0; q * m];
         self.for_each_a_block(|blk| {
             let (ka, kb) = (layout[blk.ta].k, layout[blk.tb].k);
-            for j in 0..b.ncols() {
-                for y in 0..kb {
-                    for x in 0..ka {
-                        out[(blk.a + x, j)] += blk.v[x + y * ka] * b[(blk.b + y, j)];
+            for y in 0..kb {
+                for x in 0..ka {
+                    let v = blk.v[x + y * ka];
+                    let (ra, rb) = ((blk.a + x) * m, (blk.b + y) * m);
+                    for j in 0..m {
+                        out[ra + j] += v * bt[rb + j];
                     }
-                }
-                if blk.a != blk.b {
-                    for y in 0..kb {
-                        for x in 0..ka {
-                            out[(blk.b + y, j)] += blk.v[x + y * ka] * b[(blk.a + x, j)];
+                    if blk.a != blk.b {
+                        for j in 0..m {
+                            out[rb + j] += v * bt[ra + j];
                         }
                     }
                 }
             }
         });
-        out
+        Mat::from_fn(q, m, |i, j| out[i * m + j])
     }
 
     /// Calls `f` on every stored block of the lower triangle of A_ZZ (in L's
-    /// block order: the first term's diagonal blocks, its cross-products
-    /// with the rest, the rest's diagonal and off-diagonal blocks).
-    fn for_each_a_block(&self, mut f: impl FnMut(Block<'_>)) {
+    /// block order: the first term's diagonal blocks and cross-products with
+    /// the rest level by level, then the rest's diagonal and off-diagonal
+    /// blocks).
+    pub(crate) fn for_each_a_block(&self, mut f: impl FnMut(Block<'_>)) {
+        let rest = self.factor().order().rest_lme4_index();
+        for j in 0..self.factor().order().lf() {
+            self.for_each_first_block(j, &rest, &mut f);
+        }
+        self.for_each_rest_block(&rest, f);
+    }
+
+    /// The blocks of A_ZZ in the column of first-term level `j`: its
+    /// diagonal block, then its cross-products with the rest (A21's pattern,
+    /// which is L21's). `rest` is the lme4 index of each rest coefficient.
+    pub(crate) fn for_each_first_block(
+        &self,
+        j: usize,
+        rest: &[usize],
+        mut f: impl FnMut(Block<'_>),
+    ) {
         let order = self.factor().order();
         let a = self.cross_products();
         let (tf, kf) = (order.first(), order.kf());
-        let f0 = order.f_range().start;
-        let rest = order.rest_lme4_index();
-        let ext = |rb: usize| rest[order.off(rb)];
-        for (j, v) in a.a11().chunks_exact(kf * kf).enumerate() {
-            let b = f0 + j * kf;
+        let b = order.f_range().start + j * kf;
+        f(Block {
+            ta: tf,
+            a: b,
+            tb: tf,
+            b,
+            v: &a.a11()[j * kf * kf..(j + 1) * kf * kf],
+        });
+        let a21 = a.a21();
+        for e in a21.pat.ptr[j]..a21.pat.ptr[j + 1] {
+            let rb = a21.pat.row[e];
+            let kr = order.k(rb);
             f(Block {
-                ta: tf,
-                a: b,
+                ta: order.term(rb),
+                a: rest[order.off(rb)],
                 tb: tf,
                 b,
-                v,
+                v: &a21.val[a21.pat.off[e]..][..kr * kf],
             });
         }
-        let a21 = a.a21();
-        for j in 0..order.lf() {
-            for e in a21.pat.ptr[j]..a21.pat.ptr[j + 1] {
-                let rb = a21.pat.row[e];
-                let kr = order.k(rb);
-                f(Block {
-                    ta: order.term(rb),
-                    a: ext(rb),
-                    tb: tf,
-                    b: f0 + j * kf,
-                    v: &a21.val[a21.pat.off[e]..][..kr * kf],
-                });
-            }
-        }
+    }
+
+    /// The blocks of A_ZZ among the rest: diagonal blocks and, below them,
+    /// the rest's off-diagonal blocks (A22).
+    pub(crate) fn for_each_rest_block(&self, rest: &[usize], mut f: impl FnMut(Block<'_>)) {
+        let order = self.factor().order();
+        let a = self.cross_products();
+        let ext = |rb: usize| rest[order.off(rb)];
         let a22 = a.a22();
         for cb in 0..order.n_blocks() {
             let kc = order.k(cb);

@@ -75,8 +75,9 @@
 //! - `factor`: [`BlockedFactor`]: L at θ, its solves, log det and CSC form.
 //! - `workspace`: [`Workspace`]: θ → L → objective, and the PLS solution.
 //! - `marginal`: V, V⁻¹B, VB, log det V, condVar, through the factor.
-//! - `selinv`, `gradient`: M⁻¹ on the pattern of L (selected inversion) and
-//!   the exact gradient of the objective with respect to θ.
+//! - `selinv`, `logdet_grad`, `gradient`: M⁻¹ on the pattern of L (selected
+//!   inversion, blockwise as L) and the exact gradient of the objective with
+//!   respect to θ.
 
 // Index loops over small blocks read like the formulas they implement; NaN
 // pivots must fail the positivity checks, hence `!(d > 0.0)`.
@@ -87,6 +88,7 @@ pub mod crossprod;
 pub mod error;
 pub mod factor;
 pub mod gradient;
+mod logdet_grad;
 pub mod marginal;
 pub mod order;
 pub mod pattern;

@@ -27,7 +27,8 @@ use super::factor::FactorL;
 /// M⁻¹ on the pattern of L (lower triangle, in L order), by supernodes, with
 /// the map from lme4's order.
 pub struct SelectedInverse {
-    /// Position in L order of each random effect (lme4's order).
+    /// Position in L order of each random effect (lme4's order; usize::MAX
+    /// for those L does not hold).
     pinv: Vec<usize>,
     /// Supernode of each column of L.
     sn_of: Vec<usize>,
@@ -52,7 +53,8 @@ impl SelectedInverse {
     pub fn new(mut l: FactorL) -> Self {
         let q = l.perm.len();
         sort_columns(&mut l);
-        let mut pinv = vec![0usize; q];
+        // perm may name a subset of the random effects (L22's)
+        let mut pinv = vec![usize::MAX; l.perm.iter().max().map_or(0, |m| m + 1)];
         for (i, &p) in l.perm.iter().enumerate() {
             pinv[p] = i;
         }
@@ -119,13 +121,67 @@ impl SelectedInverse {
         }
         invert_lower(nj, ljj, linv);
         let linv = view(linv, nj, nj);
-        mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
-        if nr > 0 {
-            mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
-            self.gather(&self.rows[r0 + nj..r1], zrr);
-            let y = view(y, nr, nj);
-            mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
-            mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
+        if nj * nj * nj.max(nr) <= SMALL {
+            mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
+            if nr > 0 {
+                mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
+                self.gather(&self.rows[r0 + nj..r1], zrr);
+                let y = view(y, nr, nj);
+                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+                mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
+            }
+        } else {
+            // wide: the triangular and symmetric shapes halve the work
+            use faer::linalg::matmul::triangular::{matmul as tmul, BlockStructure as Bs};
+            let zm = MatMut::from_column_major_slice_mut(&mut *zjj, nj, nj);
+            let pj = par(nj * nj * nj);
+            tmul(
+                zm,
+                Bs::TriangularLower,
+                Accum::Replace,
+                linv.transpose(),
+                Bs::TriangularUpper,
+                linv,
+                Bs::TriangularLower,
+                1.0,
+                pj,
+            );
+            if nr > 0 {
+                let pr = par(nr * nj * nj.max(nr));
+                let ym = MatMut::from_column_major_slice_mut(&mut *y, nr, nj);
+                let lr = view(lrj, nr, nj);
+                tmul(
+                    ym,
+                    Bs::Rectangular,
+                    Accum::Replace,
+                    lr,
+                    Bs::Rectangular,
+                    linv,
+                    Bs::TriangularLower,
+                    1.0,
+                    pr,
+                );
+                self.gather(&self.rows[r0 + nj..r1], zrr);
+                let y = view(y, nr, nj);
+                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+                let zm = MatMut::from_column_major_slice_mut(&mut *zjj, nj, nj);
+                tmul(
+                    zm,
+                    Bs::TriangularLower,
+                    Accum::Add,
+                    y.transpose(),
+                    Bs::Rectangular,
+                    view(zrj, nr, nj),
+                    Bs::Rectangular,
+                    -1.0,
+                    pr,
+                );
+            }
+            for c in 0..nj {
+                for r in 0..c {
+                    zjj[r + c * nj] = zjj[c + r * nj];
+                }
+            }
         }
         let z = &mut self.z[self.z_ptr[sn]..self.z_ptr[sn + 1]];
         let ld = nj + nr;
@@ -138,19 +194,27 @@ impl SelectedInverse {
     /// Z_RR (full) for the sorted rows `r` of a supernode, from the later
     /// supernodes: column r[b] lives in supernode t, which holds every r[a]
     /// with a ≥ b among its rows.
-    fn gather(&self, r: &[usize], out: &mut [f64]) {
+    pub(crate) fn gather(&self, r: &[usize], out: &mut [f64]) {
         let n = r.len();
         // the supernodes of r's columns come in order; within supernode t,
-        // the rows are sorted, so a merge walk finds each r[a]
+        // the rows are sorted
         for b in 0..n {
             let t = self.sn_of[r[b]];
             let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
             let ld = trows.len();
             let zt = &self.z[self.z_ptr[t] + (r[b] - self.start[t]) * ld..][..ld];
-            let mut e = r[b] - self.start[t];
+            let (s0, s1) = (self.start[t], self.start[t + 1]);
+            let mut e = s1 - s0;
             for a in b..n {
-                while trows[e] < r[a] {
-                    e += 1;
+                // t's own columns are its first rows, in order; the rest
+                // of its rows are walked
+                if r[a] < s1 {
+                    e = r[a] - s0;
+                } else {
+                    e = e.max(s1 - s0);
+                    while trows[e] < r[a] {
+                        e += 1;
+                    }
                 }
                 debug_assert_eq!(trows[e], r[a], "rows of a supernode form a clique");
                 out[a + b * n] = zt[e];
@@ -249,8 +313,17 @@ fn view(v: &[f64], m: usize, n: usize) -> MatRef<'_, f64> {
 /// Products below this many multiply-adds are plain loops (no dispatch).
 const SMALL: usize = 4096;
 
+/// Both cores for the products of wide dense supernodes (crossed designs).
+fn par(work: usize) -> Par {
+    if work >= 1 << 21 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
 /// `out (m x n) = alpha a b` (or `+=` with `add`).
-fn mul(
+pub(crate) fn mul(
     out: &mut [f64],
     m: usize,
     n: usize,
@@ -275,15 +348,15 @@ fn mul(
     }
     let accum = if add { Accum::Add } else { Accum::Replace };
     let out = MatMut::from_column_major_slice_mut(out, m, n);
-    matmul(out, accum, a, b, alpha, Par::Seq);
+    matmul(out, accum, a, b, alpha, par(m * n * kk));
 }
 
 /// `inv = L⁻¹` for lower-triangular `L` (n x n); `inv` starts zeroed.
-fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
+pub(crate) fn invert_lower(n: usize, l: &[f64], inv: &mut [f64]) {
     if n * n * n > SMALL {
         let src = MatRef::from_column_major_slice(l, n, n);
         let mut dst = MatMut::from_column_major_slice_mut(inv, n, n);
-        invert_lower_triangular(dst.as_mut(), src, Par::Seq);
+        invert_lower_triangular(dst.as_mut(), src, par(n * n * n));
         for c in 0..n {
             for r in 0..c {
                 dst[(r, c)] = 0.0;

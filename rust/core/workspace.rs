@@ -286,8 +286,8 @@ impl Workspace {
         })
     }
 
-    /// β̂ and û at the last θ (nothing that grows with the rows).
-    pub(crate) fn beta_u(&self) -> (Vec<f64>, Vec<f64>) {
+    /// β̂ at the last θ: RX β̂ = the response's column of R.
+    pub(crate) fn beta(&self) -> Vec<f64> {
         let p = self.p();
         let mut beta = vec![0.0; p];
         for i in (0..p).rev() {
@@ -297,6 +297,13 @@ impl Workspace {
             }
             beta[i] = s / self.r[(i, i)];
         }
+        beta
+    }
+
+    /// β̂ and û at the last θ.
+    fn beta_u(&self) -> (Vec<f64>, Vec<f64>) {
+        let p = self.p();
+        let beta = self.beta();
         // u = P̃ᵀ L⁻ᵀ (c_y − c_X β)
         let resid = Mat::from_fn(self.q(), 1, |i, _| {
             let mut s = self.c[(i, p)];

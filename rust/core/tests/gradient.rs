@@ -111,7 +111,7 @@ fn check_problem(pr: &Problem, thetas: &[Vec<f64>]) {
 }
 
 #[test]
-fn one_term_k1_k2_k3() {
+fn terms_with_k_1_to_4() {
     let pr = design(80, 1, &[crossed(9, 1)]);
     check_problem(&pr, &[vec![0.7], vec![0.0], vec![2.3]]);
     let pr = design(100, 2, &[crossed(8, 2)]);
@@ -124,6 +124,11 @@ fn one_term_k1_k2_k3() {
             vec![0.6, -0.5, 0.0, 0.0, 0.2, 0.0],
         ],
     );
+    // k = 4 (no unrolled kernels), first and in the rest
+    let pr = design(200, 4, &[crossed(9, 4), crossed(5, 1)]);
+    check_problem(&pr, &[theta_for(&pr, 0.9, -0.2)]);
+    let pr = design(200, 5, &[crossed(4, 4), crossed(30, 1)]);
+    check_problem(&pr, &[theta_for(&pr, 0.6, 0.3)]);
 }
 
 #[test]
