@@ -64,6 +64,9 @@ class Solution(NamedTuple):
     """RZX (q x p, rows in L's order)."""
 
 
+_SMALLEST_KEPT, _LARGEST_KEPT = 2.0**-6.5, 2.0**6.5
+
+
 def column_scales(z: np.ndarray) -> np.ndarray:
     """Return a power-of-two scale per column: 1 unless its largest magnitude is far from 1.
 
@@ -73,8 +76,13 @@ def column_scales(z: np.ndarray) -> np.ndarray:
     """
     if z.shape[0] == 0:
         return np.ones(z.shape[1])
-    lo, hi = _column_ranges(z)
-    big = np.maximum(np.abs(lo), np.abs(hi))
+    if z.size <= 4096:
+        big = np.abs(z).max(axis=0)
+    else:
+        lo, hi = _column_ranges(z)
+        big = np.maximum(np.abs(lo), np.abs(hi))
+    if all(_SMALLEST_KEPT < b < _LARGEST_KEPT for b in big.tolist()):  # the usual case, fast
+        return np.ones(z.shape[1])
     ok = (big > 0) & np.isfinite(big)
     e = np.where(ok, np.round(np.log2(np.where(ok, big, 1.0))), 0.0)
     return np.exp2(np.where(np.abs(e) >= 7, e, 0.0))
@@ -119,6 +127,8 @@ class Centering:
 
 def _column_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return each column's minimum and maximum."""
+    if x.shape[0] * x.shape[1] <= 4096:  # small: one call each beats a loop of calls
+        return x.min(axis=0), x.max(axis=0)
     lo = np.array([x[:, j].min() for j in range(x.shape[1])])
     hi = np.array([x[:, j].max() for j in range(x.shape[1])])
     return lo, hi
@@ -133,9 +143,8 @@ def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     if x.shape[1] == 0:
         return np.zeros(0)
     lo, hi = _column_ranges(x)
-    near = np.abs(lo) <= 100.0 * (hi - lo)  # the mean is between lo and hi
-    if near.all():
-        return np.zeros(x.shape[1])
+    if all(abs(a) <= 100.0 * (b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)):
+        return np.zeros(x.shape[1])  # the usual case: no mean is far outside the range
     mean = np.average(x, axis=0, weights=w)
     return np.where(np.abs(mean) > 100.0 * (hi - lo), mean, 0.0)
 
