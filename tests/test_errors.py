@@ -186,3 +186,40 @@ def test_anova_refuses_fits_to_different_data(sleep):
     f2 = mm.lmer("Reaction ~ Days + (Days | Subject)", sleep.assign(Reaction=sleep.Reaction * 2))
     with pytest.raises(DataError, match="same response"):
         mm.anova(f0, f2)
+
+
+@pytest.fixture(scope="module")
+def sleep_fit(sleep):
+    return mm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+
+
+@pytest.mark.parametrize(
+    "call, phrase",
+    [
+        (lambda f: f.confint("wald", level=1.5), "level must be between 0 and 1"),  # M47
+        (lambda f: f.confint("profile", level=1.2), "level must be between 0 and 1"),  # M76
+        (lambda f: f.profile(level=2), "level must be between 0 and 1"),  # M75
+        (lambda f: f.confint(None), "method must be one of 'wald', 'profile', 'boot'"),  # M49
+        (lambda f: f.coef_table(5), "ddf must be one of 'satterthwaite'"),  # M53
+        (lambda f: mm.anova(f, 3), "anova takes fitted models; argument 2 is 3"),  # M57
+        (lambda f: f.V(max_bytes=0), "max_bytes must be a positive number"),  # M19
+    ],
+)
+def test_argument_errors_name_the_problem(sleep_fit, call, phrase):
+    with pytest.raises(mm.exceptions.ArgumentError, match=phrase):
+        call(sleep_fit)
+
+
+def test_unknown_grouping_factor_in_ranef(sleep_fit):
+    # M69: a bare KeyError before; still a KeyError, and one of the package's errors
+    with pytest.raises(mm.exceptions.UnknownNameError, match="no grouping factor 'Foo'.*'Subject'"):
+        sleep_fit.ranef["Foo"]
+    with pytest.raises(KeyError):
+        sleep_fit.ranef["Foo"]
+
+
+def test_reml_must_be_a_flag(sleep):
+    # D83: bool('ML') is True, so reml='ML' silently fitted by REML
+    with pytest.raises(mm.exceptions.ArgumentError, match="reml must be True or False, not 'ML'"):
+        mm.lmer("Reaction ~ Days + (1 | Subject)", sleep, reml="ML")
+    assert not mm.lmer("Reaction ~ Days + (1 | Subject)", sleep, reml=np.bool_(False)).reml

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ._layout import TermLayout
 from .design import Design, TermDesign
+from .exceptions import UnknownNameError
 
 __all__ = ["RandomEffects", "coefficients", "random_effects", "variance_components"]
 
@@ -36,6 +37,9 @@ class RandomEffects:
 
     def __getitem__(self, group: str) -> pd.DataFrame:
         """Return the conditional modes of one grouping factor."""
+        if group not in self.modes:
+            have = ", ".join(map(repr, self.modes))
+            raise UnknownNameError(f"no grouping factor {group!r} in this fit; it has {have}")
         return self.modes[group]
 
     def __iter__(self) -> Iterator[str]:

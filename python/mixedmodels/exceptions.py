@@ -13,6 +13,8 @@ __all__ = [
     "DimensionError",
     "ThetaError",
     "ControlError",
+    "ArgumentError",
+    "UnknownNameError",
     "NotPositiveDefiniteError",
     "NumericalError",
     "MemoryBudgetError",
@@ -48,6 +50,18 @@ class ThetaError(MixedModelsError, ValueError):
 
 class ControlError(MixedModelsError, ValueError):
     """An optimizer setting (`Control`) or a starting value is invalid."""
+
+
+class ArgumentError(MixedModelsError, ValueError):
+    """An argument has a value the method cannot take (a level outside (0, 1), ...)."""
+
+
+class UnknownNameError(ArgumentError, KeyError):
+    """A name (of a grouping factor, a parameter, ...) that the fit does not have."""
+
+    def __str__(self) -> str:
+        """Return the message as given (KeyError would quote it)."""
+        return str(self.args[0]) if self.args else ""
 
 
 class NumericalError(MixedModelsError, ArithmeticError):

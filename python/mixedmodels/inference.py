@@ -29,7 +29,7 @@ from ._numderiv import numderiv_hessian, numderiv_jacobian
 from ._params import param_names, param_values
 from ._satterthwaite import SatterthwaiteInfo, satterthwaite, satterthwaite_info
 from .design import Design
-from .exceptions import DataError
+from .exceptions import ArgumentError, DataError
 from .profile import profile_confint
 
 if TYPE_CHECKING:
@@ -171,6 +171,9 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
     Reaction ~ Days + (1 | Subject)        4   1794.08    NaN  NaN
     Reaction ~ Days + (Days | Subject)     6   1751.94  42.14  2.0
     """
+    for i, f in enumerate(fits):
+        if not hasattr(f, "refit_ml") or not hasattr(f, "design"):
+            raise ArgumentError(f"anova takes fitted models; argument {i + 1} is {f!r}")
     if len(fits) == 1:
         return anova_type3(fits[0])
     _check_same_data(fits)

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._args import check_bool
 from ._state import ModelState
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
@@ -78,7 +79,7 @@ class LinearMixedModel(DesignAttributes):
         state: ModelState | None = None,
     ):
         self.design = design
-        self.reml = bool(reml)
+        self.reml = check_bool(reml, "reml")
         self.data_name = data_name
         self.state = ModelState.from_design(design) if state is None else state
         """The Rust workspace with the prior weights and offset (`ModelState`)."""

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import inference, matrices, predict, profile
+from ._args import check_choice, check_level, check_positive
 from ._optimum import OptimalityCheck, check_fit
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
@@ -371,6 +372,8 @@ class LinearMixedModelResult(DesignAttributes):
         (Intercept)    251.41  6.82  17.0  36.84  0.0
         Days            10.47  1.55  17.0   6.77  0.0
         """
+        if ddf is not None:
+            check_choice(ddf, "ddf", ("satterthwaite", "kenward-roger"))
         return inference.coef_table(self, ddf)
 
     def confint(self, method: str = "wald", level: float = 0.95, **kwargs: Any) -> pd.DataFrame:
@@ -379,7 +382,8 @@ class LinearMixedModelResult(DesignAttributes):
         ``method`` is ``"wald"``, ``"profile"`` or ``"boot"`` (parametric
         bootstrap; ``nsim``, ``seed``, ``n_jobs``); see `inference.confint`.
         """
-        return inference.confint(self, method, level, **kwargs)
+        method = check_choice(method, "method", ("wald", "profile", "boot"))
+        return inference.confint(self, method, check_level(level), **kwargs)
 
     def profile(self, level: float = 0.99, points: int = 15) -> pd.DataFrame:
         """Return profile traces (lme4's ``profile``).
@@ -387,7 +391,7 @@ class LinearMixedModelResult(DesignAttributes):
         ζ at points spanning each parameter's profile interval; columns param,
         value, zeta.
         """
-        return profile.profile(self, level, points)
+        return profile.profile(self, check_level(level), points)
 
     # -- the model's matrices (lme4's getME, V, G, R) ----------------------------
     def get_me(self, name: str) -> Any:
@@ -422,7 +426,7 @@ class LinearMixedModelResult(DesignAttributes):
         crossed designs make V nearly dense; use `V_solve`, `V_matvec`,
         `V_logdet` or `V_blocks` instead.
         """
-        return matrices.v_matrix(self, dense, max_bytes or matrices.DEFAULT_MAX_BYTES)
+        return matrices.v_matrix(self, dense, _budget(max_bytes))
 
     def V_blocks(self, max_bytes: int | None = None) -> list[VBlock]:
         """Return V split into its independent diagonal blocks.
@@ -431,7 +435,7 @@ class LinearMixedModelResult(DesignAttributes):
         e.g. one per school for ``(1 | sch/tch)``: a list of `VBlock` (rows,
         dense V).
         """
-        return matrices.v_blocks(self, max_bytes or matrices.DEFAULT_MAX_BYTES)
+        return matrices.v_blocks(self, _budget(max_bytes))
 
     def G(self) -> sp.csc_array:
         """Return G = σ²ΛΛᵀ, the covariance of the random effects, in Z's columns.
@@ -479,3 +483,10 @@ class LinearMixedModelResult(DesignAttributes):
             f"<LinearMixedModelResult {self.formula!r} ({crit}): "
             f"objective={self.objective:.4f}, nobs={self.nobs}>"
         )
+
+
+def _budget(max_bytes: int | None) -> int:
+    """Return the memory budget: the default for None, else a positive number of bytes."""
+    if max_bytes is None:
+        return matrices.DEFAULT_MAX_BYTES
+    return int(check_positive(max_bytes, "max_bytes"))
