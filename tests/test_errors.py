@@ -223,3 +223,20 @@ def test_reml_must_be_a_flag(sleep):
     with pytest.raises(mm.exceptions.ArgumentError, match="reml must be True or False, not 'ML'"):
         mm.lmer("Reaction ~ Days + (1 | Subject)", sleep, reml="ML")
     assert not mm.lmer("Reaction ~ Days + (1 | Subject)", sleep, reml=np.bool_(False)).reml
+
+
+def test_series_arguments_align_on_the_data_index(sleep):
+    # catalogue D82: a weights Series with a permuted index was used positionally, silently
+    w = pd.Series(np.random.default_rng(3).uniform(0.5, 2.0, len(sleep)), index=sleep.index)
+    f = "Reaction ~ Days + (Days | Subject)"
+    plain = mm.lmer(f, sleep, weights=w.to_numpy())
+    shuffled = mm.lmer(f, sleep, weights=w.sample(frac=1, random_state=1))
+    assert shuffled.objective == pytest.approx(plain.objective, rel=1e-12)
+    with pytest.raises(DataError, match="index of the weights Series does not match"):
+        mm.lmer(f, sleep, weights=w.set_axis(np.arange(len(w)) + 1000))
+    y = sleep.Reaction * 1.5
+    assert plain.refit(y.sample(frac=1, random_state=2)).objective == pytest.approx(
+        plain.refit(y.to_numpy()).objective, rel=1e-12
+    )
+    with pytest.raises(DataError, match="index of the new response Series does not match"):
+        plain.refit(y.reset_index(drop=True).set_axis(np.arange(len(y)) + 5000))

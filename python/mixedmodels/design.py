@@ -36,6 +36,7 @@ __all__ = [
     "DesignAttributes",
     "TermDesign",
     "ThetaLayout",
+    "aligned_values",
     "build_design",
 ]
 
@@ -249,6 +250,28 @@ def _drop_dependent_columns(
     return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
+def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
+    """Return a Series' values in the order of ``index`` (pandas' alignment), as floats.
+
+    A Series whose index holds other labels than ``index`` is refused: its
+    values cannot be matched to the rows.
+    """
+    if not values.index.equals(index):
+        same = (
+            values.index.is_unique
+            and index.is_unique
+            and len(values) == len(index)
+            and values.index.isin(index).all()
+        )
+        if not same:
+            raise DataError(
+                f"the index of the {what} Series does not match the data's rows; pass a Series "
+                "indexed like the data, or the values in the data's row order as an array"
+            )
+        values = values.reindex(index)
+    return values.to_numpy(dtype=np.float64)
+
+
 def _row_values(
     spec: str | npt.ArrayLike | None, data: pd.DataFrame, what: str
 ) -> np.ndarray | None:
@@ -261,6 +284,8 @@ def _row_values(
         if not is_numeric(col):
             raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
         return col.to_numpy(dtype=np.float64)
+    if isinstance(spec, pd.Series):
+        return aligned_values(spec, data.index, what)
     arr = np.asarray(spec, dtype=np.float64).ravel()
     if arr.shape[0] != len(data):
         raise DataError(f"{what} has {arr.shape[0]} values; the data have {len(data)} rows")

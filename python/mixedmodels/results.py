@@ -29,7 +29,7 @@ from ._optimum import OptimalityCheck, check_fit
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
-from .design import Design, DesignAttributes
+from .design import Design, DesignAttributes, aligned_values
 from .matrices import VBlock
 from .optimize import Control, OptSummary
 
@@ -334,6 +334,8 @@ class LinearMixedModelResult(DesignAttributes):
         Everything that depends only on X, Z and the grouping is reused. The
         optimizer starts from this fit's θ.
         """
+        if isinstance(y, pd.Series):  # aligned on the fitted rows, as pandas would
+            y = aligned_values(y, self.design.row_index, "new response")
         model = self.model.with_response(y)
         return model.fit(control, start=self.theta)
 
