@@ -97,3 +97,11 @@ def test_type3_anova_with_factor_terms_and_interactions():
     assert table.DenDF["sx"] == pytest.approx(ct.df["sxF"], rel=1e-10)
     with pytest.raises(NotImplementedError, match="interaction"):
         mm.anova(mm.lmer("read ~ cltype * sx + (1 | sch)", star))
+
+
+def test_wald_intervals_without_fixed_effects():
+    # catalogue M79: a numpy broadcast error (lower[-p:] with p = 0 is the whole array)
+    fit = mm.lmer("Reaction ~ 0 + (1 | Subject)", mm.datasets.load("sleepstudy"))
+    ci = fit.confint("wald")
+    assert list(ci.index) == ["sd_(Intercept)|Subject", "sigma"]
+    assert ci.isna().all().all()  # Wald gives no limits for variance parameters, as lme4

@@ -257,8 +257,8 @@ def confint(
         se = fit.stderror.to_numpy()
         z = stats.norm.ppf(1 - alpha)
         p = len(fit.beta)
-        lower[-p:] = fit.beta - z * se
-        upper[-p:] = fit.beta + z * se
+        lower[len(lower) - p :] = fit.beta - z * se  # (not [-p:]: p may be 0)
+        upper[len(upper) - p :] = fit.beta + z * se
         return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     if key in ("boot", "bootstrap"):
         samples = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
