@@ -32,41 +32,53 @@ fn add_block(
 ) {
     let (layout, templates) = (ws.layout(), ws.templates());
     let (ka, kb) = (layout[blk.ta].k, layout[blk.tb].k);
-    // G_bb += Z_ba T_aᵀ A_ab: W = T_aᵀ A_ab (ka x kb)
-    for y in 0..kb {
-        let wc = &mut w[y * ka..(y + 1) * ka];
-        wc.copy_from_slice(&blk.v[y * ka..(y + 1) * ka]);
-        tt_mul(&templates[blk.ta], ka, wc);
+    // G_bb += Z_ba T_aᵀ A_ab
+    half(
+        &mut s[blk.tb],
+        (kb, ka),
+        &templates[blk.ta],
+        |m, y| blk.v[m + y * ka],
+        |x, m| z(blk.b + x, blk.a + m),
+        w,
+    );
+    if blk.a != blk.b {
+        // G_aa += Z_ab T_bᵀ A_abᵀ
+        half(
+            &mut s[blk.ta],
+            (ka, kb),
+            &templates[blk.tb],
+            |m, y| blk.v[y + m * ka],
+            |x, m| z(blk.a + x, blk.b + m),
+            w,
+        );
     }
-    let sb = &mut s[blk.tb];
-    for y in 0..kb {
-        for x in 0..kb {
-            let mut acc = 0.0;
-            for j in 0..ka {
-                acc += z(blk.b + x, blk.a + j) * w[j + y * ka];
-            }
-            sb[x + y * kb] += acc;
-        }
-    }
-    if blk.a == blk.b {
-        return;
-    }
-    // G_aa += Z_ab T_bᵀ A_abᵀ: W = T_bᵀ A_abᵀ (kb x ka)
-    for y in 0..ka {
-        let wc = &mut w[y * kb..(y + 1) * kb];
+}
+
+/// `out += Z W` with `W = Tᵀ A` (k_in x k_out), for `a(m, y)` = A[m, y] and
+/// `z(x, m)` the (k_out x k_in) block of M⁻¹: one half of a block's
+/// contribution to `add_block`.
+fn half(
+    out: &mut [f64],
+    (k_out, k_in): (usize, usize),
+    t: &[f64],
+    a: impl Fn(usize, usize) -> f64,
+    z: impl Fn(usize, usize) -> f64,
+    w: &mut [f64],
+) {
+    for y in 0..k_out {
+        let wc = &mut w[y * k_in..(y + 1) * k_in];
         for (m, v) in wc.iter_mut().enumerate() {
-            *v = blk.v[y + m * ka];
+            *v = a(m, y);
         }
-        tt_mul(&templates[blk.tb], kb, wc);
+        tt_mul(t, k_in, wc);
     }
-    let sa = &mut s[blk.ta];
-    for y in 0..ka {
-        for x in 0..ka {
+    for y in 0..k_out {
+        for x in 0..k_out {
             let mut acc = 0.0;
-            for m in 0..kb {
-                acc += z(blk.a + x, blk.b + m) * w[m + y * kb];
+            for m in 0..k_in {
+                acc += z(x, m) * w[m + y * k_in];
             }
-            sa[x + y * ka] += acc;
+            out[x + y * k_out] += acc;
         }
     }
 }
