@@ -4,6 +4,15 @@
 //! copied, the workspace is evaluated there and the body runs, all with the
 //! GIL released (through `errors::run`); only the conversion of the result
 //! holds the GIL.
+//!
+//! One object may be used from several Python threads at once (one fit's
+//! methods, `fit()` of one model): the class is `frozen` and the core
+//! workspace sits behind a mutex, so evaluating at θ and reading the result
+//! is one step that other threads wait for. The mutex is only ever taken
+//! with the GIL released and never held while the GIL is taken again, so a
+//! waiting thread cannot block the one holding it.
+
+use std::sync::{Mutex, MutexGuard};
 
 use faer::{Mat, MatRef};
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
@@ -17,9 +26,14 @@ use crate::core::{CoreError, Evaluation, FactorKind, RowData, Workspace};
 /// The penalized least-squares workspace of one model (lme4's `merPredD`
 /// plus its deviance function). Built once per model; `objective(theta)` is
 /// the profiled REML criterion or ML deviance at θ.
-#[pyclass(name = "Workspace", module = "mixedmodels._core")]
+#[pyclass(name = "Workspace", module = "mixedmodels._core", frozen)]
 pub struct PyWorkspace {
-    inner: Workspace,
+    /// The core workspace; see the module documentation for the locking.
+    inner: Mutex<Workspace>,
+    /// Lower bounds of θ (fixed by the layout).
+    lower: Vec<f64>,
+    /// (levels, columns) of each term (fixed by the layout).
+    term_shapes: Vec<(usize, usize)>,
     /// Number of observations.
     #[pyo3(get)]
     n: usize,
@@ -60,6 +74,8 @@ impl PyWorkspace {
     /// Wraps a workspace with its sizes (read by Python as attributes).
     fn wrap(inner: Workspace) -> Self {
         Self {
+            lower: inner.lower(),
+            term_shapes: inner.layout().iter().map(|t| (t.n_levels, t.k)).collect(),
             n: inner.n(),
             p: inner.p(),
             q: inner.q(),
@@ -69,34 +85,49 @@ impl PyWorkspace {
             schur_chunks: inner.schur_chunks(),
             class_work: inner.class_work(),
             factor_nnz: inner.factor_nnz(),
-            inner,
+            inner: Mutex::new(inner),
         }
+    }
+
+    /// The workspace, for this thread alone. Call only with the GIL released
+    /// (inside [`run`]). A panic in an earlier call leaves the mutex poisoned;
+    /// the workspace is still whole (every call that needs θ evaluates it
+    /// anew), so the poison is cleared.
+    fn lock(&self) -> MutexGuard<'_, Workspace> {
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            self.inner.clear_poison();
+            poisoned.into_inner()
+        })
     }
 
     /// Evaluates the workspace at a copy of `theta`, then runs `f` on it; all
     /// with the GIL released.
-    fn at_theta<T, F>(
-        &mut self,
-        py: Python<'_>,
-        theta: PyReadonlyArray1<'_, f64>,
-        f: F,
-    ) -> PyResult<T>
+    fn at_theta<T, F>(&self, py: Python<'_>, theta: PyReadonlyArray1<'_, f64>, f: F) -> PyResult<T>
     where
         T: Send,
         F: FnOnce(&mut Workspace, Evaluation) -> Result<T, CoreError> + Send,
     {
         let th = convert::vec1(&theta);
-        let ws = &mut self.inner;
         run(py, move || {
+            let mut ws = self.lock();
             let ev = ws.update(&th)?;
-            f(ws, ev)
+            f(&mut ws, ev)
         })
+    }
+
+    /// Runs `f` on the workspace as it stands (no θ), with the GIL released.
+    fn with_lock<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(&Workspace) -> Result<T, CoreError> + Send,
+    {
+        run(py, move || f(&self.lock()))
     }
 
     /// [`at_theta`](Self::at_theta) for a body that maps an n x m array B to
     /// another array.
     fn at_theta_on<'py, F>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         b: PyReadonlyArray2<'_, f64>,
@@ -116,9 +147,8 @@ impl PyWorkspace {
     where
         F: FnOnce(&mut Workspace) -> Result<(), CoreError> + Send,
     {
-        let ws = &self.inner;
         let inner = run(py, move || {
-            let mut w = ws.clone();
+            let mut w = self.lock().clone();
             f(&mut w)?;
             Ok(w)
         })?;
@@ -160,7 +190,7 @@ impl PyWorkspace {
     /// Lower bounds of θ (0 on template diagonals, -inf elsewhere).
     #[getter]
     fn lower<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
-        convert::array1(py, self.inner.lower())
+        convert::array1(py, self.lower.clone())
     }
 
     /// A copy of this workspace with a new response (on the scale of the
@@ -182,7 +212,7 @@ impl PyWorkspace {
     /// The model's REML criterion (reml=True) or ML deviance at θ, lme4's
     /// devfun (with −Σ log wᵢ for prior weights).
     fn objective(
-        &mut self,
+        &self,
         py: Python<'_>,
         theta: PyReadonlyArray1<'_, f64>,
         reml: bool,
@@ -193,7 +223,7 @@ impl PyWorkspace {
     /// The gradient of `objective(theta, reml)` with respect to θ (exact:
     /// from the cross-products and the factor, no finite differences).
     fn gradient<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         reml: bool,
@@ -204,7 +234,7 @@ impl PyWorkspace {
 
     /// (pwrss, ld_l2, ld_rx2) at θ: the pieces of the objective.
     fn components(
-        &mut self,
+        &self,
         py: Python<'_>,
         theta: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<(f64, f64, f64)> {
@@ -213,7 +243,7 @@ impl PyWorkspace {
 
     /// RX (p x p, upper triangular) at θ: X̃ᵀṼ₀⁻¹X̃ = RXᵀRX.
     fn rx<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -225,7 +255,7 @@ impl PyWorkspace {
     /// offset), pwrss, ld_l2, ld_rx2, rx (p x p upper triangular), rzx (q x p,
     /// rows in L's order).
     fn solve<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
@@ -247,15 +277,14 @@ impl PyWorkspace {
     /// Conditional covariance blocks Λ(ΛᵀZ̃ᵀZ̃Λ + I)⁻¹Λᵀ at θ (multiply by σ²
     /// for lme4's condVar): one (n_levels, k, k) array per term.
     fn cond_var<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let blocks = self.at_theta(py, theta, |ws, _| ws.cond_var_blocks())?;
-        let layout = self.inner.layout();
         let mut out = Vec::with_capacity(blocks.len());
-        for (blk, lay) in blocks.into_iter().zip(layout) {
-            out.push(convert::blocks(py, blk, lay.n_levels, lay.k)?);
+        for (blk, &(n_levels, k)) in blocks.into_iter().zip(&self.term_shapes) {
+            out.push(convert::blocks(py, blk, n_levels, k)?);
         }
         Ok(out)
     }
@@ -264,14 +293,13 @@ impl PyWorkspace {
 
     /// Upper bound on the stored entries of V (computed from level counts).
     fn v_nnz_bound(&self, py: Python<'_>) -> PyResult<u128> {
-        let ws = &self.inner;
-        run(py, move || Ok(ws.v_nnz_bound()))
+        self.with_lock(py, |ws| Ok(ws.v_nnz_bound()))
     }
 
     /// V = σ²(ZΛΛᵀZᵀ + W⁻¹) at θ as CSR arrays (indptr, indices, data);
     /// refuses with MemoryBudgetError when its entries could exceed `max_nnz`.
     fn v_csr<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         sigma: f64,
@@ -287,7 +315,7 @@ impl PyWorkspace {
 
     /// V⁻¹B at θ and σ, through the factor L (B is n x m).
     fn v_solve<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         sigma: f64,
@@ -298,7 +326,7 @@ impl PyWorkspace {
 
     /// VB at θ and σ (B is n x m).
     fn v_matvec<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         sigma: f64,
@@ -309,7 +337,7 @@ impl PyWorkspace {
 
     /// log det V at θ and σ (with −Σ log wᵢ for prior weights).
     fn v_logdet(
-        &mut self,
+        &self,
         py: Python<'_>,
         theta: PyReadonlyArray1<'_, f64>,
         sigma: f64,
@@ -319,15 +347,14 @@ impl PyWorkspace {
 
     /// Block label of each row: rows in different blocks share no random effect.
     fn v_components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let ws = &self.inner;
-        let lab = run(py, move || Ok(ws.v_components()))?;
+        let lab = self.with_lock(py, |ws| Ok(ws.v_components()))?;
         Ok(convert::array1(py, lab))
     }
 
     /// The factor L of ΛᵀZ̃ᵀZ̃Λ + I at θ: (perm, col_ptr, row_idx, values) with
     /// L Lᵀ = M[perm][:, perm].
     fn factor_l<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<Arrays4<'py>> {
