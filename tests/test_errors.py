@@ -85,9 +85,9 @@ def test_theta_of_the_wrong_length(sleep):
         model.objective([1.0, np.nan, 1.0])
 
 
-def test_data_must_be_a_data_frame():
-    with pytest.raises(DataError, match="pandas DataFrame"):
-        mm.lmer("y ~ 1 + (1 | g)", {"y": [1, 2], "g": [1, 2]})
+def test_data_must_be_a_table():
+    with pytest.raises(DataError, match="must be a pandas, polars or pyarrow table.*not list"):
+        mm.lmer("y ~ 1 + (1 | g)", [[1, 2], [1, 2]])
 
 
 def test_unknown_dataset():

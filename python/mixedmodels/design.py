@@ -27,6 +27,7 @@ from ._columns import (
     variables,
 )
 from ._layout import TermLayout, ThetaLayout
+from ._tables import as_frame
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
 
@@ -333,8 +334,7 @@ def build_design(
     ((180, 2), [('Subject', 18)])
     """
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    data = as_frame(data)
     if len(data) == 0:
         raise DataError("the data frame has no rows")
     name = pf.response_name

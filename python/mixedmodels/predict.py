@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._columns import value_labels
+from ._tables import as_frame
 from .design import TermDesign
 from .exceptions import DataError, FormulaError
 from .formula import parse_formula
@@ -87,7 +88,7 @@ def _new_codes(term: TermDesign, data: pd.DataFrame, allow_new_levels: bool) -> 
 
 def predict(
     fit: LinearMixedModelResult,
-    newdata: pd.DataFrame | None,
+    newdata: object,
     re_form: str | None,
     allow_new_levels: bool,
 ) -> np.ndarray:
@@ -101,18 +102,17 @@ def predict(
         eta = fit.state.add_offset(d.X @ fit.beta)
         zs = [(i, d.terms[i].z, d.terms[i].codes) for i in keep]
     else:
-        if not isinstance(newdata, pd.DataFrame):
-            raise DataError("newdata must be a pandas DataFrame")
-        n = len(newdata)
-        eta = d.x_builder.build(newdata) @ fit.beta
+        nd = as_frame(newdata, "newdata")
+        n = len(nd)
+        eta = d.x_builder.build(nd) @ fit.beta
         if d.offset_spec is not None:
-            if d.offset_spec not in newdata.columns:
+            if d.offset_spec not in nd.columns:
                 raise DataError(f"new data lack the offset column {d.offset_spec!r}")
-            eta = eta + newdata[d.offset_spec].to_numpy(dtype=np.float64)
+            eta = eta + nd[d.offset_spec].to_numpy(dtype=np.float64)
         zs = []
         for i in keep:
-            codes = _new_codes(d.terms[i], newdata, allow_new_levels)
-            zs.append((i, d.terms[i].builder.build(newdata), codes))
+            codes = _new_codes(d.terms[i], nd, allow_new_levels)
+            zs.append((i, d.terms[i].builder.build(nd), codes))
     offsets = np.concatenate([[0], np.cumsum([t.n_levels * t.k for t in d.terms])])
     for i, z, codes in zs:
         t = d.terms[i]

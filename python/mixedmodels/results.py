@@ -284,7 +284,7 @@ class LinearMixedModelResult(DesignAttributes):
 
     def predict(
         self,
-        newdata: pd.DataFrame | None = None,
+        newdata: object = None,
         re_form: str | None = None,
         allow_new_levels: bool = False,
     ) -> np.ndarray:
@@ -293,7 +293,8 @@ class LinearMixedModelResult(DesignAttributes):
         Parameters
         ----------
         newdata
-            Data to predict for (default: the fitted rows).
+            Data to predict for (default: the fitted rows): a pandas, polars or
+            pyarrow table, or a dict of columns.
         re_form
             None: all random effects; ``"~0"`` (or ``"NA"``): none, the
             population prediction; a formula such as ``"~(1|Subject)"``: only
