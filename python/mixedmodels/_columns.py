@@ -61,41 +61,98 @@ def _is_factor(s: pd.Series) -> bool:
     )
 
 
+_WHOLE_BELOW = 2.0**64  # integer-valued floats below this get their exact integer label
+
+
+def _label(v: object) -> str:
+    """Return the label of one level value; it depends on the value alone.
+
+    Integers and integer-valued floats print as integers (R's ``1``, not
+    ``1.0``), exactly, whatever the other values of the column; other
+    floats print as the shortest text that reads back as the same number
+    (``1.5``, ``1e+20``, ``inf``); booleans as R's ``TRUE``/``FALSE``.
+    """
+    if isinstance(v, bool | np.bool_):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        if f.is_integer() and abs(f) < _WHOLE_BELOW:
+            return str(int(f))
+        # float32 values print at their own precision, so 0.1 stays '0.1'
+        return repr(f) if isinstance(v, float) or v.dtype.itemsize >= 8 else str(v)
+    return str(v)
+
+
 def _labels(values: Any) -> list[str]:
-    """R's labels of factor levels: integer-valued numbers without '.0'."""
+    """R's labels of factor levels, value by value (see `_label`); vectorized for numbers."""
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         return list(arr.astype(str).tolist())
-    if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-        return list(arr.astype(np.int64).astype(str).tolist())
-    return [str(v) for v in values]
+    if arr.dtype.kind == "f" and arr.dtype.itemsize == 8:
+        out = np.empty(len(arr), dtype=object)
+        small = np.zeros(len(arr), dtype=bool)
+        fin = np.isfinite(arr)
+        small[fin] = (arr[fin] == np.trunc(arr[fin])) & (np.abs(arr[fin]) < 2.0**62)
+        out[small] = arr[small].astype(np.int64).astype(str)
+        out[~small] = [_label(v) for v in arr[~small].tolist()]
+        return list(out.tolist())
+    return [_label(v) for v in arr.tolist()] if arr.dtype.kind != "U" else list(arr.tolist())
+
+
+def _distinct_labels(s: pd.Series, values: Any, labels: list[str]) -> None:
+    """Refuse a column whose distinct values print the same (the int 1 and the str '1').
+
+    Levels are matched by label (new data in `predict`, R's names), so two
+    levels with one label would be confused. R has a single type per column
+    and makes them one level; here the column has to be made uniform first.
+    """
+    if len(set(labels)) == len(labels):
+        return
+    seen: dict[str, object] = {}
+    for v, lab in zip(np.asarray(values, dtype=object).tolist(), labels, strict=True):
+        if lab in seen:
+            a = seen[lab]
+            raise DataError(
+                f"column {s.name!r} has distinct values that read the same as a level: "
+                f"{a!r} ({type(a).__name__}) and {v!r} ({type(v).__name__}); convert the "
+                f"column to one type first (e.g. data[{s.name!r}].astype(str))"
+            )
+        seen[lab] = v
 
 
 def factor_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Return the codes and labels of a grouping variable, in R's level order."""
+    """Return the codes and labels of a grouping variable, in R's level order.
+
+    Missing values have the code -1. Raises `DataError` when two distinct
+    values have the same label.
+    """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        return s.cat.codes.to_numpy(np.int64), _labels(s.cat.categories)
-    if pd.api.types.is_bool_dtype(s):
+        cats = s.cat.categories
+        labels = _labels(cats)
+        _distinct_labels(s, cats, labels)
+        return s.cat.codes.to_numpy(np.int64), labels
+    if pd.api.types.is_bool_dtype(s) and not s.hasnans:
         return s.to_numpy(np.int64), ["FALSE", "TRUE"]
     codes, uniques = pd.factorize(s, sort=True)
-    return codes.astype(np.int64, copy=False), _labels(uniques)
+    labels = _labels(uniques)
+    _distinct_labels(s, uniques, labels)
+    return codes.astype(np.int64, copy=False), labels
 
 
 def value_labels(s: pd.Series) -> np.ndarray:
     """Return the level label of each value of a factor-like column (object array).
 
-    A missing value has the label None.
+    A missing value has the label None. The label of a value does not depend
+    on the other values (`_label`), so new data label a level as the fit did.
     """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = np.asarray(_labels(s.cat.categories), dtype=object)
+        labs = np.asarray(_labels(s.cat.categories), dtype=object)
         codes = s.cat.codes.to_numpy()
-        out = np.full(len(codes), None, dtype=object)
-        out[codes >= 0] = cats[codes[codes >= 0]]
-        return out
-    if pd.api.types.is_bool_dtype(s):
-        return np.where(s.to_numpy(), "TRUE", "FALSE").astype(object)
-    codes, uniques = pd.factorize(s, sort=True)
-    labs = np.asarray(_labels(uniques), dtype=object)
+    else:
+        codes, uniques = pd.factorize(s, sort=False)
+        labs = np.asarray(_labels(uniques), dtype=object)
     out = np.full(len(codes), None, dtype=object)  # None for a missing value (code -1)
     out[codes >= 0] = labs[codes[codes >= 0]]
     return out
