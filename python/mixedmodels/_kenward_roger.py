@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ._cache import per_fit
+from .exceptions import NumericalError
 from .matrices import z_matrix
 
 if TYPE_CHECKING:
@@ -63,7 +64,13 @@ class KenwardRogerInfo:
         gs.append(np.eye(n))
         gamma.append(fit.sigma**2)
         sigma = sum(gm * g for gm, g in zip(gamma, gs, strict=True))
-        sinv = np.linalg.inv(sigma)
+        try:
+            sinv = np.linalg.inv(sigma)
+        except np.linalg.LinAlgError:
+            raise NumericalError(
+                "Kenward-Roger: the fit's V is singular, so the adjustment is undefined; "
+                "use ddf='satterthwaite'"
+            ) from None
         sinv = (sinv + sinv.T) / 2
         self.phi = fit.vcov.to_numpy()
         """Φ, the covariance of β̂."""
@@ -87,8 +94,14 @@ class KenwardRogerInfo:
                     + np.sum((self.phi @ self.P[r]) * (self.P[s_] @ self.phi))
                 )
                 ie2[r, s_] = ie2[s_, r] = v
+        # pbkrtest inverts IE2 when its smallest |eigenvalue| exceeds 1e-10, and takes
+        # the generalized inverse otherwise; also when the inverse fails (degenerate fits)
         ev = np.linalg.eigvalsh(ie2)
-        self.W = 2 * (np.linalg.inv(ie2) if np.min(np.abs(ev)) > 1e-10 else np.linalg.pinv(ie2))
+        try:
+            inv = np.linalg.inv(ie2) if np.min(np.abs(ev)) > 1e-10 else np.linalg.pinv(ie2)
+        except np.linalg.LinAlgError:
+            inv = np.linalg.pinv(ie2)
+        self.W = 2 * inv
         """pbkrtest's W: twice the inverse expected information of the covariance parameters."""
         uu = np.zeros_like(self.phi)
         for r in range(m):
@@ -139,7 +152,10 @@ def kenward_roger(fit: LinearMixedModelResult) -> pd.DataFrame:
     """Return Kenward-Roger df and p for each fixed effect (pbkrtest).
 
     With the adjusted standard errors: columns estimate, se, df, t, p. ML
-    fits are refitted by REML first, as pbkrtest does.
+    fits are refitted by REML first, as pbkrtest does. On degenerate fits
+    (a few rows, variances at the boundary) the adjusted variance of a
+    coefficient can come out negative, or the df undefined: that
+    coefficient's se, df, t and p are then NaN.
     """
     info = kenward_roger_info(fit)
     beta = info.beta
@@ -148,8 +164,13 @@ def kenward_roger(fit: LinearMixedModelResult) -> pd.DataFrame:
     for j in range(p):
         L = np.zeros((1, p))
         L[0, j] = 1.0
-        f, _, df, pval = info.test(L, beta)
-        se = math.sqrt(info.phi_a[j, j])
+        var = info.phi_a[j, j]
+        if not var > 0:  # degenerate: no adjusted standard error
+            rows.append((beta[j], math.nan, math.nan, math.nan, math.nan))
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f, _, df, pval = info.test(L, beta)
+        se = math.sqrt(var)
         rows.append((beta[j], se, df, beta[j] / se, pval))
     return pd.DataFrame(
         rows, index=list(fit.design.x_names), columns=["estimate", "se", "df", "t", "p"]
