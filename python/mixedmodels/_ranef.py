@@ -68,15 +68,17 @@ class RandomEffects:
         parts = []
         for g, m in self.modes.items():
             sd = self.condsd(g)
-            for c in m.columns:
+            # by position: two terms on one factor can share a column name,
+            # as (1 | g) + (x | g) share (Intercept)
+            for j, c in enumerate(m.columns):
                 parts.append(
                     pd.DataFrame(
                         {
                             "grpvar": g,
                             "term": c,
                             "grp": m.index.astype(str),
-                            "condval": m[c].to_numpy(),
-                            "condsd": sd[c].to_numpy(),
+                            "condval": m.iloc[:, j].to_numpy(),
+                            "condsd": sd.iloc[:, j].to_numpy(),
                         }
                     )
                 )
@@ -117,15 +119,14 @@ def coefficients(fixef: pd.Series, ranef: RandomEffects) -> dict[str, pd.DataFra
     """Return fixed plus random effects per level of each grouping factor (lme4's ``coef``)."""
     out = {}
     for g, modes in ranef.modes.items():
-        cols = list(fixef.index) + [c for c in modes.columns if c not in fixef.index]
-        df = pd.DataFrame(
-            np.tile([fixef.get(c, 0.0) for c in cols], (len(modes), 1)),
-            index=modes.index,
-            columns=cols,
-        )
-        for c in modes.columns:
-            df[c] = df[c] + modes[c].to_numpy()
-        out[g] = df
+        extra = [c for c in dict.fromkeys(modes.columns) if c not in fixef.index]
+        cols = list(fixef.index) + extra
+        values = np.tile([fixef.get(c, 0.0) for c in cols], (len(modes), 1))
+        where = {c: i for i, c in enumerate(cols)}
+        # terms on one factor that share a column ((1 | g) + (x | g)) add up
+        for j, c in enumerate(modes.columns):
+            values[:, where[c]] += modes.iloc[:, j].to_numpy()
+        out[g] = pd.DataFrame(values, index=modes.index, columns=cols)
     return out
 
 

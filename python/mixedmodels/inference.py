@@ -76,7 +76,7 @@ def coef_table(fit: LinearMixedModelResult, ddf: str | None = "satterthwaite") -
         return satterthwaite(fit)
     if key in ("kenward-roger", "kr"):
         return kenward_roger(fit)
-    raise ValueError(f"unknown ddf {ddf!r}: 'satterthwaite' or 'kenward-roger'")
+    raise ArgumentError(f"unknown ddf {ddf!r}: 'satterthwaite' or 'kenward-roger'")
 
 
 def anova_type3(fit: LinearMixedModelResult) -> pd.DataFrame:
@@ -267,7 +267,7 @@ def confint(
         return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     if key == "profile":
         return profile_confint(fit, level)
-    raise ValueError(f"unknown method {method!r}: 'wald', 'profile' or 'boot'")
+    raise ArgumentError(f"unknown method {method!r}: 'wald', 'profile' or 'boot'")
 
 
 def bootstrap(

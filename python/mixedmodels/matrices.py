@@ -26,7 +26,13 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.sparse.linalg import splu
 
 from .design import Design
-from .exceptions import DimensionError, MemoryBudgetError
+from .exceptions import (
+    ArgumentError,
+    DimensionError,
+    MemoryBudgetError,
+    NotPositiveDefiniteError,
+    UnknownNameError,
+)
 
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
@@ -96,12 +102,20 @@ class ImplicitV(Protocol):
 
 
 def _as_2d(b: npt.ArrayLike) -> tuple[np.ndarray, bool]:
-    a = np.asarray(b, dtype=np.float64)
+    a = _numeric(b, "B")
     if a.ndim == 1:
         return a[:, None], True
     if a.ndim != 2:
         raise DimensionError(f"expected a vector or a matrix, got an array of shape {a.shape}")
     return a, False
+
+
+def _numeric(a: Any, what: str) -> np.ndarray:
+    """Return an array argument as floats, or raise `ArgumentError` saying what it holds."""
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ArgumentError(f"{what} must hold numbers: {e}") from None
 
 
 def z_matrix(design: Design) -> sp.csc_array:
@@ -289,7 +303,7 @@ def get_me(fit: LinearMixedModelResult, name: str) -> Any:
         "n_rtrms": lambda: len(d.terms),
     }
     if name not in getters:
-        raise KeyError(f"get_me: unknown name {name!r}; known: {', '.join(GET_ME_NAMES)}")
+        raise UnknownNameError(f"get_me: unknown name {name!r}; known: {', '.join(GET_ME_NAMES)}")
     return getters[name]()
 
 
@@ -323,23 +337,41 @@ def gls(X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike, V: Any) -> GLSResult:
     True
     """
     names = list(X.columns) if isinstance(X, pd.DataFrame) else None
-    xa = np.asarray(X, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64).ravel()
+    xa = _numeric(X, "X")
+    ya = _numeric(y, "y").ravel()
     if xa.ndim != 2 or xa.shape[0] != ya.shape[0]:
         raise DimensionError(f"X is {xa.shape} and y has {ya.shape[0]} values")
+    n = ya.shape[0]
     rhs = np.column_stack([xa, ya])
     if isinstance(V, ImplicitV):
         w = V.V_solve(rhs)
-    elif isinstance(V, sp.sparray | sp.spmatrix):
-        w = splu(sp.csc_array(V)).solve(rhs)
     else:
-        w = cho_solve(cho_factor(np.asarray(V, dtype=np.float64)), rhs)
+        dense = None if isinstance(V, sp.sparray | sp.spmatrix) else _numeric(V, "V")
+        shape = V.shape if dense is None else dense.shape
+        if shape != (n, n):
+            raise DimensionError(f"V is {' x '.join(map(str, shape))}; y has {n} values")
+        try:
+            if dense is None:
+                w = splu(sp.csc_array(V)).solve(rhs)
+            else:
+                w = cho_solve(cho_factor(dense), rhs)
+        except (np.linalg.LinAlgError, RuntimeError) as e:  # scipy: "Factor is exactly singular"
+            raise NotPositiveDefiniteError(
+                f"V is not positive definite (a covariance matrix must be): {e}"
+            ) from None
+    if np.isfinite(rhs).all() and not np.isfinite(w).all():
+        raise NotPositiveDefiniteError("V is singular: solving with it gives non-finite values")
     p = xa.shape[1]
     xtvx = xa.T @ w[:, :p]
     xtvy = xa.T @ w[:, p]
-    cov = np.linalg.inv(xtvx)
+    try:
+        cov = np.linalg.inv(xtvx)
+        beta = np.linalg.solve(xtvx, xtvy)
+    except np.linalg.LinAlgError:
+        raise NotPositiveDefiniteError(
+            "XᵀV⁻¹X is singular: the columns of X are linearly dependent"
+        ) from None
     cov = (cov + cov.T) / 2
-    beta = np.linalg.solve(xtvx, xtvy)
     if names is not None:
         return GLSResult(pd.Series(beta, index=names), pd.DataFrame(cov, names, names))
     return GLSResult(beta, cov)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 from ._columns import value_labels
 from ._tables import as_frame
 from .design import TermDesign
-from .exceptions import DataError, FormulaError
+from .exceptions import ArgumentError, DataError, FormulaError
 from .formula import parse_formula
 from .matrices import z_matrix
 
@@ -104,6 +105,14 @@ def predict(
     else:
         nd = as_frame(newdata, "newdata")
         n = len(nd)
+        if d.offset is not None and d.offset_spec is None:
+            warnings.warn(
+                "the model's offset was given as values, which new data do not have: the "
+                "predictions leave it out (as lme4's do); give the offset as a column name "
+                "to have it read from newdata",
+                UserWarning,
+                stacklevel=3,
+            )
         eta = d.x_builder.build(nd) @ fit.beta
         if d.offset_spec is not None:
             if d.offset_spec not in nd.columns:
@@ -128,9 +137,16 @@ def simulate(
     fit: LinearMixedModelResult, nsim: int, seed: int | np.random.Generator | None
 ) -> pd.DataFrame:
     """Simulate responses from the fit (see `LinearMixedModelResult.simulate`)."""
+    if isinstance(nsim, bool) or not isinstance(nsim, int | np.integer):
+        raise ArgumentError(f"nsim must be a whole number of simulations, not {nsim!r}")
     if nsim < 1:
-        raise ValueError("nsim must be at least 1")
-    rng = np.random.default_rng(seed)
+        raise ArgumentError("nsim must be at least 1")
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise ArgumentError(
+            f"seed must be None, a non-negative integer or a numpy Generator, not {seed!r}"
+        ) from None
     d = fit.design
     lt = d.layout.lambdat(fit.theta)
     z = z_matrix(d)

@@ -30,6 +30,7 @@ from ._ranef import RandomEffects, coefficients, random_effects, variance_compon
 from ._state import ModelState
 from ._summary import summary_text
 from .design import Design, DesignAttributes, aligned_values
+from .exceptions import ArgumentError
 from .matrices import VBlock
 from .optimize import Control, OptSummary
 
@@ -279,7 +280,7 @@ class LinearMixedModelResult(DesignAttributes):
             if type == "scaled":
                 vals = vals / self.sigma
         else:
-            raise ValueError(f"unknown residual type {type!r}: response, pearson or scaled")
+            raise ArgumentError(f"unknown residual type {type!r}: response, pearson or scaled")
         return pd.Series(vals, index=self.design.row_index, name=f"{type} residuals")
 
     def predict(
