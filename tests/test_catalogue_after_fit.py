@@ -354,7 +354,7 @@ def test_m62_refit_with_a_constant_response(fit):
 
 
 def test_m63_refit_with_text(fit):
-    with pytest.raises(ValueError, match="could not convert string to float: 'a'"):
+    with pytest.raises(ArgumentError, match="new response must hold numbers.*'a'"):
         fit.refit(["a"] * 180)
 
 

@@ -338,6 +338,10 @@ class LinearMixedModelResult(DesignAttributes):
         """
         if isinstance(y, pd.Series):  # aligned on the fitted rows, as pandas would
             y = aligned_values(y, self.design.row_index, "new response")
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ArgumentError(f"the new response must hold numbers: {e}") from None
         model = self.model.with_response(y)
         return model.fit(control, start=self.theta)
 
