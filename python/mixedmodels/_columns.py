@@ -98,7 +98,11 @@ def _labels(values: Any) -> list[str]:
         out[small] = arr[small].astype(np.int64).astype(str)
         out[~small] = [_label(v) for v in arr[~small].tolist()]
         return list(out.tolist())
-    return [_label(v) for v in arr.tolist()] if arr.dtype.kind != "U" else list(arr.tolist())
+    if arr.dtype.kind == "U" or (
+        arr.dtype == object and pd.api.types.infer_dtype(arr, skipna=False) == "string"
+    ):
+        return list(arr.tolist())  # text is its own label
+    return [_label(v) for v in arr.tolist()]
 
 
 def _distinct_labels(s: pd.Series, values: Any, labels: list[str]) -> None:
@@ -108,7 +112,9 @@ def _distinct_labels(s: pd.Series, values: Any, labels: list[str]) -> None:
     levels with one label would be confused. R has a single type per column
     and makes them one level; here the column has to be made uniform first.
     """
-    if len(set(labels)) == len(labels):
+    # distinct numbers or distinct strings have distinct labels: only a column that
+    # mixes types can collide
+    if np.asarray(values).dtype.kind != "O" or len(set(labels)) == len(labels):
         return
     seen: dict[str, object] = {}
     for v, lab in zip(np.asarray(values, dtype=object).tolist(), labels, strict=True):
