@@ -217,3 +217,24 @@ def test_a_lazy_frame_is_refused_with_a_hint(sleep):
 
 def test_a_pandas_frame_is_not_copied(sleep):
     assert as_frame(sleep) is sleep
+
+
+def test_pandas_frame_with_arrow_dtypes(factors):
+    """pandas' pyarrow-backed columns (read_parquet(dtype_backend="pyarrow")): the same fit."""
+    formula = "Reaction ~ Days + period + dose + (1 | Subject)"
+    base = mm.lmer(formula, factors)
+    arrow_backed = _arrow(factors).to_pandas(types_mapper=pd.ArrowDtype)
+    arrow_backed.index = arrow_backed.index + 1000
+    assert isinstance(arrow_backed["dose"].dtype, pd.ArrowDtype)
+    fit = mm.lmer(formula, arrow_backed)
+    _same_fit(base, fit)
+    assert list(fit.fitted.index) == list(arrow_backed.index)
+    new = arrow_backed.iloc[3::11]
+    np.testing.assert_allclose(fit.predict(new), base.predict(factors.iloc[3::11]), rtol=1e-12)
+
+
+def test_arrow_dtypes_with_nulls_are_missing_values():
+    frame = pd.DataFrame({"n": pd.array([1, None, 3], dtype="int64[pyarrow]")})
+    out = as_frame(frame)
+    assert str(out["n"].dtype) == "Int64"
+    assert out["n"].isna().tolist() == [False, True, False]

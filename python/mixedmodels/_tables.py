@@ -58,7 +58,7 @@ def as_frame(data: object, what: str = "data") -> pd.DataFrame:
     ['float64', 'Int64']
     """
     if isinstance(data, pd.DataFrame):
-        frame = data
+        frame = _unwrap_arrow_dtypes(data)
     elif isinstance(data, Mapping):
         frame = _from_dict(data, what)
     elif _is_pyarrow(data):
@@ -171,13 +171,35 @@ def _from_arrow(obj: Any) -> pd.DataFrame:
     return pd.DataFrame(cols, index=pd.RangeIndex(table.num_rows))
 
 
+def _unwrap_arrow_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the frame with its pandas ArrowDtype columns as the other tables' columns.
+
+    ``read_parquet(dtype_backend="pyarrow")`` gives such columns: a dictionary
+    column would otherwise lose its level order, and numbers with nulls their
+    missing values. The index is kept. A frame without them is returned as it is.
+    """
+    cols = [c for c, dt in frame.dtypes.items() if isinstance(dt, pd.ArrowDtype)]
+    if not cols:
+        return frame
+    import pyarrow as pa
+
+    out = frame.copy(deep=False)
+    for c in cols:
+        arr = pa.array(frame[c].array)
+        chunked = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+        out[c] = pd.Series(_arrow_column(chunked), index=frame.index, copy=False)
+    return out
+
+
 def _arrow_column(col: Any) -> Any:
+    """Return a pyarrow ChunkedArray as a pandas array (not a Series: no index)."""
     import pyarrow as pa
 
     t = col.type
     if pa.types.is_dictionary(t):
         # one dictionary for all chunks; pandas keeps its order as the categories
-        return col.unify_dictionaries().to_pandas() if col.num_chunks > 1 else col.to_pandas()
+        one = col.unify_dictionaries() if col.num_chunks > 1 else col
+        return one.to_pandas().array
     if pa.types.is_decimal(t):
         return col.cast(pa.float64()).to_numpy()
     has_nulls = col.null_count > 0
@@ -187,7 +209,7 @@ def _arrow_column(col: Any) -> Any:
     if has_nulls and pa.types.is_boolean(t):
         values = col.fill_null(False).to_numpy(zero_copy_only=False)
         return pd.arrays.BooleanArray(values, col.is_null().to_numpy(zero_copy_only=False))
-    return col.to_pandas()
+    return col.to_pandas().array
 
 
 # -- polars and the other tables narwhals knows ------------------------------------------
