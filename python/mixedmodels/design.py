@@ -12,23 +12,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._columns import (
-    ColumnBuilder,
-    check_columns,
-    factor_codes,
-    is_numeric,
-    model_matrix,
-    variables,
-)
+from ._columns import check_columns, factor_codes, is_numeric
 from ._layout import TermLayout, ThetaLayout
+from ._model_matrix import (
+    ColumnBuilder,
+    Variable,
+    drop_unused,
+    evaluate,
+    missing_rows,
+    model_matrix,
+    sum_offsets,
+)
+from ._reval import Evaluator, Factor
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
-from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
+from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
 __all__ = [
     "ColumnBuilder",
@@ -337,55 +340,51 @@ def build_design(
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
         raise DataError("the data frame has no rows")
-    name = pf.response_name
-    resp_vars = {name} if name is not None else variables(parse_terms(pf.response))
-    fixed_vars = variables(pf.fixed_terms)
-    check_columns(resp_vars, data, "response")
-    check_columns(fixed_vars, data, "fixed effects")
-    used = set(resp_vars) | set(fixed_vars)
+    _check_names(pf, data)
+    state: dict[str, Any] = {}
+    ev = Evaluator(data, state, fitting=True, where="model")
+    response = ev.variable(pf.response_node)
+    if isinstance(response, Factor) or response.values.shape[1] != 1:
+        kind = "a factor" if isinstance(response, Factor) else "several columns"
+        raise DataError(f"the response {pf.response!r} must be numeric, but it is {kind}")
+    values: dict[str, Variable] = {}
+    evaluate(pf.fixed_terms, ev, values)
     for t in pf.random:
-        tv = variables(t.terms)
-        check_columns(tv, data, f"random effects ({t.expr} | {t.group})")
-        check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
-        used |= tv | set(t.factors)
-    cols = [c for c in data.columns if c in used]
+        evaluate(t.terms, ev, values)
+    f_off = sum_offsets(pf.fixed_terms, ev)
     w_all = _row_values(weights, data, "weights")
     o_all = _row_values(offset, data, "offset")
-    complete = data[cols].notna().all(axis=1).to_numpy().copy()
+    if f_off is not None:
+        o_all = f_off if o_all is None else o_all + f_off
+    missing = np.isnan(response.values[:, 0])
+    for v in values.values():
+        missing |= missing_rows(v)
+    for name in {f for t in pf.random for f in t.factors}:
+        missing |= data[name].isna().to_numpy()
     for extra in (w_all, o_all):
         if extra is not None:
-            complete &= ~np.isnan(extra)
-    n_dropped = int((~complete).sum())
-    if not complete.any():
+            missing |= np.isnan(extra)
+    n_dropped = int(missing.sum())
+    if n_dropped == len(data):
         raise DataError(
             f"no rows left after dropping the {n_dropped} rows with missing values "
-            f"in the model's variables ({', '.join(map(str, cols))})"
+            "in the model's variables"
         )
-    df = data.loc[complete, cols] if n_dropped else data[cols]
-    w = None if w_all is None else w_all[complete]
-    off = None if o_all is None else o_all[complete]
+    rows: np.ndarray | slice = ~missing if n_dropped else slice(None)
+    df = data.loc[~missing] if n_dropped else data
+    used = {label: drop_unused(v, rows) for label, v in values.items()}
+    y = response.values[rows, 0]
+    w = None if w_all is None else w_all[rows]
+    off = None if o_all is None else o_all[rows]
     if w is not None and not (np.isfinite(w).all() and (w > 0).all()):
         raise DataError("prior weights must be finite and positive")
     if off is not None and not np.isfinite(off).all():
         raise DataError("the offset has non-finite values")
-
-    # response
-    if pf.response in df.columns:
-        ycol = df[pf.response]
-        if not is_numeric(ycol):
-            raise DataError(
-                f"the response {pf.response!r} must be numeric, but its type is {ycol.dtype}"
-            )
-        y = ycol.to_numpy(dtype=np.float64)
-    else:
-        ym, _, _ = model_matrix(parse_terms("0 + " + pf.response), df)
-        if ym.shape[1] != 1:
-            raise DataError(f"the response {pf.response!r} must be a single numeric column")
-        y = ym[:, 0]
     if not np.isfinite(y).all():
         raise DataError(f"the response {pf.response!r} has non-finite values")
 
-    X, x_names, x_builder = model_matrix(pf.fixed_terms, df)
+    n = len(y)
+    X, x_names, x_builder = model_matrix(pf.fixed_terms, used, state, n)
     all_x_names = list(x_names)
     if not np.isfinite(X).all():
         raise DataError("the fixed-effects model matrix has non-finite values")
@@ -398,10 +397,9 @@ def build_design(
             RankDeficiencyWarning,
             stacklevel=3,
         )
-    n = len(y)
     terms = []
     for t in pf.random:
-        z, cnames, z_builder = model_matrix(t.terms, df)
+        z, cnames, z_builder = model_matrix(t.terms, used, state, n)
         if z.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
         if not np.isfinite(z).all():
@@ -451,3 +449,13 @@ def build_design(
         ),
         offset_spec=offset if isinstance(offset, str) else None,
     )
+
+
+def _check_names(pf: ParsedFormula, data: pd.DataFrame) -> None:
+    """Raise `DataError` naming the first variable of the formula that is not a column."""
+    consts = {"pi"} - set(data.columns)
+    check_columns(names_in(pf.response_node) - consts, data, "response")
+    check_columns(pf.fixed_terms.columns - consts, data, "fixed effects")
+    for t in pf.random:
+        check_columns(t.terms.columns - consts, data, f"random effects ({t.expr} | {t.group})")
+        check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
