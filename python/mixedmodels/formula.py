@@ -125,7 +125,8 @@ def names_in(node: Node) -> set[str]:
     if isinstance(node, Name):
         return {node.id}
     if isinstance(node, Call):
-        return set().union(*(names_in(v) for _, v in node.args)) if node.args else set()
+        args = node.args[:1] if node.fn == "C" else node.args  # C(f, sum): sum is not a column
+        return set().union(*(names_in(v) for _, v in args)) if args else set()
     if isinstance(node, BinOp):
         return names_in(node.left) | names_in(node.right)
     if isinstance(node, Unary):
