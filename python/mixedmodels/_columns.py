@@ -16,9 +16,10 @@ __all__ = ["check_columns", "factor_codes", "is_numeric", "value_labels"]
 
 def check_columns(names: Iterable[str], data: pd.DataFrame, where: str) -> None:
     """Raise `DataError` naming the closest column when a name is not in ``data``."""
-    cols = [str(c) for c in data.columns]
+    columns = data.columns
     for name in sorted(names):
-        if name not in data.columns:
+        if name not in columns:
+            cols = [str(c) for c in columns]
             close = difflib.get_close_matches(name, cols, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise DataError(f"column {name!r} ({where}) is not in the data{hint}")

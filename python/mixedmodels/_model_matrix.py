@@ -151,10 +151,13 @@ def _assemble(
     vars_: dict[str, Variable],
     coding: tuple[tuple[bool, ...], ...],
     n: int,
+    order: str = "F",
 ) -> tuple[np.ndarray, list[str], list[tuple[str, list[int]]]]:
-    blocks: list[np.ndarray] = [np.ones((n, 1))] if tl.intercept else []
+    """Write the columns of every term into one preallocated matrix (``order``: "F" or "C")."""
+    blocks: list[np.ndarray] = []
     names: list[str] = ["(Intercept)"] if tl.intercept else []
     spans: list[tuple[str, list[int]]] = []
+    start = int(tl.intercept)
     for term, codes in zip(tl.terms, coding, strict=True):
         cols: np.ndarray | None = None
         cnames: list[str] = [""]
@@ -166,11 +169,15 @@ def _assemble(
                 cols = (cols[:, None, :] * block[:, :, None]).reshape(n, -1)
                 cnames = [f"{a}:{b}" for b in bnames for a in cnames]
         assert cols is not None
-        start = sum(b.shape[1] for b in blocks)
         spans.append((":".join(term), list(range(start, start + cols.shape[1]))))
+        start += cols.shape[1]
         blocks.append(cols)
         names.extend(cnames)
-    x = np.hstack(blocks) if blocks else np.empty((n, 0))
+    x = np.empty((n, start), order=order)  # type: ignore[call-overload]
+    if tl.intercept:
+        x[:, 0] = 1.0
+    for (_, idx), cols in zip(spans, blocks, strict=True):
+        x[:, idx[0] : idx[0] + len(idx)] = cols
     return x, names, spans
 
 
@@ -260,11 +267,12 @@ def _on_levels(v: Factor, spec: _Spec) -> Factor:
 
 
 def model_matrix(
-    tl: TermList, vars_: dict[str, Variable], state: dict[str, Any], n: int
+    tl: TermList, vars_: dict[str, Variable], state: dict[str, Any], n: int, order: str = "F"
 ) -> tuple[np.ndarray, list[str], ColumnBuilder]:
     """Return the model matrix of a right-hand side, R's column names, and its builder.
 
-    ``vars_`` holds the variables on the rows used (`drop_unused` applied).
+    ``vars_`` holds the variables on the rows used (`drop_unused` applied); the
+    matrix is in Fortran (``order="F"``) or C order.
     """
     specs = {
         label: _spec(label, vars_[label])
@@ -272,5 +280,5 @@ def model_matrix(
         if any(label in t for t in tl.terms)
     }
     coding = _coding(tl, vars_)
-    x, names, _ = _assemble(tl, specs, vars_, coding, n)
+    x, names, _ = _assemble(tl, specs, vars_, coding, n, order)
     return x, names, ColumnBuilder(tl, state, tuple(specs.items()), coding)

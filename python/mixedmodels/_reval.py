@@ -137,6 +137,7 @@ class Evaluator:
         self.state = state
         self.fitting = fitting
         self.where = where
+        self._groupings: dict[str, Factor] = {}
 
     # -- variables ------------------------------------------------------
     def variable(self, node: Node) -> Factor | Numeric:
@@ -181,6 +182,13 @@ class Evaluator:
                 return _Logical(s.to_numpy(dtype=np.float64))
             return self.factor_of(s, name)
         return s.to_numpy(dtype=np.float64)
+
+    def grouping(self, name: str) -> Factor:
+        """Return a grouping variable: the column's values as levels, whatever its type."""
+        if name not in self._groupings:
+            codes, labels = factor_codes(self.data[name])
+            self._groupings[name] = Factor(codes, tuple(labels))
+        return self._groupings[name]
 
     def factor_of(self, s: pd.Series, label: str) -> Factor:
         codes, labels = factor_codes(s)

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._columns import check_columns, factor_codes, is_numeric
+from ._columns import check_columns, is_numeric
 from ._layout import TermLayout, ThetaLayout
 from ._model_matrix import (
     ColumnBuilder,
@@ -186,28 +186,30 @@ class DesignAttributes:
         return self.design.layout.lower
 
 
-def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """Return the codes and labels of the (interaction) grouping factor.
+def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, list[str]]:
+    """Return the codes (-1 where missing) and labels of the (interaction) grouping factor.
 
-    Unused levels are dropped; for a:b the levels of a vary slowest, as R's
-    a:b does.
+    For a:b the levels of a vary slowest, as R's a:b does; only combinations
+    that occur are levels.
     """
     if len(term.factors) == 1:
-        codes, labs = factor_codes(data[term.factors[0]])
-        used = np.bincount(codes, minlength=len(labs)) > 0
-        if not used.all():
-            codes = (np.cumsum(used) - 1)[codes]
-            labs = [lab for lab, u in zip(labs, used, strict=True) if u]
-        return codes, pd.Index(labs, dtype=object, name=term.group)
-    combined: np.ndarray = np.zeros(len(data), dtype=np.int64)
-    labels: list[list[str]] = []
+        f = ev.grouping(term.factors[0])
+        return f.codes, list(f.levels)
+    combined: np.ndarray = np.zeros(ev.n, dtype=np.int64)
+    missing = np.zeros(ev.n, dtype=bool)
+    labels: list[tuple[str, ...]] = []
     for name in term.factors:
-        fcodes, labs = factor_codes(data[name])
-        combined = combined * len(labs) + fcodes
-        labels.append(labs)
-    codes, used = pd.factorize(combined, sort=True)
+        f = ev.grouping(name)
+        combined = combined * len(f.levels) + f.codes
+        missing |= f.codes < 0
+        labels.append(f.levels)
+    codes, used = pd.factorize(np.where(missing, -1, combined), sort=True, use_na_sentinel=True)
+    used = np.asarray(used, dtype=np.int64)
+    if missing.any():  # -1 sorts first: it is not a level
+        codes = codes - 1
+        used = used[1:]
     parts = []
-    rem = np.asarray(used, dtype=np.int64).copy()
+    rem = used.copy()
     for labs in reversed(labels):
         parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
         rem //= len(labs)
@@ -215,7 +217,18 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
     lev = parts[0]
     for p in parts[1:]:
         lev = lev + ":" + p
-    return codes.astype(np.int64, copy=False), pd.Index(lev, dtype=object, name=term.group)
+    return codes.astype(np.int64, copy=False), list(lev)
+
+
+def _used_levels(
+    codes: np.ndarray, labels: list[str], rows: np.ndarray | slice
+) -> tuple[np.ndarray, list[str]]:
+    """Keep ``rows`` of a grouping factor and drop the levels no kept row uses."""
+    codes = codes[rows]
+    used = np.bincount(codes, minlength=len(labels)) > 0
+    if used.all():
+        return codes, labels
+    return (np.cumsum(used) - 1)[codes], [lab for lab, u in zip(labels, used, strict=True) if u]
 
 
 def _drop_dependent_columns(
@@ -231,10 +244,11 @@ def _drop_dependent_columns(
     p = X.shape[1]
     if p == 0:
         return X, names, []
-    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    xtx = X.T @ X
+    norms = np.sqrt(np.diag(xtx))
     zero = norms == 0
     if not zero.any():
-        g = (X.T @ X) / np.outer(norms, norms)
+        g = xtx / np.outer(norms, norms)
         try:
             r = np.linalg.cholesky(g)
             if np.min(np.abs(np.diag(r))) > 1e-4:
@@ -250,7 +264,8 @@ def _drop_dependent_columns(
     if keep.all():
         return X, names, []
     dropped = [n for n, k in zip(names, keep, strict=True) if not k]
-    return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
+    kept = np.asfortranarray(X[:, keep])
+    return kept, [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
 def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
@@ -359,8 +374,9 @@ def build_design(
     missing = np.isnan(response.values[:, 0])
     for v in values.values():
         missing |= missing_rows(v)
-    for name in {f for t in pf.random for f in t.factors}:
-        missing |= data[name].isna().to_numpy()
+    groupings = [_grouping(t, ev) for t in pf.random]
+    for codes, _ in groupings:
+        missing |= codes < 0
     for extra in (w_all, o_all):
         if extra is not None:
             missing |= np.isnan(extra)
@@ -371,7 +387,7 @@ def build_design(
             "in the model's variables"
         )
     rows: np.ndarray | slice = ~missing if n_dropped else slice(None)
-    df = data.loc[~missing] if n_dropped else data
+    row_index = data.index[~missing] if n_dropped else data.index
     used = {label: drop_unused(v, rows) for label, v in values.items()}
     y = response.values[rows, 0]
     w = None if w_all is None else w_all[rows]
@@ -398,13 +414,14 @@ def build_design(
             stacklevel=3,
         )
     terms = []
-    for t in pf.random:
-        z, cnames, z_builder = model_matrix(t.terms, used, state, n)
+    for t, (all_codes, all_labels) in zip(pf.random, groupings, strict=True):
+        z, cnames, z_builder = model_matrix(t.terms, used, state, n, order="C")
         if z.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
         if not np.isfinite(z).all():
             raise DataError(f"the model matrix of ({t.expr} | {t.group}) has non-finite values")
-        codes, levels = _grouping(t, df)
+        codes, labels = _used_levels(all_codes, all_labels, rows)
+        levels = pd.Index(labels, dtype=object, name=t.group)
         nl = len(levels)
         if nl < 2:
             raise DataError(f"grouping factor {t.group!r} must have more than 1 sampled level")
@@ -426,7 +443,7 @@ def build_design(
                 cnames=tuple(cnames),
                 codes=codes,
                 levels=levels,
-                z=np.ascontiguousarray(z),
+                z=z,
                 builder=z_builder,
             )
         )
@@ -436,10 +453,10 @@ def build_design(
     return Design(
         formula=pf,
         y=y,
-        X=np.asfortranarray(X),
+        X=X,
         x_names=tuple(x_names),
         terms=tuple(terms),
-        row_index=df.index,
+        row_index=row_index,
         n_dropped=n_dropped,
         dropped_columns=tuple(dropped),
         weights=w,
