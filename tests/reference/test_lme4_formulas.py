@@ -87,3 +87,16 @@ def test_estimates(name):
     np.testing.assert_array_less(np.abs(fit.beta - beta_ref) / se, 1e-3)
     assert abs(fit.sigma - case["sigma"]) < 1e-4 * case["sigma"]
     assert m.theta_names == as_list(case["theta_names"])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_predict_on_the_data_rebuilds_the_fit(name):
+    # new data = the data: the transforms' state (poly, scale, ns, bs), the factor coding and
+    # the formula's offset must give back the fitted values
+    case, m = model(name)
+    _, data = load(name)
+    fit = m.fit()
+    np.testing.assert_allclose(fit.predict(data), fit.fitted.to_numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        fit.predict(data.iloc[::-1]), fit.fitted.to_numpy()[::-1], rtol=1e-10
+    )
