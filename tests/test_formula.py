@@ -84,3 +84,14 @@ def test_dotted_names_and_intercept_only_random_slope_terms():
     a = mm.lmer("Reaction ~ Days + (0 + Days | Subject) + (1 | Subject)", d2)
     b = mm.lmer("Reaction ~ Days + (Days || Subject)", d2)
     assert abs(a.objective - b.objective) < 1e-8 * a.objective
+
+
+def test_nullable_pandas_dtypes_are_read_with_their_missing_values():
+    d = mm.datasets.load("sleepstudy")
+    d2 = d.assign(Days=d.Days.astype("Int64"), Reaction=d.Reaction.astype("Float64"))
+    d2.loc[3, "Days"] = pd.NA
+    d2.loc[7, "Reaction"] = pd.NA
+    fit = mm.lmer("Reaction ~ Days + (Days | Subject)", d2)
+    ref = mm.lmer("Reaction ~ Days + (Days | Subject)", d.drop(index=[3, 7]))
+    assert fit.nobs == 178 and fit.n_dropped == 2
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-12)

@@ -179,9 +179,9 @@ class Evaluator:
         s = self.data[name]
         if isinstance(s.dtype, pd.CategoricalDtype) or not is_numeric(s):
             if pd.api.types.is_bool_dtype(s):
-                return _Logical(s.to_numpy(dtype=np.float64))
+                return _Logical(s.to_numpy(dtype=np.float64, na_value=np.nan))
             return self.factor_of(s, name)
-        return s.to_numpy(dtype=np.float64)
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
     def grouping(self, name: str) -> Factor:
         """Return a grouping variable: the column's values as levels, whatever its type."""

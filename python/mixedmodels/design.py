@@ -287,7 +287,7 @@ def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
                 "indexed like the data, or the values in the data's row order as an array"
             )
         values = values.reindex(index)
-    return values.to_numpy(dtype=np.float64)
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _row_values(
@@ -301,7 +301,7 @@ def _row_values(
         col = data[spec]
         if not is_numeric(col):
             raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
-        return col.to_numpy(dtype=np.float64)
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
     if isinstance(spec, pd.Series):
         return aligned_values(spec, data.index, what)
     arr = np.asarray(spec, dtype=np.float64).ravel()
