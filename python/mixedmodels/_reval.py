@@ -143,13 +143,13 @@ class Evaluator:
     def variable(self, node: Node) -> Factor | Numeric:
         """Return a model variable: a factor or numeric columns, one row per data row."""
         v = self.eval(node)
-        label = deparse(node)
         if isinstance(v, Factor | Numeric):
             return v
         if isinstance(v, _Logical):
             codes = np.where(np.isnan(v.values), -1, v.values).astype(np.int64)
             return Factor(codes, ("FALSE", "TRUE"), logical=True)
         if isinstance(v, str | bool) or np.ndim(v) == 0:
+            label = deparse(node)
             raise FormulaError(f"the term {label!r} is a constant, not a variable of the data")
         arr = np.asarray(v, dtype=np.float64)
         return Numeric(arr.reshape(self.n, -1) if arr.ndim == 2 else arr[:, None])
@@ -177,7 +177,10 @@ class Evaluator:
                 return float(np.pi)
             check_columns({name}, self.data, self.where)
         s = self.data[name]
-        if isinstance(s.dtype, pd.CategoricalDtype) or not is_numeric(s):
+        dtype = s.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "fiu":  # the usual case, fast
+            return s.to_numpy().astype(np.float64, copy=False)
+        if isinstance(dtype, pd.CategoricalDtype) or not is_numeric(s):
             if pd.api.types.is_bool_dtype(s):
                 return _Logical(s.to_numpy(dtype=np.float64, na_value=np.nan))
             return self.factor_of(s, name)

@@ -231,6 +231,15 @@ def _used_levels(
     return (np.cumsum(used) - 1)[codes], [lab for lab, u in zip(labels, used, strict=True) if u]
 
 
+def _clearly_independent(X: np.ndarray) -> bool:
+    """Whether one or two columns are far from dependence (the Cholesky test in closed form)."""
+    a = float(X[:, 0] @ X[:, 0])
+    if X.shape[1] == 1:
+        return a > 0
+    b, c = float(X[:, 1] @ X[:, 1]), float(X[:, 0] @ X[:, 1])
+    return a > 0 and b > 0 and 1.0 - c * c / (a * b) > 1e-8
+
+
 def _drop_dependent_columns(
     X: np.ndarray, names: list[str], tol: float = 1e-7
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -243,6 +252,8 @@ def _drop_dependent_columns(
     """
     p = X.shape[1]
     if p == 0:
+        return X, names, []
+    if p <= 2 and _clearly_independent(X):
         return X, names, []
     xtx = X.T @ X
     norms = np.sqrt(np.diag(xtx))
@@ -463,14 +474,16 @@ def build_design(
         offset=off,
         x_builder=replace(
             x_builder, keep=tuple(i for i, nm in enumerate(all_x_names) if nm in x_names)
-        ),
+        )
+        if dropped
+        else x_builder,
         offset_spec=offset if isinstance(offset, str) else None,
     )
 
 
 def _check_names(pf: ParsedFormula, data: pd.DataFrame) -> None:
     """Raise `DataError` naming the first variable of the formula that is not a column."""
-    consts = {"pi"} - set(data.columns)
+    consts = set() if "pi" in data.columns else {"pi"}
     check_columns(names_in(pf.response_node) - consts, data, "response")
     check_columns(pf.fixed_terms.columns - consts, data, "fixed effects")
     for t in pf.random:
