@@ -184,18 +184,18 @@ def test_d18_nearly_collinear_predictor(base):
 
 # -- types of the response, predictors and groups ----------------------------------------
 @pytest.mark.parametrize(
-    "cid, make, kind",
+    "cid, make",
     [
-        ("D19", lambda y: y.astype(str), "str"),
-        ("D20", lambda y: y.astype(object), "object"),
-        ("D21", lambda y: y > 1, "bool"),
+        ("D19", lambda y: y.astype(str)),
+        ("D20", lambda y: y.astype(object)),
+        ("D21", lambda y: y > 1),
     ],
     ids=["D19", "D20", "D21"],
 )
-def test_d19_d20_d21_response_that_is_not_numeric(cid, make, kind):
+def test_d19_d20_d21_response_that_is_not_numeric(cid, make):
     d = toy()
     d["y"] = make(d["y"])
-    with pytest.raises(DataError, match=f"response 'y' must be numeric, but its type is {kind}"):
+    with pytest.raises(DataError, match="response 'y' must be numeric"):
         mm.lmer("y ~ x + (1 | g)", d)
 
 

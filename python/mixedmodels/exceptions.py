@@ -20,6 +20,7 @@ __all__ = [
     "MemoryBudgetError",
     "InternalError",
     "ConvergenceWarning",
+    "DataWarning",
     "RankDeficiencyWarning",
 ]
 
@@ -91,4 +92,12 @@ class RankDeficiencyWarning(UserWarning):
     """Columns of the fixed-effects model matrix were dropped.
 
     They are linear combinations of earlier ones (lme4 drops them too).
+    """
+
+
+class DataWarning(UserWarning):
+    """Rows were dropped for a reason other than a missing value in the data.
+
+    For instance a transform gave NaN (``log`` of a negative number), which R
+    treats as missing too.
     """

@@ -12,7 +12,7 @@ from ._columns import value_labels
 from ._tables import as_frame
 from .design import TermDesign
 from .exceptions import ArgumentError, DataError, FormulaError
-from .formula import parse_formula
+from .formula import TermList, parse_formula
 from .matrices import z_matrix
 
 if TYPE_CHECKING:
@@ -33,21 +33,21 @@ def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[in
         raise FormulaError(f"re_form must be None, '~0' or a formula such as '~(1|g)': {re_form!r}")
     keep: list[int] = []
     for w in parse_formula("y " + text).random:
-        names = w.terms.names
-        cols = (
-            None
-            if names is None
-            else set(names) | ({"(Intercept)"} if w.terms.intercept else set())
-        )
+        cols = _term_set(w.terms)
         matches = [
             i
             for i, t in enumerate(terms)
-            if t.group == w.group and (cols is None or set(t.cnames) <= cols)
+            if t.group == w.group and _term_set(t.builder.terms) <= cols
         ]
         if not matches:
             raise FormulaError(f"re_form term ({w.expr} | {w.group}) is not a term of the model")
         keep.extend(i for i in matches if i not in keep)
     return keep
+
+
+def _term_set(tl: TermList) -> set[str]:
+    """Return the term labels of a right-hand side, ``"1"`` standing for the intercept."""
+    return set(tl.labels) | ({"1"} if tl.intercept else set())
 
 
 def _group_labels(term: TermDesign, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +105,7 @@ def predict(
     else:
         nd = as_frame(newdata, "newdata")
         n = len(nd)
-        if d.offset is not None and d.offset_spec is None:
+        if d.offset_values:
             warnings.warn(
                 "the model's offset was given as values, which new data do not have: the "
                 "predictions leave it out (as lme4's do); give the offset as a column name "
@@ -118,6 +118,9 @@ def predict(
             if d.offset_spec not in nd.columns:
                 raise DataError(f"new data lack the offset column {d.offset_spec!r}")
             eta = eta + nd[d.offset_spec].to_numpy(dtype=np.float64)
+        in_formula = d.x_builder.offset(nd)
+        if in_formula is not None:
+            eta = eta + in_formula
         zs = []
         for i in keep:
             codes = _new_codes(d.terms[i], nd, allow_new_levels)

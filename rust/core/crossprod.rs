@@ -20,6 +20,7 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatRef, Par};
 
+use super::chunks::BlockSums;
 use super::error::{check_finite, check_len, CoreError, Result};
 use super::order::BlockOrder;
 use super::terms::Terms;
@@ -322,6 +323,23 @@ impl CrossProducts {
 
     pub fn rows(&self) -> &RowData {
         &self.rows
+    }
+    /// The blocks without the rows, for summing chunks of a model's rows
+    /// (`shapes`: each term's levels and coefficients per level).
+    pub(crate) fn into_sums(self, shapes: Vec<(usize, usize)>) -> BlockSums {
+        BlockSums {
+            n: self.rows.n,
+            p: self.rows.p,
+            log_det_w: self.log_det_w,
+            shapes,
+            a11: self.a11,
+            a21: self.a21,
+            a22d: self.a22d,
+            a22d_off: self.a22d_off,
+            a22: self.a22,
+            ztxy: self.ztxy,
+            xyxy: self.xyxy,
+        }
     }
     /// Σ log wᵢ of the prior weights (0 without weights).
     pub fn log_det_w(&self) -> f64 {
