@@ -22,6 +22,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataWarning",
     "RankDeficiencyWarning",
+    "RowsNotKeptError",
 ]
 
 
@@ -78,6 +79,15 @@ class NotPositiveDefiniteError(NumericalError):
 
 class MemoryBudgetError(MixedModelsError, MemoryError):
     """A requested object would exceed the memory budget."""
+
+
+class RowsNotKeptError(MixedModelsError, RuntimeError):
+    """The computation needs the data's rows, and the fit was made from chunks of them.
+
+    A model fitted from data larger than memory keeps only the sums of its
+    rows (the cross-products): fitted values, residuals and V on observation
+    vectors need another pass over the data.
+    """
 
 
 class InternalError(MixedModelsError, RuntimeError):

@@ -69,6 +69,98 @@ impl BlockSums {
     }
 }
 
+impl BlockSums {
+    /// Checks that the blocks fit their shapes (for sums that crossed a
+    /// process boundary): sizes, sorted block patterns, offsets, finiteness.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(CoreError::Dimension(format!("invalid block sums: {what}")));
+        let terms = Terms::without_rows(self.n, &self.shapes)?;
+        let order = BlockOrder::new(&terms);
+        let (p1, q) = (self.p + 1, terms.q());
+        if self.a11.len() != order.lf() * order.kf() * order.kf()
+            || self.ztxy.len() != q * p1
+            || self.xyxy.nrows() != p1
+            || self.xyxy.ncols() != p1
+        {
+            return bad("dense block sizes");
+        }
+        let mut off = Vec::with_capacity(order.n_blocks());
+        let mut len = 0;
+        for rb in 0..order.n_blocks() {
+            off.push(len);
+            len += order.k(rb) * order.k(rb);
+        }
+        if self.a22d_off != off || self.a22d.len() != len {
+            return bad("diagonal blocks of the rest");
+        }
+        check_pattern(
+            &self.a21,
+            order.lf(),
+            |_| order.kf(),
+            |rb| order.k(rb),
+            0,
+            &order,
+        )?;
+        check_pattern(
+            &self.a22,
+            order.n_blocks(),
+            |c| order.k(c),
+            |rb| order.k(rb),
+            1,
+            &order,
+        )?;
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        let xy_ok = (0..p1).all(|j| (0..p1).all(|i| self.xyxy[(i, j)].is_finite()));
+        if !(finite(&self.a11) && finite(&self.a22d) && finite(&self.ztxy) && xy_ok)
+            || !(finite(&self.a21.val) && finite(&self.a22.val) && self.log_det_w.is_finite())
+        {
+            return bad("non-finite values");
+        }
+        Ok(())
+    }
+}
+
+/// A block pattern with `ncol` columns: rows sorted and in range (below the
+/// column's block when `below` is 1, for the rest's lower triangle), offsets
+/// packed by the blocks' sizes.
+fn check_pattern(
+    b: &BlockColumns,
+    ncol: usize,
+    kcol: impl Fn(usize) -> usize,
+    krow: impl Fn(usize) -> usize,
+    below: usize,
+    order: &BlockOrder,
+) -> Result<()> {
+    let p = &*b.pat;
+    let fail = || {
+        Err(CoreError::Dimension(
+            "invalid block sums: a block pattern".into(),
+        ))
+    };
+    if p.ptr.len() != ncol + 1 || p.ptr[0] != 0 || p.row.len() != p.off.len() {
+        return fail();
+    }
+    let mut len = 0;
+    for c in 0..ncol {
+        let (s, e) = (p.ptr[c], p.ptr[c + 1]);
+        if e < s || e > p.row.len() {
+            return fail();
+        }
+        for i in s..e {
+            let r = p.row[i];
+            let low = if below == 1 { c + 1 } else { 0 };
+            if r >= order.n_blocks() || r < low || (i > s && r <= p.row[i - 1]) || p.off[i] != len {
+                return fail();
+            }
+            len += krow(r) * kcol(c);
+        }
+    }
+    if p.ptr[ncol] != p.row.len() || p.len != len || b.val.len() != len {
+        return fail();
+    }
+    Ok(())
+}
+
 fn add(a: &mut [f64], b: &[f64]) {
     a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
@@ -94,7 +186,11 @@ fn merge_columns(a: &BlockColumns, b: &BlockColumns) -> BlockColumns {
         }
     };
     let size = |p: &BlockPattern, e: usize| {
-        let next = if e + 1 < p.off.len() { p.off[e + 1] } else { p.len };
+        let next = if e + 1 < p.off.len() {
+            p.off[e + 1]
+        } else {
+            p.len
+        };
         next - p.off[e]
     };
     for c in 0..ncol {

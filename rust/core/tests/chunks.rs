@@ -60,7 +60,9 @@ fn check(pr: &Problem, n_chunks: usize) {
     let mut order = all.clone();
     let mut s = 12345u64;
     for i in (1..order.len()).rev() {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         order.swap(i, (s >> 33) as usize % (i + 1));
     }
     let size = pr.n.div_ceil(n_chunks);
@@ -113,4 +115,54 @@ fn merging_different_models_is_refused() {
     let sa = BlockSums::from_rows(ra, ta).unwrap();
     let sb = BlockSums::from_rows(rb, tb).unwrap();
     assert!(sa.merge(&sb).is_err());
+}
+
+#[test]
+fn a_workspace_from_chunk_sums_evaluates_as_the_in_memory_one() {
+    use super::super::chol::FactorKind;
+    use super::super::{CoreError, Workspace};
+    use super::theta_for;
+    use faer::Mat;
+    let pr = design(600, 11, &[crossed(31, 2), crossed(9, 1)]).weighted(3);
+    let mut whole = pr.build(FactorKind::Auto);
+    let idx: Vec<usize> = (0..pr.n).collect();
+    let mut sums: Option<BlockSums> = None;
+    for part in idx.chunks(77) {
+        let (r, t) = chunk(&pr, part);
+        let s = BlockSums::from_rows(r, t).unwrap();
+        sums = Some(match sums {
+            None => s,
+            Some(acc) => acc.merge(&s).unwrap(),
+        });
+    }
+    let mut ws = Workspace::from_sums(sums.unwrap(), FactorKind::Auto).unwrap();
+    assert!(!ws.has_rows() && whole.has_rows());
+    assert_eq!((ws.n(), ws.p(), ws.q()), (whole.n(), whole.p(), whole.q()));
+    for (d, o) in [(0.3, 0.1), (1.0, -0.2), (2.5, 0.4)] {
+        let th = theta_for(&pr, d, o);
+        for reml in [false, true] {
+            let (a, b) = (
+                ws.objective(&th, reml).unwrap(),
+                whole.objective(&th, reml).unwrap(),
+            );
+            assert!((a - b).abs() <= 1e-10 * b.abs(), "objective {a} vs {b}");
+            let (ga, gb) = (
+                ws.gradient(&th, reml).unwrap(),
+                whole.gradient(&th, reml).unwrap(),
+            );
+            close(&ga, &gb, "gradient");
+        }
+        let (sa, sb) = (ws.solve(&th).unwrap(), whole.solve(&th).unwrap());
+        close(&sa.beta, &sb.beta, "beta");
+        close(&sa.b, &sb.b, "b");
+        assert!(sa.fitted.is_none() && sb.fitted.is_some());
+    }
+    let needs_rows = |e: CoreError| matches!(e, CoreError::RowsNotKept { .. });
+    assert!(needs_rows(ws.set_weights(None).unwrap_err()));
+    assert!(needs_rows(ws.set_response(vec![0.0; pr.n]).unwrap_err()));
+    assert!(needs_rows(ws.v_components().unwrap_err()));
+    assert!(needs_rows(ws.v_csr(1.0, u128::MAX).err().unwrap()));
+    let b = Mat::<f64>::zeros(pr.n, 1);
+    let err = ws.v_solve(1.0, b.as_ref()).unwrap_err();
+    assert!(needs_rows(err.clone()), "{err:?}");
 }
