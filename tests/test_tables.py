@@ -238,3 +238,16 @@ def test_arrow_dtypes_with_nulls_are_missing_values():
     out = as_frame(frame)
     assert str(out["n"].dtype) == "Int64"
     assert out["n"].isna().tolist() == [False, True, False]
+
+
+def test_dict_of_polars_series_and_arrow_backed_series(factors):
+    formula = "Reaction ~ Days + dose + (1 | Subject)"
+    base = mm.lmer(formula, factors)
+    arrow_backed = _arrow(factors).to_pandas(types_mapper=pd.ArrowDtype)
+    columns = {
+        "Reaction": pl.Series(factors.Reaction.to_numpy()),
+        "Days": arrow_backed["Days"],
+        "dose": arrow_backed["dose"],
+        "Subject": factors.Subject.astype(str).tolist(),
+    }
+    _same_fit(base, mm.lmer(formula, columns))

@@ -60,7 +60,7 @@ def as_frame(data: object, what: str = "data") -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         frame = _unwrap_arrow_dtypes(data)
     elif isinstance(data, Mapping):
-        frame = _from_dict(data, what)
+        frame = _unwrap_arrow_dtypes(_from_dict(data, what))
     elif _is_pyarrow(data):
         frame = _from_arrow(data)
     else:
@@ -116,7 +116,7 @@ def _dict_column(name: object, values: object, what: str) -> pd.Series | np.ndar
         )
     try:
         return _narwhals_series(values)
-    except TypeError:
+    except (ImportError, TypeError):
         raise DataError(
             f"column {name!r} of the {what} dict is a {_describe(values)}; "
             "give a list, a 1-d numpy array or a Series"
