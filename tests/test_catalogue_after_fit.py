@@ -280,6 +280,12 @@ def test_m50_bootstrap_without_simulations(fit):
         fit.confint("boot", nsim=0)
 
 
+@pytest.mark.parametrize("n_jobs", [0, -1, 2.5, "a"])
+def test_bootstrap_n_jobs_must_be_a_positive_whole_number(fit, n_jobs):
+    with pytest.raises(ArgumentError, match="n_jobs must be a positive whole number"):
+        fit.confint("boot", nsim=3, seed=1, n_jobs=n_jobs)
+
+
 def test_m51_confint_misspelt_keyword(fit):
     with pytest.raises(TypeError, match="unexpected keyword argument 'nsims'"):
         fit.confint("wald", nsims=10)

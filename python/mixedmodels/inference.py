@@ -282,6 +282,8 @@ def bootstrap(
     An nsim x n_params array of the parameters (sds, correlations, σ, β)
     refitted to responses simulated from the fit.
     """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1:
+        raise ArgumentError(f"n_jobs must be a positive whole number of threads, not {n_jobs!r}")
     ys = fit.simulate(nsim, seed=seed).to_numpy()
     if progress is None:
         progress = nsim >= 200 and sys.stderr.isatty()
