@@ -117,6 +117,16 @@ def test_m07_unseen_level_of_a_fixed_factor(fit_f):
         fit_f.predict(nd)
 
 
+def test_m08_unseen_level_of_a_factor_made_in_the_formula(ss):
+    d = ss.assign(f=np.where(ss.Days < 5, "early", "late"))
+    f = mm.lmer("Reaction ~ factor(f) + (1 | Subject)", d)
+    nd = pd.DataFrame({"f": ["early", "middle", "late"], "Subject": ["308"] * 3})
+    with pytest.raises(
+        DataError, match="levels of 'factor\\(f\\)' that the fit has not seen: middle"
+    ):
+        f.predict(nd)
+
+
 @pytest.mark.parametrize(
     "f", [pd.Series(["early", None, "late"], dtype=object), pd.Categorical(["early", None, "late"])]
 )

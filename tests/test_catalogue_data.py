@@ -258,6 +258,15 @@ def test_d29_categorical_factor_with_an_unused_first_category():
     assert list(fit.fixef.index) == ["(Intercept)", "hh1", "hh2", "hh3"]  # baseline h0, as lme4
 
 
+def test_d30_unused_first_category_next_to_an_interaction(ss):
+    z = np.random.default_rng(0).normal(size=180)
+    h = pd.Categorical(np.tile(["h0", "h1", "h2"], 60), categories=["hX", "h0", "h1", "h2"])
+    fit = mm.lmer("Reaction ~ h + Days:z + (1 | Subject)", ss.assign(h=h, z=z))
+    assert list(fit.fixef.index) == ["(Intercept)", "hh1", "hh2", "Days:z"]  # lme4's
+    used = ss.assign(h=h.remove_unused_categories(), z=z)
+    same_fit(fit, mm.lmer("Reaction ~ h + Days:z + (1 | Subject)", used), 1e-10)
+
+
 # -- level and observation counts --------------------------------------------------------
 def test_d31_grouping_factor_with_one_level():
     with pytest.raises(DataError, match="grouping factor 'g1' must have more than 1 sampled level"):
