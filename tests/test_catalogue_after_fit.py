@@ -484,12 +484,12 @@ def test_m82_numeric_column_of_numeric_strings_in_newdata(fit, ss):
     # text where the fit had numbers is refused, as R's model.frame refuses it
     rows = ss.iloc[:6]
     as_text = rows.assign(Days=rows.Days.astype(str).astype(object))
-    with pytest.raises(DataError, match="'Days'"):
+    with pytest.raises(DataError, match="'Days' was numeric in the fit.*text"):
         fit.predict(as_text)
 
 
 def test_m83_numeric_column_of_words_in_newdata(fit, ss):
-    with pytest.raises(DataError, match="'Days'.*one"):
+    with pytest.raises(DataError, match="'Days' was numeric in the fit.*text"):
         fit.predict(ss.iloc[:2].assign(Days="one"))
 
 
@@ -589,3 +589,31 @@ def test_m89_kenward_roger_singular_information_matrix():
     kr = f.coef_table("kenward-roger")  # was numpy LinAlgError: Singular matrix
     np.testing.assert_allclose(kr["estimate"], f.fixef.to_numpy())
     assert (kr["se"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "cid, start, phrase",
+    [
+        ("M37", [-1.0, 0.0, 1.0], r"start\[0\] = -1 is below its lower bound 0"),
+        ("M39", [np.nan, 0.0, 1.0], r"start\[0\] is not finite"),
+        ("M39b", [1.0, np.nan, 1.0], r"start\[1\] is not finite"),
+        ("M39c", [1.0, 0.0, np.inf], r"start\[2\] is not finite"),
+    ],
+)
+def test_m37_m39_start_is_checked_before_the_optimizer(ss, cid, start, phrase):
+    with pytest.raises(ThetaError, match=phrase):
+        mm.lmer("Reaction ~ Days + (Days | Subject)", ss, start=start)
+
+
+@pytest.mark.parametrize(
+    "cid, kwargs, phrase",
+    [
+        ("M40", {"initial_step": np.nan}, "initial_step must be a finite number > 0"),
+        ("M41", {"xtol_rel": np.nan}, "xtol_rel must be a finite number >= 0"),
+        ("M42", {"initial_step": 0.0}, "initial_step must be a finite number > 0"),
+        ("M43", {"maxeval": np.nan}, "maxeval must be a whole number"),
+    ],
+)
+def test_m40_m43_control_values_are_checked(cid, kwargs, phrase):
+    with pytest.raises(ControlError, match=phrase):
+        mm.Control(**kwargs)

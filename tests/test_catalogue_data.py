@@ -639,3 +639,19 @@ def test_lme4_sleepstudy_intercept_from_integer_subject_ids(ss):
         np.testing.assert_allclose(fit.theta, ref["theta"], rtol=1e-5)
         assert fit.objective == pytest.approx(ref["objective"], abs=1e-6)
         assert list(fit.ranef["Subject"].index) == [str(i) for i in sorted(ids.unique())]
+
+
+def test_d62_a_date_time_column_is_its_number_of_seconds_as_in_r():
+    ss = mm.datasets.load("sleepstudy")
+    when = pd.Timestamp("2020-01-01") + pd.to_timedelta(ss.Days, unit="D")
+    fit = mm.lmer("Reaction ~ t + (1 | Subject)", ss.assign(t=when))
+    days = mm.lmer("Reaction ~ Days + (1 | Subject)", ss)
+    assert fit.fixef["t"] * 86400 == pytest.approx(days.fixef["Days"], rel=1e-8)
+    # X scaled by 86400 s a day: log det(RX^T RX) grows by 2 log 86400 (REML)
+    assert fit.objective == pytest.approx(days.objective + 2 * np.log(86400), rel=1e-10)
+
+
+def test_d63_a_complex_column_is_refused():
+    ss = mm.datasets.load("sleepstudy")
+    with pytest.raises(DataError, match="'c' holds complex numbers"):
+        mm.lmer("Reaction ~ c + (1 | Subject)", ss.assign(c=ss.Days + 1j))

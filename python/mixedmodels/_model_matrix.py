@@ -219,6 +219,11 @@ class ColumnBuilder:
             if label not in specs:
                 continue
             v = ev.variable(node)
+            if isinstance(v, Factor) and not specs[label].levels:
+                raise DataError(
+                    f"{label!r} was numeric in the fit, and the new data have text or a factor "
+                    "there; give numbers"
+                )
             if isinstance(v, Factor):
                 v = _on_levels(v, specs[label])
             elif v.values.shape[1] != specs[label].width:

@@ -180,6 +180,13 @@ class Evaluator:
         dtype = s.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "fiu":  # the usual case, fast
             return s.to_numpy().astype(np.float64, copy=False)
+        if isinstance(dtype, np.dtype) and dtype.kind == "c":
+            raise DataError(f"column {name!r} holds complex numbers; a model needs real ones")
+        if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            # R's numeric value of a time: seconds (since 1970 for a date-time)
+            values = s.to_numpy(dtype="datetime64[ns]" if dtype.kind == "M" else "timedelta64[ns]")
+            secs = values.view(np.int64).astype(np.float64) / 1e9
+            return np.where(np.isnat(values), np.nan, secs)
         if isinstance(dtype, pd.CategoricalDtype) or not is_numeric(s):
             if pd.api.types.is_bool_dtype(s):
                 return _Logical(s.to_numpy(dtype=np.float64, na_value=np.nan))

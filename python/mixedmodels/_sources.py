@@ -1,0 +1,154 @@
+"""Data that come in chunks: Parquet files, Arrow datasets, Dask frames, lists of tables.
+
+A model fitted from data larger than memory reads its source twice: once for
+the levels of its factors and the statistics of its columns, once for the
+cross-products. `ChunkSource` gives each pass a fresh iterator of pandas
+frames holding only the model's columns:
+
+- a path, a glob or a list of paths of Parquet files, or a
+  ``pyarrow.dataset.Dataset``: read with pyarrow in record batches of
+  ``batch_rows`` rows (bounded memory);
+- a Dask DataFrame: partition by partition (`partitions`), for the Dask
+  reduction in `_distributed`;
+- a list or tuple of tables (pandas, pyarrow, polars, dicts), or a function
+  that returns a fresh iterable of them on each call.
+
+A one-shot iterator cannot be read twice and is refused with a message
+saying what to pass instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ._tables import as_frame
+from .exceptions import ArgumentError, DataError
+
+__all__ = ["ChunkSource", "chunk_source", "is_chunked"]
+
+
+def _is_dask(obj: Any) -> bool:
+    return type(obj).__module__.startswith("dask") and hasattr(obj, "to_delayed")
+
+
+def _is_dataset(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pyarrow") and hasattr(obj, "to_batches")
+
+
+def is_chunked(source: Any) -> bool:
+    """Whether ``data`` is a source read in chunks rather than one table in memory."""
+    if isinstance(source, str | os.PathLike):
+        return True
+    if isinstance(source, list | tuple) and source:
+        return all(isinstance(s, str | os.PathLike) for s in source) or not isinstance(
+            source[0], int | float
+        )
+    return _is_dask(source) or _is_dataset(source) or callable(source)
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """A re-readable source of data chunks (see the module's docstring)."""
+
+    open: Callable[[list[str]], Iterator[pd.DataFrame]]
+    """Returns a fresh iterator of frames with (at least) the given columns."""
+    description: str
+    """What the source is, for messages."""
+    dask: Any = None
+    """The Dask DataFrame, when the source is one."""
+
+    def chunks(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+        """Iterate over the chunks, each a pandas frame of ``columns``."""
+        for frame in self.open(list(columns)):
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise DataError(f"column {missing[0]!r} is not in the chunks of {self.description}")
+            yield frame
+
+
+def _parquet_paths(source: str | os.PathLike[str] | Sequence[Any]) -> list[str]:
+    items = [source] if isinstance(source, str | os.PathLike) else list(source)
+    paths: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        found = sorted(glob.glob(text)) if any(ch in text for ch in "*?[") else [text]
+        if not found or not all(os.path.exists(p) for p in found):
+            raise DataError(f"no Parquet file or directory at {text!r}")
+        paths.extend(found)
+    return paths
+
+
+def _arrow_frames(dataset: Any, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    names = set(dataset.schema.names)
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise DataError(f"column {absent[0]!r} is not in the Parquet data")
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        if batch.num_rows:
+            yield as_frame(batch)
+
+
+def chunk_source(source: Any, batch_rows: int = 1 << 20) -> ChunkSource:
+    """Return the chunk source of ``source`` (see the module's docstring).
+
+    Raises
+    ------
+    ArgumentError
+        For a one-shot iterator, or an object that is no source of tables.
+    DataError
+        For Parquet paths that do not exist.
+    """
+    if _is_dask(source):
+        ddf = source
+
+        def dask_frames(columns: list[str]) -> Iterator[pd.DataFrame]:
+            for part in ddf[columns].to_delayed():
+                yield part.compute()
+
+        return ChunkSource(dask_frames, "the Dask DataFrame", dask=ddf)
+    if (
+        _is_dataset(source)
+        or isinstance(source, str | os.PathLike)
+        or (
+            isinstance(source, list | tuple)
+            and source
+            and all(isinstance(s, str | os.PathLike) for s in source)
+        )
+    ):
+        import pyarrow.dataset as ds
+
+        dataset = source if _is_dataset(source) else ds.dataset(_parquet_paths(source))
+        label = "the Arrow dataset" if _is_dataset(source) else f"the Parquet data {source!r}"
+        return ChunkSource(lambda cols: _arrow_frames(dataset, cols, batch_rows), label)
+    if isinstance(source, list | tuple):
+        tables = list(source)
+        return ChunkSource(lambda cols: _frames(tables, cols), f"the list of {len(tables)} tables")
+    if isinstance(source, Iterator):
+        raise ArgumentError(
+            "an iterator of tables can be read only once, and a fit reads its data twice "
+            "(levels, then cross-products): pass a list of tables, or a function that returns "
+            "a new iterator of them each time it is called"
+        )
+    if callable(source):
+        make: Callable[[], Iterable[Any]] = source
+
+        def called(cols: list[str]) -> Iterator[pd.DataFrame]:
+            return _frames(make(), cols)
+
+        return ChunkSource(called, "the tables of the function's iterator")
+    raise ArgumentError(
+        f"data of type {type(source).__name__} is not a table or a source of tables"
+    )
+
+
+def _frames(tables: Iterable[Any], columns: list[str]) -> Iterator[pd.DataFrame]:
+    for t in tables:
+        frame = as_frame(t)
+        if len(frame):
+            yield frame[[c for c in columns if c in frame.columns]]
