@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -154,9 +155,11 @@ def fit_theta(
         logged, grad, opt.final, opt.fmin, lower, fitlog, control.gap_tol, opt.gradient, opt.hessian
     )
     geval_check, restarts = p.geval, 0
+    # restarts from the best point, with tight tolerances (the first run stopped too early)
+    tight = replace(control, ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10)
     while p.gap > control.gap_tol and restarts < control.max_restarts:
         restarts += 1
-        again = optimize_theta(fun, p.theta, lower, control, grad)
+        again = optimize_theta(fun, p.theta, lower, tight, grad)
         fitlog.extend(again.fitlog)
         geval += again.geval
         n0 += again.feval
@@ -314,58 +317,60 @@ def _newton(
 
     None when the Hessian of the free coordinates is not positive definite.
     """
-    hf = hess[np.ix_(idx, idx)]
-    try:
-        c = np.linalg.cholesky(hf)
-    except np.linalg.LinAlgError:
+    hf = hess if idx.size == theta.size else hess[np.ix_(idx, idx)]
+    w, v = np.linalg.eigh(hf)
+    if not w[0] > 1e-10 * abs(w[-1]):  # also False for NaN
         return None
-    w = np.linalg.eigvalsh(hf)
-    if w[0] <= 1e-10 * w[-1]:
-        return None
-    sf = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
+    gf = g if idx.size == theta.size else g[idx]
+    sf = v @ ((v.T @ gf) / w)
     d = np.zeros_like(theta)
-    d[idx] = sf
+    d[idx] = -sf
     d = np.maximum(theta + d, lower) - theta  # a coordinate that would cross its bound stops there
-    pred = -float(g @ d + 0.5 * d[idx] @ hf @ d[idx])
-    return d, pred
+    df = d[idx]
+    return d, -float(gf @ df + 0.5 * df @ hf @ df)
+
+
+@lru_cache(maxsize=32)
+def _upper(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the indices of the upper triangle of a k x k matrix, and ½ on its diagonal."""
+    iu, ju = np.triu_indices(k)
+    return iu, ju, np.where(iu == ju, 0.5, 1.0)
 
 
 def _logged_hessian(
     theta: np.ndarray, fval: float, g: np.ndarray, fitlog: list
 ) -> np.ndarray | None:
-    """Return the Hessian fitted to the logged objective values near θ, or None.
+    """Return the Hessian fitted to the last logged objective values, or None.
 
-    Weighted least squares over the nearest logged points, each equation
-    divided by |dᵢ|² (the curvature along dᵢ) and weighted by the inverse of
-    its expected error: the cubic term (~|dᵢ|) and rounding in f (~ε|f|/|dᵢ|²).
-    None when there are too few points or they do not determine H.
+    Weighted least squares over the optimizer's last evaluations (BOBYQA's
+    last trust region), each equation divided by |dᵢ|² (the curvature along
+    dᵢ) and weighted by the inverse of its expected error: the cubic term
+    (~|dᵢ|) and rounding in f (~ε|f|/|dᵢ|²). None when there are too few
+    points or they do not determine H.
     """
     k = theta.size
     nh = k * (k + 1) // 2
-    if len(fitlog) < nh + 2:
+    tail = fitlog[-(3 * nh + 4) :]
+    if len(tail) < nh + 3:
         return None
-    th = np.array([t for t, _ in fitlog])
-    fv = np.array([v for _, v in fitlog])
-    d = th - theta
-    r = np.sqrt(np.einsum("ij,ij->i", d, d))
-    ok = (r > 0) & np.isfinite(fv)
-    d, r, fv = d[ok], r[ok], fv[ok]
-    if r.size < nh + 2:
-        return None
-    near = np.argsort(r)[: 3 * nh + 3]
-    d, r, fv = d[near], r[near], fv[near]
-    iu, ju = np.triu_indices(k)
-    u = d / r[:, None]
-    a = u[:, iu] * u[:, ju] * np.where(iu == ju, 0.5, 1.0)
-    b = (fv - fval - d @ g) / (r * r)
+    d = np.array([t for t, _ in tail]) - theta
+    fv = np.fromiter((v for _, v in tail), np.float64, len(tail))
+    r2 = np.einsum("ij,ij->i", d, d)
+    ok = (r2 > 0) & np.isfinite(fv)
+    if not ok.all():
+        d, r2, fv = d[ok], r2[ok], fv[ok]
+        if r2.size < nh + 2:
+            return None
+    iu, ju, half = _upper(k)
+    r = np.sqrt(r2)
     noise = 1e-13 * max(1.0, abs(fval))
-    w = 1.0 / (r + noise / (r * r))
-    aw, bw = a * w[:, None], b * w
-    sv = np.linalg.svd(aw, compute_uv=False)
-    if sv[-1] <= 1e-8 * sv[0]:
+    w = 1.0 / (r2 * (r + noise / r2))  # the division by |d|² and the weight, together
+    a = d[:, iu] * d[:, ju] * half * w[:, None]
+    b = (fv - fval - d @ g) * w
+    h, _, rank, sv = np.linalg.lstsq(a, b, rcond=None)
+    if rank < nh or sv[-1] <= 1e-8 * sv[0]:
         return None
-    h = np.linalg.lstsq(aw, bw, rcond=None)[0]
-    hess = np.zeros((k, k))
+    hess = np.empty((k, k))
     hess[iu, ju] = h
     hess[ju, iu] = h
     return hess

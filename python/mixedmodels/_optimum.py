@@ -131,8 +131,8 @@ def check_optimum(
     gc = v.T @ gf
     scale = max(1.0, float(np.abs(w).max()))
     flat = w <= 1e-9 * scale
-    if np.any(np.abs(gc[flat]) > 1e-7 * max(1.0, float(np.abs(gf).max()))):
-        gap = math.inf
+    if w[0] < -1e-7 * scale or np.any(np.abs(gc[flat]) > 1e-7 * max(1.0, float(np.abs(gf).max()))):
+        gap = math.inf  # negative curvature (a saddle, or a maximum along the bound), or no model
     else:
         gap = float(0.5 * np.sum(gc[~flat] ** 2 / w[~flat]))
     newton = np.zeros_like(gc)
