@@ -156,9 +156,9 @@ def fit_theta(
     )
     geval_check, restarts = p.geval, 0
     # restarts from the best point, with tight tolerances (the first run stopped too early)
-    tight = replace(control, ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10)
     while p.gap > control.gap_tol and restarts < control.max_restarts:
         restarts += 1
+        tight = replace(control, ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10)
         again = optimize_theta(fun, p.theta, lower, tight, grad)
         fitlog.extend(again.fitlog)
         geval += again.geval
@@ -249,8 +249,12 @@ def polish(
         hess, out.method = hessian, "quasi-newton"
     for _ in range(4):
         out.gradient = g
-        gtol = 1e-10 * max(1.0, float(np.abs(g).max()) if g.size else 1.0)
-        idx = np.flatnonzero(~((out.theta <= lower) & (g > gtol)))
+        at_bound = out.theta <= lower
+        if at_bound.any():
+            gtol = 1e-10 * max(1.0, float(np.abs(g).max()))
+            idx = np.flatnonzero(~(at_bound & (g > gtol)))
+        else:  # the usual case: every coordinate inside its bounds
+            idx = _all(theta.size)
         if idx.size == 0:  # every coordinate held at its bound by the gradient: a KKT point
             out.gap = 0.0
             return out
@@ -315,19 +319,34 @@ def _newton(
 ) -> tuple[np.ndarray, float] | None:
     """Return the Newton step of the free coordinates (within the bounds) and its predicted gain.
 
-    None when the Hessian of the free coordinates is not positive definite.
+    None when the Hessian of the free coordinates is not positive definite
+    (its Cholesky factor fails, or is within 1e-5 of singular).
     """
-    hf = hess if idx.size == theta.size else hess[np.ix_(idx, idx)]
-    w, v = np.linalg.eigh(hf)
-    if not w[0] > 1e-10 * abs(w[-1]):  # also False for NaN
+    full = idx.size == theta.size
+    hf = hess if full else hess[np.ix_(idx, idx)]
+    try:
+        c = np.linalg.cholesky(hf)
+    except np.linalg.LinAlgError:
         return None
-    gf = g if idx.size == theta.size else g[idx]
-    sf = v @ ((v.T @ gf) / w)
-    d = np.zeros_like(theta)
-    d[idx] = -sf
+    diag = np.abs(c.diagonal())
+    if not diag.min() > 1e-5 * diag.max():  # also False for NaN
+        return None
+    gf = g if full else g[idx]
+    sf = np.linalg.solve(hf, gf)
+    if full:
+        d = -sf
+    else:
+        d = np.zeros_like(theta)
+        d[idx] = -sf
     d = np.maximum(theta + d, lower) - theta  # a coordinate that would cross its bound stops there
-    df = d[idx]
+    df = d if full else d[idx]
     return d, -float(gf @ df + 0.5 * df @ hf @ df)
+
+
+@lru_cache(maxsize=32)
+def _all(k: int) -> np.ndarray:
+    """Return the indices 0, ..., k − 1 (every coordinate free)."""
+    return np.arange(k)
 
 
 @lru_cache(maxsize=32)
@@ -367,9 +386,16 @@ def _logged_hessian(
     w = 1.0 / (r2 * (r + noise / r2))  # the division by |d|² and the weight, together
     a = d[:, iu] * d[:, ju] * half * w[:, None]
     b = (fv - fval - d @ g) * w
-    h, _, rank, sv = np.linalg.lstsq(a, b, rcond=None)
-    if rank < nh or sv[-1] <= 1e-8 * sv[0]:
+    # the normal equations, refused when nearly singular (|A| within 1e-6 of rank deficient)
+    ata = a.T @ a
+    try:
+        c = np.linalg.cholesky(ata)
+    except np.linalg.LinAlgError:
         return None
+    diag = np.abs(c.diagonal())
+    if not diag.min() > 1e-6 * diag.max():
+        return None
+    h = np.linalg.solve(ata, a.T @ b)
     hess = np.empty((k, k))
     hess[iu, ju] = h
     hess[ju, iu] = h
