@@ -63,6 +63,16 @@ def test_a_fit_cut_short_warns_with_a_true_bound_on_the_gap():
     assert fit.optsum.feval - check.feval == 5 and check.restarts == 0
 
 
+@pytest.mark.parametrize("optimizer", ["cobyqa", "lbfgsb"])
+def test_other_optimizers_cut_short_warn_without_restarting(optimizer):
+    d = mm.datasets.load("sleepstudy")
+    with pytest.warns(ConvergenceWarning, match="deviance units above the optimum"):
+        fit = mm.lmer(SLEEP, d, control=mm.Control(optimizer=optimizer, maxeval=5))
+    check = fit.optsum.check
+    assert not check.optimal and check.restarts == 0
+    assert fit.objective > load_case("sleepstudy_reml")["objective"] + 0.01
+
+
 def test_the_on_demand_check_finds_a_proven_decrease_from_a_cut_short_fit():
     d = mm.datasets.load("sleepstudy")
     with pytest.warns(ConvergenceWarning):

@@ -1,31 +1,40 @@
-"""The end of every fit: polish θ with a Newton step, check it is the optimum, record the check.
+"""The end of every fit: check that θ is the optimum, polish it with Newton steps, record the check.
 
-After the optimizer stops at θ₀ (the core's θ), `finish` takes the exact
+After the optimizer stops at θ₀ (the core's θ), `polish` takes the exact
 gradient g there (one call; the objective at θ₀ comes with it) and a Hessian
 H of the free coordinates (those inside their bounds, or at a bound with the
 gradient pointing inward). H is estimated without new evaluations, by least
-squares from the objective values the optimizer logged near θ₀ (its last
-trust region: BOBYQA's own interpolation points),
+squares from the objective values the optimizer logged last (BOBYQA's last
+trust region: its own interpolation points),
 
     f(θᵢ) − f(θ₀) − gᵀdᵢ = ½ dᵢᵀ H dᵢ,    dᵢ = θᵢ − θ₀,
 
-or, from a gradient-based optimizer, from its quasi-Newton approximation. The
+or, from a gradient-based optimizer, is its quasi-Newton approximation. The
 local quadratic model predicts the gap to the optimum, ½ gᵀH⁻¹g in deviance
 units, and a Newton step θ₁ = θ₀ − H⁻¹g (kept within the bounds) that should
-close it. One evaluation of the objective at θ₁ tests the prediction: when the
-objective falls by about the predicted amount the model is right, θ₁ is kept,
-and what remains of the gap is at most the prediction's error. So a fit that
-ends at the optimum costs one gradient and one objective more, and its θ is
-pinned down well beyond the optimizer's stopping tolerance (the invariance to
-the units of a covariate, 1e-6 relative, needs that).
+close it. One evaluation of the objective at θ₁ tests the prediction:
 
-When the cheap model cannot be trusted (too few logged points near θ₀, H not
-positive definite, the Newton step not decreasing the objective as predicted)
-the full check of `check_optimum` runs: the Hessian by differences of the
-exact gradient, and a line search when the point is not optimal. A θ element
-held at zero whose gradient points inward, or with negative curvature, is
-not optimal there: the restart moves off the boundary (lme4's
-``restart_edge``).
+- a predicted gain below the objective's rounding (about 1e-12 relative):
+  θ₁ is kept unless the objective rose beyond rounding (the exact gradient
+  places θ more precisely than the objective can), and the gap is the
+  prediction. The usual end of a fit: one gradient and one objective.
+- a decrease within a factor of two of the prediction: θ₁ is kept, the gap
+  is at most the prediction's error |predicted − actual| (of first order in
+  H's error, the true gap being of second order), and another step from the
+  gradient at θ₁ (H updated by BFGS) pins θ down; up to four steps.
+- anything else: the Hessian by forward differences of the exact gradient
+  replaces the logged one; when even that gives no positive definite model,
+  `check_optimum` estimates the gap (∞ for negative curvature or a flat
+  direction with a gradient along it) and a line search moves to a lower
+  point when it finds one.
+
+So a point that is optimal is pinned down well beyond the optimizer's stopping
+tolerance (the invariance to the units of a covariate, 1e-6 relative, needs
+that). `fit_theta` restarts the optimizer (tight tolerances) from a point
+that is not optimal: a θ element at zero whose gradient points inward, or
+where the curvature is negative (lme4's ``restart_edge``), is moved off the
+boundary by the Newton step or the line search, and the restart continues
+from there. A run cut short by ``maxeval`` is checked, not continued.
 """
 
 from __future__ import annotations
@@ -134,7 +143,7 @@ def fit_theta(
         return val
 
     n0, geval = len(fitlog), opt.geval
-    if opt.returnvalue == "MAXEVAL_REACHED":  # the caller's budget: report, do not polish
+    if opt.feval >= control.maxeval:  # the caller's budget: report, do not polish
         c = check_optimum(logged, grad, opt.final, lower, control.gap_tol)
         check = ConvergenceCheck(
             gradient=c.gradient,
