@@ -71,7 +71,8 @@ class ConvergenceCheck:
         found (0 when none was looked for or found): a proven lower bound on
         the gap. Only a run cut short by ``maxeval`` ends with one.
     tol
-        The largest gap accepted as optimal (`Control.gap_tol`).
+        The largest gap accepted as optimal: `Control.gap_tol`, or 1e-11 of the
+        objective when that is larger (the objective's rounding).
     optimal
         Whether the gap is within ``tol``.
     restarts
@@ -143,14 +144,18 @@ def fit_theta(
         return val
 
     n0, geval = len(fitlog), opt.geval
+    # no tolerance below what the objective resolves (its rounding: about 1e-12 relative)
+    tol = control.gap_tol
+    if math.isfinite(opt.fmin):
+        tol = max(tol, 1e-11 * abs(opt.fmin))
     if opt.feval >= control.maxeval:  # the caller's budget: report, do not polish
-        c = check_optimum(logged, grad, opt.final, lower, control.gap_tol)
+        c = check_optimum(logged, grad, opt.final, lower, tol)
         check = ConvergenceCheck(
             gradient=c.gradient,
             gap=c.gap,
             decrease=c.decrease,
-            tol=control.gap_tol,
-            optimal=max(c.gap, c.decrease) <= control.gap_tol,
+            tol=tol,
+            optimal=max(c.gap, c.decrease) <= tol,
             restarts=0,
             method="differences",
             polished=0.0,
@@ -160,12 +165,10 @@ def fit_theta(
         return replace(
             opt, check=check, feval=len(fitlog), elapsed=opt.elapsed + time.perf_counter() - t0
         )
-    p = polish(
-        logged, grad, opt.final, opt.fmin, lower, fitlog, control.gap_tol, opt.gradient, opt.hessian
-    )
+    p = polish(logged, grad, opt.final, opt.fmin, lower, fitlog, tol, opt.gradient, opt.hessian)
     geval_check, restarts = p.geval, 0
     # restarts from the best point, with tight tolerances (the first run stopped too early)
-    while p.gap > control.gap_tol and restarts < control.max_restarts:
+    while p.gap > tol and restarts < control.max_restarts:
         restarts += 1
         tight = replace(control, ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10)
         again = optimize_theta(fun, p.theta, lower, tight, grad)
@@ -179,7 +182,7 @@ def fit_theta(
             again.fmin,
             lower,
             again.fitlog,
-            control.gap_tol,
+            tol,
             again.gradient,
             again.hessian,
         )
@@ -190,8 +193,8 @@ def fit_theta(
         gradient=p.gradient,
         gap=p.gap,
         decrease=0.0,
-        tol=control.gap_tol,
-        optimal=p.gap <= control.gap_tol,
+        tol=tol,
+        optimal=p.gap <= tol,
         restarts=restarts,
         method=p.method,
         polished=opt.fmin - p.fval,

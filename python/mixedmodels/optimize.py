@@ -83,7 +83,8 @@ class Control:
         (`ConvergenceWarning`, with the gap). Recorded in `OptSummary.check`.
     gap_tol
         The largest estimated gap to the optimum, in deviance units, accepted
-        as optimal by the check.
+        as optimal by the check (never less than 1e-11 of the objective: its
+        rounding is about 1e-12 relative).
     max_restarts
         How many times the optimizer is restarted when the check finds the
         point is not optimal (not when ``maxeval`` cut the run short: the
