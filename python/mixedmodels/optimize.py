@@ -208,11 +208,14 @@ class OptSummary:
     lower
         Lower bounds of θ.
     final
-        θ at the optimum (after any snapping to the boundary).
+        θ at the optimum (after any snapping to the boundary, and the
+        optimality check's Newton steps and restarts).
     fmin
         Objective at ``final``.
     feval
-        Number of objective evaluations (including the boundary check).
+        Number of objective evaluations: the optimizer's, the boundary
+        check's and the optimality check's (``check.feval`` of them), and
+        any restart's.
     optimizer
         Name of the optimizer.
     returnvalue
@@ -222,7 +225,9 @@ class OptSummary:
     elapsed
         Seconds spent in the optimization loop.
     fitlog
-        Every θ evaluated and its objective, in order: a list of (θ, objective).
+        Every θ evaluated and its objective, in order: a list of (θ, objective)
+        (the objective at the θ of a gradient evaluation is not listed unless
+        it was asked for too).
     snapped
         Indices of θ elements set to zero after the optimizer stopped.
     converged
