@@ -14,6 +14,7 @@ from .design import Design, build_design
 from .exceptions import (
     ConvergenceWarning,
     DataError,
+    DataWarning,
     FormulaError,
     MixedModelsError,
     RankDeficiencyWarning,
@@ -31,6 +32,7 @@ __version__ = _core_version
 __all__ = [
     "Control",
     "ConvergenceWarning",
+    "DataWarning",
     "DataError",
     "Design",
     "FormulaError",

@@ -7,7 +7,7 @@ import numpy.typing as npt
 
 __version__: str
 
-__all__ = ["Workspace", "__version__"]
+__all__ = ["BlockSums", "Workspace", "__version__"]
 
 @final
 class Workspace:
@@ -76,3 +76,30 @@ class Workspace:
         npt.NDArray[np.uint64],
         npt.NDArray[np.float64],
     ]: ...
+
+@final
+class BlockSums:
+    """The cross-product blocks of a chunk of a model's rows (no rows kept).
+
+    Built with `Workspace`'s arguments, the level codes numbering the whole
+    data's levels; merged with the sums of other chunks; the sums of all rows
+    give the model's workspace (which raises `RowsNotKeptError` for what
+    needs the rows). Pickles through `to_state`/`from_state`.
+    """
+
+    def __new__(
+        cls,
+        x: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        terms: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]],
+        weights: npt.NDArray[np.float64] | None = None,
+        offset: npt.NDArray[np.float64] | None = None,
+    ) -> BlockSums: ...
+    @property
+    def n(self) -> int: ...
+    def merge(self, other: BlockSums) -> BlockSums: ...
+    def workspace(self) -> Workspace: ...
+    def to_state(self) -> tuple[object, ...]: ...
+    @staticmethod
+    def from_state(state: tuple[object, ...]) -> BlockSums: ...
+    def __reduce__(self) -> tuple[object, ...]: ...

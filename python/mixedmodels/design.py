@@ -12,23 +12,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._columns import (
-    ColumnBuilder,
-    check_columns,
-    factor_codes,
-    is_numeric,
-    model_matrix,
-    variables,
-)
+from ._columns import check_columns, is_numeric
 from ._layout import TermLayout, ThetaLayout
+from ._model_matrix import (
+    ColumnBuilder,
+    Variable,
+    drop_unused,
+    evaluate,
+    missing_rows,
+    model_matrix,
+    sum_offsets,
+)
+from ._reval import Evaluator, Factor
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
-from .formula import ParsedFormula, RandomTerm, parse_formula, parse_terms
+from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
 __all__ = [
     "ColumnBuilder",
@@ -183,28 +186,30 @@ class DesignAttributes:
         return self.design.layout.lower
 
 
-def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """Return the codes and labels of the (interaction) grouping factor.
+def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, list[str]]:
+    """Return the codes (-1 where missing) and labels of the (interaction) grouping factor.
 
-    Unused levels are dropped; for a:b the levels of a vary slowest, as R's
-    a:b does.
+    For a:b the levels of a vary slowest, as R's a:b does; only combinations
+    that occur are levels.
     """
     if len(term.factors) == 1:
-        codes, labs = factor_codes(data[term.factors[0]])
-        used = np.bincount(codes, minlength=len(labs)) > 0
-        if not used.all():
-            codes = (np.cumsum(used) - 1)[codes]
-            labs = [lab for lab, u in zip(labs, used, strict=True) if u]
-        return codes, pd.Index(labs, dtype=object, name=term.group)
-    combined: np.ndarray = np.zeros(len(data), dtype=np.int64)
-    labels: list[list[str]] = []
+        f = ev.grouping(term.factors[0])
+        return f.codes, list(f.levels)
+    combined: np.ndarray = np.zeros(ev.n, dtype=np.int64)
+    missing = np.zeros(ev.n, dtype=bool)
+    labels: list[tuple[str, ...]] = []
     for name in term.factors:
-        fcodes, labs = factor_codes(data[name])
-        combined = combined * len(labs) + fcodes
-        labels.append(labs)
-    codes, used = pd.factorize(combined, sort=True)
+        f = ev.grouping(name)
+        combined = combined * len(f.levels) + f.codes
+        missing |= f.codes < 0
+        labels.append(f.levels)
+    codes, used = pd.factorize(np.where(missing, -1, combined), sort=True, use_na_sentinel=True)
+    used = np.asarray(used, dtype=np.int64)
+    if missing.any():  # -1 sorts first: it is not a level
+        codes = codes - 1
+        used = used[1:]
     parts = []
-    rem = np.asarray(used, dtype=np.int64).copy()
+    rem = used.copy()
     for labs in reversed(labels):
         parts.append(np.asarray(labs, dtype=object)[rem % len(labs)])
         rem //= len(labs)
@@ -212,7 +217,27 @@ def _grouping(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, pd.Inde
     lev = parts[0]
     for p in parts[1:]:
         lev = lev + ":" + p
-    return codes.astype(np.int64, copy=False), pd.Index(lev, dtype=object, name=term.group)
+    return codes.astype(np.int64, copy=False), list(lev)
+
+
+def _used_levels(
+    codes: np.ndarray, labels: list[str], rows: np.ndarray | slice
+) -> tuple[np.ndarray, list[str]]:
+    """Keep ``rows`` of a grouping factor and drop the levels no kept row uses."""
+    codes = codes[rows]
+    used = np.bincount(codes, minlength=len(labels)) > 0
+    if used.all():
+        return codes, labels
+    return (np.cumsum(used) - 1)[codes], [lab for lab, u in zip(labels, used, strict=True) if u]
+
+
+def _clearly_independent(X: np.ndarray) -> bool:
+    """Whether one or two columns are far from dependence (the Cholesky test in closed form)."""
+    a = float(X[:, 0] @ X[:, 0])
+    if X.shape[1] == 1:
+        return a > 0
+    b, c = float(X[:, 1] @ X[:, 1]), float(X[:, 0] @ X[:, 1])
+    return a > 0 and b > 0 and 1.0 - c * c / (a * b) > 1e-8
 
 
 def _drop_dependent_columns(
@@ -228,10 +253,13 @@ def _drop_dependent_columns(
     p = X.shape[1]
     if p == 0:
         return X, names, []
-    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    if p <= 2 and _clearly_independent(X):
+        return X, names, []
+    xtx = X.T @ X
+    norms = np.sqrt(np.diag(xtx))
     zero = norms == 0
     if not zero.any():
-        g = (X.T @ X) / np.outer(norms, norms)
+        g = xtx / np.outer(norms, norms)
         try:
             r = np.linalg.cholesky(g)
             if np.min(np.abs(np.diag(r))) > 1e-4:
@@ -247,7 +275,8 @@ def _drop_dependent_columns(
     if keep.all():
         return X, names, []
     dropped = [n for n, k in zip(names, keep, strict=True) if not k]
-    return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k], dropped
+    kept = np.asfortranarray(X[:, keep])
+    return kept, [n for n, k in zip(names, keep, strict=True) if k], dropped
 
 
 def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
@@ -269,7 +298,7 @@ def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
                 "indexed like the data, or the values in the data's row order as an array"
             )
         values = values.reindex(index)
-    return values.to_numpy(dtype=np.float64)
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _row_values(
@@ -283,7 +312,7 @@ def _row_values(
         col = data[spec]
         if not is_numeric(col):
             raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
-        return col.to_numpy(dtype=np.float64)
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
     if isinstance(spec, pd.Series):
         return aligned_values(spec, data.index, what)
     arr = np.asarray(spec, dtype=np.float64).ravel()
@@ -337,55 +366,52 @@ def build_design(
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
         raise DataError("the data frame has no rows")
-    name = pf.response_name
-    resp_vars = {name} if name is not None else variables(parse_terms(pf.response))
-    fixed_vars = variables(pf.fixed_terms)
-    check_columns(resp_vars, data, "response")
-    check_columns(fixed_vars, data, "fixed effects")
-    used = set(resp_vars) | set(fixed_vars)
+    _check_names(pf, data)
+    state: dict[str, Any] = {}
+    ev = Evaluator(data, state, fitting=True, where="model")
+    response = ev.variable(pf.response_node)
+    if isinstance(response, Factor) or response.values.shape[1] != 1:
+        kind = "a factor" if isinstance(response, Factor) else "several columns"
+        raise DataError(f"the response {pf.response!r} must be numeric, but it is {kind}")
+    values: dict[str, Variable] = {}
+    evaluate(pf.fixed_terms, ev, values)
     for t in pf.random:
-        tv = variables(t.terms)
-        check_columns(tv, data, f"random effects ({t.expr} | {t.group})")
-        check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")
-        used |= tv | set(t.factors)
-    cols = [c for c in data.columns if c in used]
+        evaluate(t.terms, ev, values)
+    f_off = sum_offsets(pf.fixed_terms, ev)
     w_all = _row_values(weights, data, "weights")
     o_all = _row_values(offset, data, "offset")
-    complete = data[cols].notna().all(axis=1).to_numpy().copy()
+    if f_off is not None:
+        o_all = f_off if o_all is None else o_all + f_off
+    missing = np.isnan(response.values[:, 0])
+    for v in values.values():
+        missing |= missing_rows(v)
+    groupings = [_grouping(t, ev) for t in pf.random]
+    for codes, _ in groupings:
+        missing |= codes < 0
     for extra in (w_all, o_all):
         if extra is not None:
-            complete &= ~np.isnan(extra)
-    n_dropped = int((~complete).sum())
-    if not complete.any():
+            missing |= np.isnan(extra)
+    n_dropped = int(missing.sum())
+    if n_dropped == len(data):
         raise DataError(
             f"no rows left after dropping the {n_dropped} rows with missing values "
-            f"in the model's variables ({', '.join(map(str, cols))})"
+            "in the model's variables"
         )
-    df = data.loc[complete, cols] if n_dropped else data[cols]
-    w = None if w_all is None else w_all[complete]
-    off = None if o_all is None else o_all[complete]
+    rows: np.ndarray | slice = ~missing if n_dropped else slice(None)
+    row_index = data.index[~missing] if n_dropped else data.index
+    used = {label: drop_unused(v, rows) for label, v in values.items()}
+    y = response.values[rows, 0]
+    w = None if w_all is None else w_all[rows]
+    off = None if o_all is None else o_all[rows]
     if w is not None and not (np.isfinite(w).all() and (w > 0).all()):
         raise DataError("prior weights must be finite and positive")
     if off is not None and not np.isfinite(off).all():
         raise DataError("the offset has non-finite values")
-
-    # response
-    if pf.response in df.columns:
-        ycol = df[pf.response]
-        if not is_numeric(ycol):
-            raise DataError(
-                f"the response {pf.response!r} must be numeric, but its type is {ycol.dtype}"
-            )
-        y = ycol.to_numpy(dtype=np.float64)
-    else:
-        ym, _, _ = model_matrix(parse_terms("0 + " + pf.response), df)
-        if ym.shape[1] != 1:
-            raise DataError(f"the response {pf.response!r} must be a single numeric column")
-        y = ym[:, 0]
     if not np.isfinite(y).all():
         raise DataError(f"the response {pf.response!r} has non-finite values")
 
-    X, x_names, x_builder = model_matrix(pf.fixed_terms, df)
+    n = len(y)
+    X, x_names, x_builder = model_matrix(pf.fixed_terms, used, state, n)
     all_x_names = list(x_names)
     if not np.isfinite(X).all():
         raise DataError("the fixed-effects model matrix has non-finite values")
@@ -398,15 +424,15 @@ def build_design(
             RankDeficiencyWarning,
             stacklevel=3,
         )
-    n = len(y)
     terms = []
-    for t in pf.random:
-        z, cnames, z_builder = model_matrix(t.terms, df)
+    for t, (all_codes, all_labels) in zip(pf.random, groupings, strict=True):
+        z, cnames, z_builder = model_matrix(t.terms, used, state, n, order="C")
         if z.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({t.expr} | {t.group}) has no columns")
         if not np.isfinite(z).all():
             raise DataError(f"the model matrix of ({t.expr} | {t.group}) has non-finite values")
-        codes, levels = _grouping(t, df)
+        codes, labels = _used_levels(all_codes, all_labels, rows)
+        levels = pd.Index(labels, dtype=object, name=t.group)
         nl = len(levels)
         if nl < 2:
             raise DataError(f"grouping factor {t.group!r} must have more than 1 sampled level")
@@ -428,7 +454,7 @@ def build_design(
                 cnames=tuple(cnames),
                 codes=codes,
                 levels=levels,
-                z=np.ascontiguousarray(z),
+                z=z,
                 builder=z_builder,
             )
         )
@@ -438,16 +464,28 @@ def build_design(
     return Design(
         formula=pf,
         y=y,
-        X=np.asfortranarray(X),
+        X=X,
         x_names=tuple(x_names),
         terms=tuple(terms),
-        row_index=df.index,
+        row_index=row_index,
         n_dropped=n_dropped,
         dropped_columns=tuple(dropped),
         weights=w,
         offset=off,
         x_builder=replace(
             x_builder, keep=tuple(i for i, nm in enumerate(all_x_names) if nm in x_names)
-        ),
+        )
+        if dropped
+        else x_builder,
         offset_spec=offset if isinstance(offset, str) else None,
     )
+
+
+def _check_names(pf: ParsedFormula, data: pd.DataFrame) -> None:
+    """Raise `DataError` naming the first variable of the formula that is not a column."""
+    consts = set() if "pi" in data.columns else {"pi"}
+    check_columns(names_in(pf.response_node) - consts, data, "response")
+    check_columns(pf.fixed_terms.columns - consts, data, "fixed effects")
+    for t in pf.random:
+        check_columns(t.terms.columns - consts, data, f"random effects ({t.expr} | {t.group})")
+        check_columns(set(t.factors), data, f"grouping factor of ({t.expr} | {t.group})")

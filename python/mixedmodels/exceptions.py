@@ -20,7 +20,9 @@ __all__ = [
     "MemoryBudgetError",
     "InternalError",
     "ConvergenceWarning",
+    "DataWarning",
     "RankDeficiencyWarning",
+    "RowsNotKeptError",
 ]
 
 
@@ -79,6 +81,15 @@ class MemoryBudgetError(MixedModelsError, MemoryError):
     """A requested object would exceed the memory budget."""
 
 
+class RowsNotKeptError(MixedModelsError, RuntimeError):
+    """The computation needs the data's rows, and the fit was made from chunks of them.
+
+    A model fitted from data larger than memory keeps only the sums of its
+    rows (the cross-products): fitted values, residuals and V on observation
+    vectors need another pass over the data.
+    """
+
+
 class InternalError(MixedModelsError, RuntimeError):
     """A bug in mixedmodels (a panic in the Rust core). Please report it."""
 
@@ -91,4 +102,12 @@ class RankDeficiencyWarning(UserWarning):
     """Columns of the fixed-effects model matrix were dropped.
 
     They are linear combinations of earlier ones (lme4 drops them too).
+    """
+
+
+class DataWarning(UserWarning):
+    """Rows were dropped for a reason other than a missing value in the data.
+
+    For instance a transform gave NaN (``log`` of a negative number), which R
+    treats as missing too.
     """

@@ -10,7 +10,7 @@ import pandas as pd
 from ._columns import value_labels
 from .design import TermDesign
 from .exceptions import DataError, FormulaError
-from .formula import parse_formula
+from .formula import TermList, parse_formula
 from .matrices import z_matrix
 
 if TYPE_CHECKING:
@@ -31,21 +31,21 @@ def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[in
         raise FormulaError(f"re_form must be None, '~0' or a formula such as '~(1|g)': {re_form!r}")
     keep: list[int] = []
     for w in parse_formula("y " + text).random:
-        names = w.terms.names
-        cols = (
-            None
-            if names is None
-            else set(names) | ({"(Intercept)"} if w.terms.intercept else set())
-        )
+        cols = _term_set(w.terms)
         matches = [
             i
             for i, t in enumerate(terms)
-            if t.group == w.group and (cols is None or set(t.cnames) <= cols)
+            if t.group == w.group and _term_set(t.builder.terms) <= cols
         ]
         if not matches:
             raise FormulaError(f"re_form term ({w.expr} | {w.group}) is not a term of the model")
         keep.extend(i for i in matches if i not in keep)
     return keep
+
+
+def _term_set(tl: TermList) -> set[str]:
+    """Return the term labels of a right-hand side, ``"1"`` standing for the intercept."""
+    return set(tl.labels) | ({"1"} if tl.intercept else set())
 
 
 def _group_labels(term: TermDesign, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +109,9 @@ def predict(
             if d.offset_spec not in newdata.columns:
                 raise DataError(f"new data lack the offset column {d.offset_spec!r}")
             eta = eta + newdata[d.offset_spec].to_numpy(dtype=np.float64)
+        in_formula = d.x_builder.offset(newdata)
+        if in_formula is not None:
+            eta = eta + in_formula
         zs = []
         for i in keep:
             codes = _new_codes(d.terms[i], newdata, allow_new_levels)

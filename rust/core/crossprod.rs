@@ -20,6 +20,7 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatRef, Par};
 
+use super::chunks::BlockSums;
 use super::error::{check_finite, check_len, CoreError, Result};
 use super::order::BlockOrder;
 use super::terms::Terms;
@@ -103,6 +104,24 @@ impl RowData {
         };
         rows.set_weights(weights)?;
         Ok(rows)
+    }
+
+    /// The shape of n rows whose values were summed and not kept.
+    pub(crate) fn not_kept(n: usize, p: usize) -> Self {
+        Self {
+            n,
+            p,
+            x: vec![],
+            y: vec![],
+            weights: None,
+            sqrt_w: None,
+            offset: None,
+        }
+    }
+
+    /// Whether the rows' values are kept (not for a model fitted from chunks).
+    pub fn kept(&self) -> bool {
+        self.y.len() == self.n
     }
 
     fn set_weights(&mut self, weights: Option<Vec<f64>>) -> Result<()> {
@@ -227,6 +246,21 @@ impl CrossProducts {
         a
     }
 
+    /// The blocks of summed chunks of rows; the rows themselves are not kept.
+    pub fn from_sums(sums: BlockSums) -> Self {
+        Self {
+            rows: RowData::not_kept(sums.n, sums.p),
+            log_det_w: sums.log_det_w,
+            a11: sums.a11,
+            a21: sums.a21,
+            a22d: sums.a22d,
+            a22d_off: sums.a22d_off,
+            a22: sums.a22,
+            ztxy: sums.ztxy,
+            xyxy: sums.xyxy,
+        }
+    }
+
     /// New prior weights (None: unweighted): recomputes every block in the
     /// same patterns.
     pub fn set_weights(
@@ -235,6 +269,11 @@ impl CrossProducts {
         order: &BlockOrder,
         weights: Option<Vec<f64>>,
     ) -> Result<()> {
+        if !self.rows.kept() {
+            return Err(CoreError::RowsNotKept {
+                what: "new weights",
+            });
+        }
         self.rows.set_weights(weights)?;
         self.log_det_w = self.rows.log_det_w();
         self.fill(terms, order, false);
@@ -243,6 +282,11 @@ impl CrossProducts {
 
     /// A new response (original scale): recomputes only Z̃ᵀỹ, X̃ᵀỹ and ỹᵀỹ.
     pub fn set_response(&mut self, terms: &Terms, y: Vec<f64>) -> Result<()> {
+        if !self.rows.kept() {
+            return Err(CoreError::RowsNotKept {
+                what: "a new response",
+            });
+        }
         check_len("y", y.len(), self.rows.n)?;
         check_finite("y", &y)?;
         self.rows.y = y;
@@ -322,6 +366,23 @@ impl CrossProducts {
 
     pub fn rows(&self) -> &RowData {
         &self.rows
+    }
+    /// The blocks without the rows, for summing chunks of a model's rows
+    /// (`shapes`: each term's levels and coefficients per level).
+    pub(crate) fn into_sums(self, shapes: Vec<(usize, usize)>) -> BlockSums {
+        BlockSums {
+            n: self.rows.n,
+            p: self.rows.p,
+            log_det_w: self.log_det_w,
+            shapes,
+            a11: self.a11,
+            a21: self.a21,
+            a22d: self.a22d,
+            a22d_off: self.a22d_off,
+            a22: self.a22,
+            ztxy: self.ztxy,
+            xyxy: self.xyxy,
+        }
     }
     /// Σ log wᵢ of the prior weights (0 without weights).
     pub fn log_det_w(&self) -> f64 {

@@ -28,6 +28,12 @@ pub enum CoreError {
     /// θ has a NaN or an infinite element.
     #[error("theta[{index}] is not finite")]
     ThetaNotFinite { index: usize },
+    /// The model was built from summed chunks of rows ([`BlockSums`]), and
+    /// the computation needs the rows themselves.
+    ///
+    /// [`BlockSums`]: super::chunks::BlockSums
+    #[error("{what} needs the data's rows, which a model fitted from chunks does not keep")]
+    RowsNotKept { what: &'static str },
     /// A quantity at θ was asked for before any θ was evaluated.
     #[error("no θ has been evaluated yet: evaluate the objective at a θ first")]
     NotEvaluated,

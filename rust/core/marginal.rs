@@ -70,6 +70,7 @@ impl Workspace {
 
     /// ΛᵀZ̃ᵀB for B (n x m): q x m.
     fn lambdat_zt_mul(&self, b: MatRef<'_, f64>, s: Option<&[f64]>) -> Result<Mat<f64>> {
+        self.need_rows("a product with Z")?;
         check_rows("observations", b.nrows(), self.n())?;
         Ok(map_columns(b, self.q(), |bc, dst| {
             self.terms().zt_mul_add(bc, s, dst);
@@ -79,6 +80,7 @@ impl Workspace {
 
     /// Z̃ΛX for X (q x m): n x m.
     fn z_lambda_mul(&self, x: MatRef<'_, f64>, s: Option<&[f64]>) -> Result<Mat<f64>> {
+        self.need_rows("a product with Z")?;
         check_rows("random effects", x.nrows(), self.q())?;
         Ok(map_columns(x, self.n(), |xc, dst| {
             self.terms().lambda_mul(self.templates(), xc);
@@ -140,6 +142,7 @@ impl Workspace {
     /// V in compressed sparse rows, assembled directly from the grouping
     /// structure; refuses when the bound on its entries exceeds `max_nnz`.
     pub fn v_csr(&self, sigma: f64, max_nnz: u128) -> Result<Csr> {
+        self.need_rows("V")?;
         self.evaluation()?;
         let bound = self.v_nnz_bound();
         if bound > max_nnz {
@@ -212,7 +215,8 @@ impl Workspace {
     /// The independent diagonal blocks of V: a block label per row (rows that
     /// share a level of any term, directly or through other rows, share a
     /// label), labels numbered in order of first appearance.
-    pub fn v_components(&self) -> Vec<u32> {
+    pub fn v_components(&self) -> Result<Vec<u32>> {
+        self.need_rows("the blocks of V")?;
         let terms = self.terms().terms();
         let mut node0 = Vec::with_capacity(terms.len());
         let mut total = 0usize;
@@ -240,7 +244,7 @@ impl Workspace {
         }
         let mut label = vec![u32::MAX; total];
         let mut next = 0u32;
-        (0..self.n())
+        Ok((0..self.n())
             .map(|i| {
                 let r = find(&mut parent, node0[0] + terms[0].codes[i] as usize);
                 if label[r] == u32::MAX {
@@ -249,7 +253,7 @@ impl Workspace {
                 }
                 label[r]
             })
-            .collect()
+            .collect())
     }
 
     /// The factor L of M = ΛᵀZ̃ᵀZ̃Λ + I with its permutation (see

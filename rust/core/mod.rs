@@ -66,6 +66,8 @@
 //!   one map between L's order and lme4's.
 //! - `crossprod`: [`RowData`] (X, y, weights, offset) and [`CrossProducts`]
 //!   (A), recomputed for new weights or a new response in the same patterns.
+//! - `chunks`: [`BlockSums`]: A summed chunk by chunk (data larger than
+//!   memory), partial sums merged with their block patterns united.
 //! - `pattern`: [`Pattern`]: the symbolic plan (the pattern of M22 − L21L21ᵀ
 //!   and its sparse analysis).
 //! - `schur`, `schur_classes`: the fill of M22 − L21L21ᵀ at θ (direct, in
@@ -84,6 +86,7 @@
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod chol;
+pub mod chunks;
 pub mod crossprod;
 pub mod error;
 pub mod factor;
@@ -103,6 +106,7 @@ pub mod workspace;
 mod tests;
 
 pub use chol::{FactorKind, SparseCholesky};
+pub use chunks::BlockSums;
 pub use crossprod::{CrossProducts, RowData};
 pub use error::{CoreError, Result};
 pub use factor::{BlockedFactor, FactorL};

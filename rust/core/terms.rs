@@ -107,6 +107,28 @@ impl Terms {
         })
     }
 
+    /// The layout of terms whose rows were summed and not kept: `shapes`
+    /// holds each term's (levels, coefficients per level); `n` rows in all.
+    pub fn without_rows(n: usize, shapes: &[(usize, usize)]) -> Result<Self> {
+        let terms = shapes
+            .iter()
+            .map(|&(n_levels, k)| ReTerm {
+                n_levels,
+                k,
+                codes: vec![],
+                z: vec![],
+            })
+            .collect();
+        let mut out = Self::new(0, terms)?;
+        out.n = n;
+        Ok(out)
+    }
+
+    /// Whether the rows (level codes and model columns) are kept.
+    pub fn has_rows(&self) -> bool {
+        self.terms.iter().all(|t| t.codes.len() == self.n)
+    }
+
     /// Number of rows.
     pub fn n(&self) -> usize {
         self.n

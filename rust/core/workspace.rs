@@ -11,6 +11,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::chol::{FactorKind, SparseCholesky};
+use super::chunks::BlockSums;
 use super::crossprod::{CrossProducts, RowData};
 use super::error::{CoreError, Result};
 use super::factor::BlockedFactor;
@@ -33,8 +34,9 @@ pub struct Solution {
     pub beta: Vec<f64>,
     pub u: Vec<f64>,
     pub b: Vec<f64>,
-    /// Xβ + Zb + offset, on the scale of the data.
-    pub fitted: Vec<f64>,
+    /// Xβ + Zb + offset, on the scale of the data (None when the rows are
+    /// not kept).
+    pub fitted: Option<Vec<f64>>,
     pub pwrss: f64,
     pub ld_l2: f64,
     pub ld_rx2: f64,
@@ -88,6 +90,28 @@ impl Workspace {
         let terms = Terms::new(rows.n(), terms)?;
         let order = Arc::new(BlockOrder::new(&terms));
         let a = CrossProducts::new(rows, &terms, &order);
+        Self::assemble(terms, order, a, kind)
+    }
+
+    /// The workspace of a model whose rows were summed chunk by chunk
+    /// ([`BlockSums`]): everything that reads A only (the objective, the
+    /// estimates, the gradient, conditional variances) works; what needs the
+    /// rows (fitted values, V on observation-space vectors, new weights or
+    /// response) returns [`CoreError::RowsNotKept`].
+    pub fn from_sums(sums: BlockSums, kind: FactorKind) -> Result<Self> {
+        sums.validate()?;
+        let terms = Terms::without_rows(sums.n, &sums.shapes)?;
+        let order = Arc::new(BlockOrder::new(&terms));
+        Self::assemble(terms, order, CrossProducts::from_sums(sums), kind)
+    }
+
+    /// The plan of the factorization, analysed once, over A.
+    fn assemble(
+        terms: Terms,
+        order: Arc<BlockOrder>,
+        a: CrossProducts,
+        kind: FactorKind,
+    ) -> Result<Self> {
         let (pattern, l22) = Pattern::new(&order, &a.a21().pat, &a.a22().pat, kind)?;
         let factor = BlockedFactor::new(Arc::clone(&order), terms.all_scalar(), &pattern, &a, l22);
         let p1 = a.rows().p() + 1;
@@ -126,6 +150,18 @@ impl Workspace {
     /// The rows: X, y, weights and offset on the scale of the data.
     pub fn rows(&self) -> &RowData {
         self.a.rows()
+    }
+    /// Whether the rows are kept (not for a model built from chunk sums).
+    pub fn has_rows(&self) -> bool {
+        self.a.rows().kept()
+    }
+    /// `Ok` when the rows are kept, else [`CoreError::RowsNotKept`] for `what`.
+    pub(crate) fn need_rows(&self, what: &'static str) -> Result<()> {
+        if self.has_rows() {
+            Ok(())
+        } else {
+            Err(CoreError::RowsNotKept { what })
+        }
     }
     /// A: the cross-product blocks of [Z̃ X̃ ỹ].
     pub fn cross_products(&self) -> &CrossProducts {
@@ -273,7 +309,7 @@ impl Workspace {
         let (beta, u) = self.beta_u();
         let mut b = u.clone();
         self.terms.lambda_mul(&self.templates, &mut b);
-        let fitted = self.linear_predictor(&beta, &b);
+        let fitted = self.has_rows().then(|| self.linear_predictor(&beta, &b));
         Ok(Solution {
             beta,
             u,
@@ -340,9 +376,13 @@ impl Workspace {
         self.c.as_ref().subcols(0, self.p()).to_owned()
     }
 
-    /// Xβ + Zb + offset on the scale of the data.
+    /// Xβ + Zb + offset on the scale of the data (empty when the rows are
+    /// not kept).
     pub fn linear_predictor(&self, beta: &[f64], b: &[f64]) -> Vec<f64> {
         let rows = self.a.rows();
+        if !rows.kept() {
+            return vec![];
+        }
         let n = rows.n();
         let mut eta = vec![0.0; n];
         for (j, &bj) in beta.iter().enumerate() {
@@ -360,6 +400,7 @@ impl Workspace {
     /// Replaces the response (on the scale of the data): recomputes only the
     /// response's cross-products; the rest of A and the plan are kept.
     pub fn set_response(&mut self, y: Vec<f64>) -> Result<()> {
+        self.need_rows("a new response")?;
         self.eval = None;
         self.a.set_response(&self.terms, y)
     }
@@ -367,6 +408,7 @@ impl Workspace {
     /// Replaces the prior weights (None: unweighted): recomputes A in the
     /// same patterns and keeps the plan and the analysis of the factorization.
     pub fn set_weights(&mut self, weights: Option<Vec<f64>>) -> Result<()> {
+        self.need_rows("new weights")?;
         self.eval = None;
         self.a.set_weights(&self.terms, &self.order, weights)?;
         self.factor.schur_mut().regroup(&self.pattern, &self.a);

@@ -50,7 +50,7 @@ pub struct PyWorkspace {
     factor_nnz: usize,
 }
 
-type Terms<'py> = Vec<(
+pub(super) type Terms<'py> = Vec<(
     PyReadonlyArray1<'py, i64>,
     PyReadonlyArray2<'py, f64>,
     usize,
@@ -58,7 +58,7 @@ type Terms<'py> = Vec<(
 
 impl PyWorkspace {
     /// Wraps a workspace with its sizes (read by Python as attributes).
-    fn wrap(inner: Workspace) -> Self {
+    pub(super) fn wrap(inner: Workspace) -> Self {
         Self {
             n: inner.n(),
             p: inner.p(),
@@ -235,7 +235,7 @@ impl PyWorkspace {
         d.set_item("beta", convert::array1(py, sol.beta))?;
         d.set_item("u", convert::array1(py, sol.u))?;
         d.set_item("b", convert::array1(py, sol.b))?;
-        d.set_item("fitted", convert::array1(py, sol.fitted))?;
+        d.set_item("fitted", sol.fitted.map(|f| convert::array1(py, f)))?;
         d.set_item("pwrss", sol.pwrss)?;
         d.set_item("ld_l2", sol.ld_l2)?;
         d.set_item("ld_rx2", sol.ld_rx2)?;
@@ -320,7 +320,7 @@ impl PyWorkspace {
     /// Block label of each row: rows in different blocks share no random effect.
     fn v_components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let ws = &self.inner;
-        let lab = run(py, move || Ok(ws.v_components()))?;
+        let lab = run(py, move || ws.v_components())?;
         Ok(convert::array1(py, lab))
     }
 

@@ -86,7 +86,7 @@ fn components_are_the_blocks_of_v() {
     let mut nested = pr.terms.clone();
     nested.truncate(2); // g3 nested in g1, and g1
     let ws = Workspace::new(pr.n, pr.p, pr.x.clone(), pr.y.clone(), nested.clone()).unwrap();
-    let lab = ws.v_components();
+    let lab = ws.v_components().unwrap();
     for i in 0..pr.n {
         for j in 0..pr.n {
             assert_eq!(lab[i] == lab[j], nested[1].codes[i] == nested[1].codes[j]);
@@ -95,7 +95,7 @@ fn components_are_the_blocks_of_v() {
     assert_eq!(lab[0], 0);
     // adding the crossed factor joins everything
     let ws = workspace(&pr);
-    let lab = ws.v_components();
+    let lab = ws.v_components().unwrap();
     assert!(lab.iter().all(|&l| l == 0));
 }
 

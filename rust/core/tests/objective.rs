@@ -34,7 +34,7 @@ fn solution_reproduces_gls_and_pwrss() {
         // pwrss = ||y - fitted||² + ||u||²
         let rss: f64 =
             pr.y.iter()
-                .zip(&sol.fitted)
+                .zip(sol.fitted.as_ref().unwrap())
                 .map(|(a, b)| (a - b).powi(2))
                 .sum();
         let uu: f64 = sol.u.iter().map(|v| v * v).sum();
