@@ -28,7 +28,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ._state import ModelState
 
-__all__ = ["OptimalityCheck", "check_fit", "check_optimum"]
+__all__ = ["OptimalityCheck", "check_fit", "check_optimum", "fd_hessian"]
 
 
 @dataclass(frozen=True)
@@ -126,20 +126,13 @@ def check_optimum(
     if idx.size == 0:
         return OptimalityCheck(g, free, np.zeros(0), step, 0.0, 0.0, theta, tol)
     gf = g[idx]
-    hcols = []
-    for j in idx:
-        h = 1e-4 * max(1.0, abs(theta[j]))
-        tp = theta.copy()
-        tp[j] += h  # inward for a coordinate at its lower bound
-        hcols.append((np.asarray(grad(tp), dtype=np.float64)[idx] - gf) / h)
-    hess = np.array(hcols).T
-    hess = 0.5 * (hess + hess.T)
+    hess = fd_hessian(grad, theta, g, idx)
     w, v = np.linalg.eigh(hess)
     gc = v.T @ gf
     scale = max(1.0, float(np.abs(w).max()))
     flat = w <= 1e-9 * scale
-    if np.any(np.abs(gc[flat]) > 1e-7 * max(1.0, float(np.abs(gf).max()))):
-        gap = math.inf
+    if w[0] < -1e-7 * scale or np.any(np.abs(gc[flat]) > 1e-7 * max(1.0, float(np.abs(gf).max()))):
+        gap = math.inf  # negative curvature (a saddle, or a maximum along the bound), or no model
     else:
         gap = float(0.5 * np.sum(gc[~flat] ** 2 / w[~flat]))
     newton = np.zeros_like(gc)
@@ -164,6 +157,24 @@ def check_optimum(
             if dec > decrease:
                 decrease, better = dec, cand
     return OptimalityCheck(g, free, w, step, gap, decrease, better, tol)
+
+
+def fd_hessian(
+    grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray, g: np.ndarray, idx: np.ndarray
+) -> np.ndarray:
+    """Return the Hessian of the coordinates ``idx`` by forward differences of the gradient.
+
+    ``g`` is the gradient at θ; one gradient per coordinate, each stepped
+    inward (up: a coordinate at its lower bound stays feasible).
+    """
+    hcols = []
+    for j in idx:
+        h = 1e-4 * max(1.0, abs(theta[j]))
+        tp = theta.copy()
+        tp[j] += h
+        hcols.append((np.asarray(grad(tp), dtype=np.float64)[idx] - g[idx]) / h)
+    hess = np.array(hcols).T
+    return 0.5 * (hess + hess.T)
 
 
 def _scaled(d: np.ndarray, theta: np.ndarray) -> np.ndarray:

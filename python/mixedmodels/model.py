@@ -35,10 +35,11 @@ import numpy.typing as npt
 import pandas as pd
 
 from ._args import check_bool
+from ._converge import fit_theta
 from ._state import ModelState
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
-from .optimize import Control, OptSummary, optimize_theta
+from .optimize import Control, OptSummary
 from .results import LinearMixedModelResult
 
 __all__ = ["LinearMixedModel", "lmer"]
@@ -200,16 +201,26 @@ class LinearMixedModel(DesignAttributes):
         state = self.state
         # lme4's start, on the core's (well-scaled) θ, or the caller's θ mapped there
         start = self.start() if start is None else state.core_theta(self._theta(start))
-        fun = state.objective_function(self.reml)  # of the core's θ
-        optsum = optimize_theta(fun, start, self.lower, control)
+        reml = self.reml
+        fun = state.objective_function(reml)  # of the core's θ
+        optsum = fit_theta(
+            fun, lambda th: state.core_gradient(th, reml), start, self.lower, control
+        )
         if state.theta_scale is not None:
-            optsum = replace(
-                optsum,
-                initial=state.model_theta(optsum.initial),
-                final=state.model_theta(optsum.final),
-                fitlog=[(state.model_theta(th), v) for th, v in optsum.fitlog],
+            optsum = _model_units(optsum, state.theta_scale)
+        check = optsum.check
+        if check is not None and not check.optimal:
+            stopped = (
+                f"the optimizer did not converge ({optsum.returnvalue})"
+                if not optsum.converged
+                else "the fit did not reach the optimum"
             )
-        if not optsum.converged:
+            warnings.warn(
+                f"{stopped} after {optsum.feval} evaluations: {check.describe()}",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        elif check is None and not optsum.converged:
             warnings.warn(
                 f"the optimizer did not converge ({optsum.returnvalue} after "
                 f"{optsum.feval} evaluations)",
@@ -254,6 +265,22 @@ class LinearMixedModel(DesignAttributes):
         th = self._theta(theta)
         fmin = self.objective(th)
         return LinearMixedModelResult.from_model(self, _fixed_theta_summary(th, self.lower, fmin))
+
+
+def _model_units(optsum: OptSummary, scale: np.ndarray) -> OptSummary:
+    """Return the record with θ (and the gradients) in the model's units, from the core's."""
+    check = optsum.check
+    if check is not None:
+        check = replace(check, gradient=check.gradient * scale)
+    return replace(
+        optsum,
+        initial=optsum.initial / scale,
+        final=optsum.final / scale,
+        fitlog=[(th / scale, v) for th, v in optsum.fitlog],
+        check=check,
+        gradient=None if optsum.gradient is None else optsum.gradient * scale,
+        hessian=None if optsum.hessian is None else optsum.hessian * np.outer(scale, scale),
+    )
 
 
 def _fixed_theta_summary(theta: np.ndarray, lower: np.ndarray, fmin: float) -> OptSummary:

@@ -1,9 +1,14 @@
 """The optimizer loop over θ: settings (`Control`) and record (`OptSummary`).
 
 The profiled objective is minimized over θ subject to lower bounds (0 on the
-diagonal of each template, none elsewhere) by a derivative-free method:
-NLopt's BOBYQA, the optimizer lme4 (``nloptwrap``) and MixedModels.jl use, or
-scipy's COBYQA. There is no silent fallback from one optimizer to another.
+diagonal of each template, none elsewhere) by one optimizer: NLopt's BOBYQA,
+the derivative-free method lme4 (``nloptwrap``) and MixedModels.jl use
+(default), scipy's COBYQA, or scipy's L-BFGS-B with the exact gradient. There
+is no silent fallback from one optimizer to another.
+
+Every fit then ends with the optimality check of `_converge` (`fit_theta`):
+Newton steps from the exact gradient polish θ, a point that is not the
+optimum is restarted from, and the check is recorded in `OptSummary.check`.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .exceptions import ControlError, MixedModelsError, ThetaError
+
+if TYPE_CHECKING:
+    from ._converge import ConvergenceCheck
 
 __all__ = ["Control", "OptSummary", "optimize_theta"]
 
@@ -43,7 +51,9 @@ class Control:
     ----------
     optimizer
         ``"bobyqa"`` (NLopt's LN_BOBYQA, as lme4's default ``nloptwrap`` and
-        MixedModels.jl) or ``"cobyqa"`` (scipy's COBYQA).
+        MixedModels.jl), ``"cobyqa"`` (scipy's COBYQA) or ``"lbfgsb"``
+        (scipy's L-BFGS-B on the exact gradient: each evaluation is one
+        gradient, which brings the objective with it).
     ftol_rel, ftol_abs, xtol_rel, xtol_abs
         Stopping tolerances on the objective and on θ (NLopt's meaning).
         The defaults are lme4's (``nloptwrap``: NLopt's BOBYQA with
@@ -66,6 +76,19 @@ class Control:
     singular_tol
         A fit is flagged singular when a θ element with lower bound zero is
         below this (lme4's ``isSingular(tol = 1e-4)``).
+    check
+        Check the optimum after the optimizer stops (default True): Newton
+        steps from the exact gradient polish θ, a point that is not optimal
+        is restarted from, and a fit that still is not optimal warns
+        (`ConvergenceWarning`, with the gap). Recorded in `OptSummary.check`.
+    gap_tol
+        The largest estimated gap to the optimum, in deviance units, accepted
+        as optimal by the check (never less than 1e-11 of the objective: its
+        rounding is about 1e-12 relative).
+    max_restarts
+        How many times the optimizer is restarted when the check finds the
+        point is not optimal (not when ``maxeval`` cut the run short: the
+        check then only reports).
 
     Examples
     --------
@@ -73,7 +96,7 @@ class Control:
     >>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"),
     ...               control=mm.Control.precise())
     >>> fit.optsum.feval, fit.optsum.control.xtol_abs
-    (62, 1e-10)
+    (63, 1e-10)
     """
 
     optimizer: str = "bobyqa"
@@ -86,13 +109,16 @@ class Control:
     boundary_tol: float = 1e-3
     boundary_ftol: float = 1e-5
     singular_tol: float = 1e-4
+    check: bool = True
+    gap_tol: float = 1e-6
+    max_restarts: int = 2
 
     @classmethod
     def precise(cls, **kwargs: Any) -> Control:
         """Return settings with tighter tolerances (MixedModels.jl's, with ftol_abs 1e-10).
 
         The optimum is pinned down further than lme4 does, at the cost of
-        more evaluations (62 instead of 43 on sleepstudy).
+        more evaluations (62 instead of 43 on sleepstudy, each plus the check's).
         """
         settings: dict[str, Any] = dict(
             ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10, initial_step=0.75
@@ -102,12 +128,18 @@ class Control:
 
     def __post_init__(self) -> None:
         """Check the settings: nothing invalid may reach the optimizer (NLopt aborts on NaN)."""
-        if self.optimizer not in ("bobyqa", "cobyqa"):
-            raise ControlError(f"unknown optimizer {self.optimizer!r}; choose 'bobyqa' or 'cobyqa'")
-        if isinstance(self.maxeval, bool) or not isinstance(self.maxeval, int | np.integer):
-            raise ControlError(f"maxeval must be a whole number, not {self.maxeval!r}")
-        if self.maxeval < 1:
-            raise ControlError(f"maxeval must be at least 1, not {self.maxeval}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ControlError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(_OPTIMIZERS)}"
+            )
+        for name, least in (("maxeval", 1), ("max_restarts", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ControlError(f"{name} must be a whole number, not {value!r}")
+            if value < least:
+                raise ControlError(f"{name} must be at least {least}, not {value}")
+        if not isinstance(self.check, bool | np.bool_):
+            raise ControlError(f"check must be True or False, not {self.check!r}")
         for name in (
             "ftol_rel",
             "ftol_abs",
@@ -116,6 +148,7 @@ class Control:
             "boundary_tol",
             "boundary_ftol",
             "singular_tol",
+            "gap_tol",
         ):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
@@ -128,6 +161,9 @@ class Control:
         step = self.initial_step
         if step is not None and (not _is_real(step) or not math.isfinite(step) or step <= 0):
             raise ControlError(f"initial_step must be a finite number > 0 or None, not {step!r}")
+
+
+_OPTIMIZERS = {"bobyqa": "NLopt LN_BOBYQA", "cobyqa": "scipy COBYQA", "lbfgsb": "scipy L-BFGS-B"}
 
 
 def _is_real(value: object) -> bool:
@@ -172,11 +208,14 @@ class OptSummary:
     lower
         Lower bounds of θ.
     final
-        θ at the optimum (after any snapping to the boundary).
+        θ at the optimum (after any snapping to the boundary, and the
+        optimality check's Newton steps and restarts).
     fmin
         Objective at ``final``.
     feval
-        Number of objective evaluations (including the boundary check).
+        Number of objective evaluations: the optimizer's, the boundary
+        check's and the optimality check's (``check.feval`` of them), and
+        any restart's.
     optimizer
         Name of the optimizer.
     returnvalue
@@ -186,11 +225,23 @@ class OptSummary:
     elapsed
         Seconds spent in the optimization loop.
     fitlog
-        Every θ evaluated and its objective, in order: a list of (θ, objective).
+        Every θ evaluated and its objective, in order: a list of (θ, objective)
+        (the objective at the θ of a gradient evaluation is not listed unless
+        it was asked for too).
     snapped
         Indices of θ elements set to zero after the optimizer stopped.
     converged
         False when the optimizer reported a failure or ran out of evaluations.
+    geval
+        Number of gradient evaluations by the optimizer (``"lbfgsb"``; the
+        check's are in ``check.geval``).
+    check
+        The optimality check that ended the fit (`ConvergenceCheck`: the
+        gradient, the gap in deviance units, the restarts, the verdict), or
+        None when ``Control(check=False)``.
+    gradient, hessian
+        The gradient-based optimizer's last gradient at ``final`` and its
+        quasi-Newton Hessian approximation (None for the others).
     """
 
     initial: np.ndarray
@@ -205,6 +256,10 @@ class OptSummary:
     fitlog: list = field(repr=False)
     snapped: tuple[int, ...] = ()
     converged: bool = True
+    geval: int = 0
+    check: ConvergenceCheck | None = None
+    gradient: np.ndarray | None = field(default=None, repr=False)
+    hessian: np.ndarray | None = field(default=None, repr=False)
 
 
 def optimize_theta(
@@ -212,8 +267,12 @@ def optimize_theta(
     start: np.ndarray,
     lower: np.ndarray,
     control: Control,
+    grad: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> OptSummary:
-    """Minimize ``fun`` over θ >= lower, starting at ``start``."""
+    """Minimize ``fun`` over θ >= lower, starting at ``start`` (one run, no check).
+
+    ``grad`` (the gradient of ``fun``) is needed by ``"lbfgsb"`` only.
+    """
     lower = np.asarray(lower, dtype=np.float64)
     start = check_start(start, lower)
     fitlog: list = []
@@ -225,6 +284,8 @@ def optimize_theta(
         fitlog.append((theta.copy(), val))
         return val
 
+    gradient = hessian = None
+    geval = 0
     if control.optimizer == "bobyqa":
         import nlopt
 
@@ -259,6 +320,8 @@ def optimize_theta(
         code = opt.last_optimize_result()
         ret = _NLOPT_RESULTS.get(code, str(code))
         converged = code > 0 and code != 5
+    elif control.optimizer == "lbfgsb":
+        xmin, ret, converged, gradient, hessian, geval = _lbfgsb(f, grad, start, lower, control)
     else:
         from scipy.optimize import Bounds, minimize
 
@@ -282,7 +345,7 @@ def optimize_theta(
         fmin = f(xmin)
     best_theta, best_val = min(fitlog, key=lambda t: t[1])
     if best_val < fmin:
-        xmin, fmin = best_theta.copy(), best_val
+        xmin, fmin, gradient = best_theta.copy(), best_val, None
 
     # Try small θ elements bounded by zero at zero (MixedModels.jl's check).
     snapped: tuple[int, ...] = ()
@@ -292,7 +355,7 @@ def optimize_theta(
         cand[small] = 0.0
         zval = f(cand)
         if zval <= fmin + control.boundary_ftol:
-            xmin, fmin = cand, zval
+            xmin, fmin, gradient = cand, zval, None
             snapped = tuple(int(i) for i in np.flatnonzero(small))
     return OptSummary(
         initial=start,
@@ -300,14 +363,64 @@ def optimize_theta(
         final=xmin,
         fmin=float(fmin),
         feval=len(fitlog),
-        optimizer="NLopt LN_BOBYQA" if control.optimizer == "bobyqa" else "scipy COBYQA",
+        optimizer=_OPTIMIZERS[control.optimizer],
         returnvalue=ret,
         control=control,
         elapsed=time.perf_counter() - t0,
         fitlog=fitlog,
         snapped=snapped,
         converged=converged,
+        geval=geval,
+        gradient=gradient,
+        hessian=None if gradient is None else hessian,
     )
+
+
+def _lbfgsb(
+    f: Callable[[np.ndarray], float],
+    grad: Callable[[np.ndarray], np.ndarray] | None,
+    start: np.ndarray,
+    lower: np.ndarray,
+    control: Control,
+) -> tuple[np.ndarray, str, bool, np.ndarray | None, np.ndarray | None, int]:
+    """Run scipy's L-BFGS-B on the exact gradient.
+
+    Returns θ, the message, success, the last gradient and the Hessian
+    approximation (the inverse of L-BFGS-B's), and the gradient count. The
+    gradient is evaluated first: the objective at the same θ is then free
+    (the core keeps its factor for the last θ).
+    """
+    from scipy.optimize import Bounds, LbfgsInvHessProduct, minimize
+
+    if grad is None:
+        raise MixedModelsError("the 'lbfgsb' optimizer needs the gradient")
+    count = [0]
+    last: dict[str, np.ndarray] = {}
+
+    def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        g = np.asarray(grad(theta), dtype=np.float64)
+        count[0] += 1
+        last["theta"], last["g"] = theta.copy(), g
+        return f(theta), g
+
+    res = minimize(
+        fg,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=Bounds(lower, np.full_like(lower, np.inf)),
+        options={"maxfun": control.maxeval, "ftol": 1e-12, "gtol": 1e-6, "maxls": 30},
+    )
+    x = np.asarray(res.x, dtype=np.float64)
+    gradient = last["g"] if "theta" in last and np.array_equal(last["theta"], x) else None
+    hessian = None
+    hinv = getattr(res, "hess_inv", None)
+    if isinstance(hinv, LbfgsInvHessProduct):
+        try:
+            hessian = np.linalg.inv(np.asarray(hinv.todense()))
+        except np.linalg.LinAlgError:
+            pass
+    return x, str(res.message), bool(res.success), gradient, hessian, count[0]
 
 
 def fun_value(fitlog: list, theta: np.ndarray) -> float | None:

@@ -56,7 +56,7 @@ class LinearMixedModelResult(DesignAttributes):
     >>> round(fit.sigma, 3), fit.nobs, fit.ngrps
     (25.592, 180, {'Subject': 18})
     >>> fit.varcorr[["grp", "sdcor"]].round(3).values.tolist()
-    [['Subject', 24.741], ['Subject', 5.922], ['Subject', 0.066], ['Residual', 25.592]]
+    [['Subject', 24.74], ['Subject', 5.922], ['Subject', 0.066], ['Residual', 25.592]]
     """
 
     model: LinearMixedModel = field(repr=False)

@@ -1,8 +1,8 @@
 """After the fit, against lme4 1.1-31 / lmerTest 3.1-3 (tests/reference/inference).
 
 Quantities that are functions of θ (Satterthwaite df and p, Wald limits,
-type III F tests) are compared at lme4's θ, so that the comparison does not
-depend on where each optimizer stopped; coef() and predictions are compared at
+type III F tests, coef()) are compared at lme4's θ, so that the comparison
+does not depend on where each optimizer stopped; predictions are compared at
 our optimum.
 """
 
@@ -112,15 +112,18 @@ def test_wald_intervals(at_lme4_theta, name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_coef(fits, name):
+def test_coef(at_lme4_theta, fits, name):
+    # at lme4's θ: lme4's BOBYQA stops about 1e-4 (relative) short in θ, and our fit, polished
+    # by Newton steps from the exact gradient, goes on to a lower objective
+    assert fits[name].objective <= at_lme4_theta[name].objective
     ref = load(name)["coef"]
-    ours = fits[name].coef()
+    ours = at_lme4_theta[name].coef()
     assert list(ours) == list(ref)
     for g, r in ref.items():
         cols = r["columns"] if isinstance(r["columns"], list) else [r["columns"]]
         assert list(ours[g].columns) == cols
         assert list(ours[g].index) == r["levels"]
-        assert rel_err(ours[g].to_numpy().ravel(), np.asarray(r["values"]).ravel()) < 1e-4
+        assert rel_err(ours[g].to_numpy().ravel(), np.asarray(r["values"]).ravel()) < 1e-9
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if "newdata" in load(c)])
