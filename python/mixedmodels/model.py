@@ -215,8 +215,10 @@ class LinearMixedModel(DesignAttributes):
                 if not optsum.converged
                 else "the fit did not reach the optimum"
             )
+            ran = optsum.feval - check.feval  # the optimizer's own, then the check's
             warnings.warn(
-                f"{stopped} after {optsum.feval} evaluations: {check.describe()}",
+                f"{stopped} after {ran} evaluations (and {check.feval} more to check it): "
+                f"{check.describe()}",
                 ConvergenceWarning,
                 stacklevel=2,
             )
