@@ -22,9 +22,8 @@ by clipping:
   this problem for the model without the column x_j, fitted to y − x_j b.
 
 Each inner problem is minimized by BOBYQA (NLopt), restarted from where it
-stopped until a restart gains nothing, from each of the given starts (the
-profile passes the solution at the nearest value already profiled, and the
-estimate).
+stopped until a restart gains nothing, from each of the starts the profile
+gives, keeping the lowest.
 """
 
 from __future__ import annotations
@@ -57,9 +56,8 @@ class InnerProblem:
     """The ML deviance with one covariance parameter (sd, correlation or σ) held at a value.
 
     ``kind`` is ``"sd"``, ``"cor"``, ``"sigma"`` or ``"free"`` (nothing held,
-    ``value`` unused); ``term``, ``row`` and
-    ``col`` locate an sd (row = col) or a correlation (row > col) in the
-    layout.
+    ``value`` unused); ``term``, ``row`` and ``col`` locate an sd (row = col)
+    or a correlation (row > col) in the layout.
     """
 
     state: ModelState
