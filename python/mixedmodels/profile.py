@@ -44,6 +44,10 @@ _LOWER_BY = 1e-6
 """A profile point this far below the optimum's deviance is a better optimum."""
 
 
+_MOVED_BY = 1e-7
+"""A thorough minimization this much lower than continuation's moves a root (ζ by ~1e-7/2z)."""
+
+
 class _LowerOptimum(Exception):
     """The profile found a point with a lower deviance than the optimum it started from."""
 
@@ -203,8 +207,8 @@ def _solve(pr: _Profiler, pz: _Zeta, target: float, a: float, b: float) -> float
             raise NumericalError(
                 f"the profile of {pz.name} is not monotone between {a:g} and {b:g}: {e}"
             ) from None
-        before = pr.zeta(pz.param, root, pz.hat)
-        if pr.zeta(pz.param, root, pz.hat, thorough=True) == before:
+        before = pr.deviance(pz.param, root, thorough=False)
+        if pr.deviance(pz.param, root, thorough=True) > before - _MOVED_BY:
             return float(root)
         pr.forget(pz.param, a, b)
     return float(root)
