@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .exceptions import NotPositiveDefiniteError
+
 if TYPE_CHECKING:
     from ._layout import ThetaLayout
     from ._state import ModelState
@@ -168,11 +170,16 @@ class InnerProblem:
         """Return the ML deviance at the point of ``x`` (β, and σ when free, profiled out)."""
         theta, sigma = self.point(x)
         model_theta = self.state.model_theta(theta)
-        if sigma is None:
-            return self.state.objective(model_theta, reml=False)
-        if not math.isfinite(sigma) or sigma <= 0:
+        if sigma is not None and not (0 < sigma < math.inf):
             return math.inf
-        return self.state.deviance(model_theta, sigma, reml=False)
+        try:
+            if sigma is None:
+                return self.state.objective(model_theta, reml=False)
+            return self.state.deviance(model_theta, sigma, reml=False)
+        except NotPositiveDefiniteError:
+            # θ so extreme (a row 1e8 times another) that the factor loses X's rank: a point
+            # the minimizer may probe but never needs, as bad as can be
+            return math.inf
 
     def full_point(self, x: np.ndarray) -> Point:
         """Return the point of ``x``, σ included (profiled, when the constraint leaves it free)."""
