@@ -146,7 +146,9 @@ def test_profile_of_a_singular_correlated_term_does_not_abort():
     fit = mm.lmer("Yield ~ 1 + (1 + x | Batch)", d)
     ci = fit.confint("profile")
     cor = [n for n in ci.index if n.startswith("cor_")]
-    assert cor and ci.loc[cor].isna().all().all()
+    # the correlation does not change the model at the optimum: its profile is flat, its
+    # interval [-1, 1] (tests/test_profile_check.py checks every limit of this fit)
+    assert cor and (ci.loc[cor].to_numpy() == [-1.0, 1.0]).all()
     assert np.isfinite(ci.loc["sigma"]).all()
 
 

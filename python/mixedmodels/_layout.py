@@ -12,7 +12,6 @@ the rule for its per-θ work.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,23 +33,6 @@ def lower_triangle(k: int) -> tuple[tuple[int, int], ...]:
     ((0, 0), (1, 0), (1, 1))
     """
     return tuple((r, c) for c in range(k) for r in range(c, k))
-
-
-def _tolerant_cholesky(c: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semidefinite matrix.
-
-    Columns whose pivot vanishes are zero (an sd of zero or a correlation of ±1).
-    """
-    k = c.shape[0]
-    lower = np.zeros_like(c)
-    for j in range(k):
-        d = c[j, j] - lower[j, :j] @ lower[j, :j]
-        if d <= 1e-14 * max(1.0, abs(c[j, j])):
-            continue
-        lower[j, j] = math.sqrt(d)
-        for i in range(j + 1, k):
-            lower[i, j] = (c[i, j] - lower[i, :j] @ lower[j, :j]) / lower[j, j]
-    return lower
 
 
 @dataclass(frozen=True)
@@ -116,18 +98,6 @@ class TermLayout:
                 den = sd[r] * sd[c]
                 out.append(float(cov[r, c] / den) if den > 0 else np.nan)
         return out
-
-    def theta_from_sdcor(self, psi: np.ndarray, sigma: float) -> list[float]:
-        """Return the term's θ elements from its sds and correlations (θ order) and σ."""
-        sd = np.zeros(self.k)
-        cor = np.eye(self.k)
-        for (r, c), v in zip(self.entries, psi, strict=True):
-            if r == c:
-                sd[c] = v
-            else:
-                cor[r, c] = cor[c, r] = v
-        low = _tolerant_cholesky(np.outer(sd, sd) * cor) / sigma
-        return [float(low[r, c]) for r, c in self.entries]
 
 
 @dataclass(frozen=True)
@@ -199,17 +169,6 @@ class ThetaLayout:
         """Return the sds and correlations of every term at (θ, σ), in θ order."""
         covs = self.covariances(theta, sigma)
         return np.array([v for t, c in zip(self.terms, covs, strict=True) for v in t.sdcor(c)])
-
-    def theta_from_sdcor(self, psi: np.ndarray, sigma: float) -> np.ndarray:
-        """Return θ from the sds and correlations (θ order) and σ: the inverse of `sdcor`."""
-        pieces = self._pieces(np.asarray(psi, dtype=np.float64))
-        return np.array(
-            [
-                v
-                for t, p in zip(self.terms, pieces, strict=True)
-                for v in t.theta_from_sdcor(p, sigma)
-            ]
-        )
 
     @cached_property
     def _lambdat_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

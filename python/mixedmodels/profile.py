@@ -11,7 +11,12 @@ deviance. The interval's limits are the roots of ζ(φ) = ±z(level), found by
 bracketing outwards from φ̂ and solving exactly (lme4 interpolates a spline
 through the profile instead); a limit that is not reached before the
 parameter's bound (0 for a standard deviation, ±1 for a correlation) is the
-bound.
+bound. A correlation of a term with an sd of 0 at the optimum does not change
+the model there: its profile is flat, and its interval is [−1, 1].
+
+d(φ) is minimized over a parametrization in which every point is a valid
+covariance (`_profile_inner`), by BOBYQA with continuation along the profile
+and, at the points that decide a limit, several starts.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ._params import param_names, param_values
+from ._params import param_names
+from ._profile_inner import InnerProblem, Point, minimize
 from .exceptions import NumericalError
-from .optimize import Control, check_start
 
 if TYPE_CHECKING:
     from .model import LinearMixedModel
@@ -35,203 +40,271 @@ if TYPE_CHECKING:
 
 __all__ = ["profile", "profile_confint"]
 
+_LOWER_BY = 1e-6
+"""A profile point this far below the optimum's deviance is a better optimum."""
+
+
+_MOVED_BY = 1e-7
+"""A thorough minimization this much lower than continuation's moves a root (ζ by ~1e-7/2z)."""
+
+
+class _LowerOptimum(Exception):
+    """The profile found a point with a lower deviance than the optimum it started from."""
+
+    def __init__(self, point: Point):
+        super().__init__()
+        self.point = point
+
 
 class _Profiler:
-    """The ML deviance as a function of (sds and correlations, σ)."""
+    """The ML deviance minimized over all parameters but one, with continuation.
 
-    def __init__(self, fit: LinearMixedModelResult):
-        self.fit = fit = fit.refit_ml()
-        self.state = fit.model.state
-        self.layout = fit.design.layout
-        self.kinds: list[str] = [*self.layout.kinds, "sigma"]
-        self.psi_hat = param_values(fit)[: len(self.kinds)]
-        # a correlation is undefined (NaN) when one of its sds is 0: the inner
-        # optimizations start it from 0, a defined point, and its own interval is NaN
-        self.start = np.where(np.isnan(self.psi_hat), 0.0, self.psi_hat)
-        self.d_hat = fit.objective
+    The optimum is the ML refit's, polished by the inner minimizer (so that
+    every profile is measured from the lowest deviance it can find). A
+    profiled value starts its inner minimization from the solution at the
+    nearest value already profiled (continuation); a thorough one also from
+    the optimum and from lme4's start (1 on the template diagonals) at σ̂, a
+    point away from the boundary: at a singular optimum the templates' zero
+    rows are a stationary point of every inner problem (TTᵀ is quadratic in
+    T), often a local minimum beside a lower one.
 
-    def deviance(self, psi: np.ndarray) -> float:
-        """Return the ML deviance at the sds and correlations ``psi[:-1]`` and σ = ``psi[-1]``."""
-        sigma = psi[-1]
-        return self.state.deviance(self.layout.theta_from_sdcor(psi, sigma), sigma, reml=False)
+    Parameters are indexed in lme4's confint order: the sds and correlations
+    (θ order), σ, then β.
+    """
 
-    def bounds(self, i: int) -> tuple[float, float]:
-        kind = self.kinds[i]
-        if kind == "sd":
-            return 0.0, math.inf
-        if kind == "cor":
-            return -1.0, 1.0
-        return 1e-12 * max(self.psi_hat[-1], 1.0), math.inf
+    def __init__(self, fit: LinearMixedModelResult, start: Point | None = None):
+        self.fit = ml = fit.refit_ml()
+        self.state = state = ml.model.state
+        self.layout = layout = ml.design.layout
+        self.kinds: list[str] = [*layout.kinds, "sigma"]
+        self.slots = [(t, r, c) for t, tl in enumerate(layout.terms) for r, c in tl.entries]
+        if start is None:
+            start = Point(state.core_theta(ml.theta), ml.sigma)
+        free = InnerProblem(state, layout, "free")
+        self.d_hat, x = minimize(free.deviance, [free.x_from(start)])
+        self.hat = free.full_point(x)
+        theta = state.model_theta(self.hat.theta)
+        self.psi_hat = np.array([*layout.sdcor(theta, self.hat.sigma), self.hat.sigma])
+        self.anchors = [self.hat, Point(state.core_theta(layout.start()), self.hat.sigma)]
+        self.solved: dict[int, dict[float, tuple[float, Point, bool]]] = {}
+        self.reduced: dict[int, LinearMixedModel] = {}
 
-    def profile_var(self, i: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
-        """Minimize the deviance with parameter i held at value.
+    def problem(self, i: int, value: float) -> InnerProblem:
+        """Return the inner problem of parameter i held at value."""
+        if i < len(self.slots):
+            t, r, c = self.slots[i]
+            return InnerProblem(self.state, self.layout, self.kinds[i], value, t, r, c)
+        if i == len(self.slots):
+            return InnerProblem(self.state, self.layout, "sigma", value)
+        # β_j: the model without x_j fitted to y − x_j b, whose θ is the full model's (same
+        # layout, same column scales)
+        j = i - len(self.kinds)
+        d = self.fit.design
+        if j not in self.reduced:
+            keep = [c for c in range(d.p) if c != j]
+            x_names = tuple(d.x_names[c] for c in keep)
+            design = replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=x_names)
+            self.reduced[j] = self.fit.model.with_design(design)
+        state = self.reduced[j].with_response(d.y - d.X[:, j] * value).state
+        return InnerProblem(state, self.layout, "free")
 
-        Returns the minimum and the full parameter vector there.
-        """
-        import nlopt
+    def deviance(self, i: int, value: float, thorough: bool) -> float:
+        """Return the ML deviance minimized with parameter i held at value."""
+        done = self.solved.setdefault(i, {})
+        if value in done and (done[value][2] or not thorough):
+            return done[value][0]
+        prob = self.problem(i, value)
+        near = [p for v, (_, p, _) in sorted(done.items(), key=lambda e: abs(e[0] - value))[:1]]
+        starts = [prob.x_from(p) for p in near + (self.anchors if thorough or not near else [])]
+        d, x = minimize(prob.deviance, starts)
+        if d < self.d_hat - _LOWER_BY:
+            raise _LowerOptimum(prob.full_point(x))
+        if value not in done or d < done[value][0]:
+            done[value] = (d, prob.full_point(x), thorough)
+        else:
+            done[value] = (*done[value][:2], True)
+        return done[value][0]
 
-        free = [j for j in range(len(self.kinds)) if j != i]
-        psi = start.copy()
-        psi[i] = value
+    def forget(self, i: int, a: float, b: float) -> None:
+        """Forget the values of parameter i strictly between a and b not minimized thoroughly."""
+        done = self.solved.get(i, {})
+        for v in [v for v, (_, _, thorough) in done.items() if a < v < b and not thorough]:
+            del done[v]
 
-        best: dict = {"x": None, "f": math.inf}
-
-        def f(x: np.ndarray, grad: np.ndarray | None) -> float:
-            psi[free] = x
-            value = self.deviance(psi)
-            if value < best["f"]:
-                best["x"], best["f"] = x.copy(), value
-            return value
-
-        lo = np.array([self.bounds(j)[0] for j in free])
-        hi = np.array([self.bounds(j)[1] for j in free])
-        x0 = check_start(np.clip(start[free], lo, hi), lo, hi, what="the profile's inner start")
-        if len(free) == 1:
-            res = optimize.minimize_scalar(
-                lambda v: f(np.array([v]), None),
-                bounds=(max(lo[0], 1e-12), max(x0[0] * 10, 1.0)),
-                method="bounded",
-                options={"xatol": 1e-10},
-            )
-            psi[free] = [res.x]
-            return float(res.fun), psi.copy()
-        opt = nlopt.opt(nlopt.LN_BOBYQA, len(free))
-        opt.set_lower_bounds(lo)
-        opt.set_upper_bounds(hi)
-        opt.set_min_objective(f)
-        opt.set_ftol_abs(1e-10)
-        opt.set_xtol_abs(1e-10)
-        opt.set_maxeval(20_000)
-        step = np.where(np.isfinite(hi - lo), np.minimum(0.2, (hi - lo) / 4), 0.2)
-        opt.set_initial_step(np.maximum(step * np.maximum(np.abs(x0), 0.1), 1e-4))
-        try:
-            x = opt.optimize(x0)
-            value = float(opt.last_optimum_value())
-        except nlopt.RoundoffLimited:  # stopped by rounding: keep the best point it saw
-            x, value = best["x"], best["f"]
-        psi[free] = x
-        return value, psi.copy()
+    def zeta(self, i: int, value: float, hat: float, thorough: bool = False) -> float:
+        """Return ζ = sign(value − hat) √(d(value) − d̂) of parameter i."""
+        d = self.deviance(i, float(value), thorough)
+        return math.copysign(math.sqrt(max(d - self.d_hat, 0.0)), value - hat)
 
 
 class _Zeta(NamedTuple):
-    """One parameter's profile: ζ as a function of its value, and where to look."""
+    """One parameter's profile: where it is and where to look."""
 
     name: str
-    zeta: Callable[[float], float]
+    param: int
     hat: float
     scale: float
     lo: float
     hi: float
 
 
-def _roots(pz: _Zeta, z: float) -> tuple[float, float]:
-    """Find the points where ζ = -z (below the estimate) and ζ = +z (above it)."""
-    zeta, hat, scale, lo, hi = pz.zeta, pz.hat, pz.scale, pz.lo, pz.hi
-    if math.isnan(hat):  # an undefined correlation (one of its sds is 0)
-        return math.nan, math.nan
+def _roots(pr: _Profiler, pz: _Zeta, z: float) -> tuple[float, float]:
+    """Find the points where ζ = -z (below the estimate) and ζ = +z (above it).
+
+    The bracketing points and the root are minimized thoroughly (from every
+    start), the points in between by continuation; a root that a thorough
+    minimization moves is searched again. A limit that ζ does not reach
+    before the parameter's bound is the bound.
+    """
+    hat, scale, lo, hi = pz.hat, pz.scale, pz.lo, pz.hi
+    if math.isnan(hat):
+        # a correlation of a term with an sd of 0 at the optimum: it does not change the
+        # model there, so the profile is flat at the optimum and every value is in the interval
+        return lo, hi
+
+    def zeta(v: float, thorough: bool = False) -> float:
+        return pr.zeta(pz.param, v, hat, thorough)
+
     out = []
     for direction, bound, target in ((-1, lo, -z), (1, hi, z)):
-        prev, h = hat, scale
+        prev, h = hat, _first_step(zeta, hat, direction * scale, bound, target)
         found = None
         for _ in range(60):
             x = hat + direction * h
             if (direction < 0 and x <= bound) or (direction > 0 and x >= bound):
                 x = bound
-            zx = zeta(x)
-            if (zx - target) * direction >= 0:
-                try:
-                    found = optimize.brentq(
-                        lambda v, t=target: zeta(v) - t,
-                        min(prev, x),
-                        max(prev, x),
-                        xtol=1e-10 * scale,
-                    )
-                except ValueError as e:  # ζ is not monotone between the two points
-                    raise NumericalError(
-                        f"the profile of {pz.name} is not monotone between {prev:g} and {x:g}"
-                        f" (the inner minimization did not reach the optimum): {e}"
-                    ) from None
+            if (zeta(x, thorough=True) - target) * direction >= 0:
+                found = _solve(pr, pz, target, prev, x)
                 break
             if x == bound:
                 found = bound
                 break
             prev, h = x, h * 2
-        out.append(found if found is not None else (lo if direction < 0 else hi))
+        if found is None:
+            raise NumericalError(
+                f"the profile of {pz.name} does not reach ζ = {target:g} within"
+                f" {hat + direction * h:g}"
+            )
+        out.append(found)
     return out[0], out[1]
 
 
-def _zeta_functions(fit: LinearMixedModelResult) -> list[_Zeta]:
+def _first_step(
+    zeta: Callable[..., float], hat: float, step: float, bound: float, target: float
+) -> float:
+    """Return the first bracketing step: just past the limit that ζ's slope near hat predicts.
+
+    ζ is nearly linear in the parameter (that is what it is for), so a probe at
+    1% of the default step predicts the limit; the step aims 20% past it,
+    within 1/1000 and 8 times the default step. At a bound, the default step.
+    """
+    probe = hat + 0.01 * step
+    if (probe - bound) * step >= 0:
+        return abs(step)
+    slope = zeta(probe) / (0.01 * step)
+    if not slope * step > 0:
+        return abs(step)
+    predicted = abs(1.2 * target / slope)
+    return min(max(predicted, 1e-3 * abs(step)), 8 * abs(step))
+
+
+def _solve(pr: _Profiler, pz: _Zeta, target: float, a: float, b: float) -> float:
+    """Return the root of ζ = target between a and b, checked by a thorough minimization.
+
+    When the thorough minimization at the root finds a lower deviance than
+    continuation did, the values in between are forgotten and the root is
+    searched again, continuing from the better solution.
+    """
+    a, b = min(a, b), max(a, b)
+    root = a
+    for _ in range(4):
+        try:
+            root = optimize.brentq(
+                lambda v: pr.zeta(pz.param, v, pz.hat) - target, a, b, xtol=1e-8 * pz.scale
+            )
+        except ValueError as e:  # ζ is not monotone between the two points
+            raise NumericalError(
+                f"the profile of {pz.name} is not monotone between {a:g} and {b:g}: {e}"
+            ) from None
+        before = pr.deviance(pz.param, root, thorough=False)
+        if pr.deviance(pz.param, root, thorough=True) > before - _MOVED_BY:
+            return float(root)
+        pr.forget(pz.param, a, b)
+    return float(root)
+
+
+def _zeta_functions(pr: _Profiler) -> list[_Zeta]:
     """Return the profile of each parameter, in lme4's confint order."""
-    pr = _Profiler(fit)
-    names = param_names(fit)
+    names = param_names(pr.fit)
     out = []
-    cache: dict[tuple[int, float], tuple[float, np.ndarray]] = {}
-    for i in range(len(pr.kinds)):
+    sigma_hat = float(pr.psi_hat[-1])
+    for i, kind in enumerate(pr.kinds):
         hat = float(pr.psi_hat[i])
-        lo, hi = pr.bounds(i)
-        last = {"psi": pr.start.copy()}
-
-        def zeta(v: float, i: int = i, hat: float = hat, last: dict = last) -> float:
-            key = (i, float(v))
-            if key not in cache:
-                cache[key] = pr.profile_var(i, v, last["psi"])
-            d, psi = cache[key]
-            last["psi"] = psi
-            return math.copysign(math.sqrt(max(d - pr.d_hat, 0.0)), v - hat)
-
-        scale = 0.1 if pr.kinds[i] == "cor" else 0.25 * (hat if hat > 0 else pr.psi_hat[-1])
-        out.append(_Zeta(names[i], zeta, hat, scale, lo, hi))
-    # fixed effects: the reduced model with x_j β_j moved to the response
-    d = pr.fit.design
+        if kind == "cor":
+            lo, hi, scale = -1.0, 1.0, 0.1
+        elif kind == "sd":
+            # (from an sd of 0, or nearly, the first step is a fraction of σ̂)
+            lo, hi, scale = 0.0, math.inf, 0.25 * max(hat, 0.1 * sigma_hat)
+        else:
+            lo, hi, scale = 1e-12 * max(sigma_hat, 1.0), math.inf, 0.25 * sigma_hat
+        out.append(_Zeta(names[i], i, hat, scale, lo, hi))
     se = pr.fit.stderror.to_numpy()
-    for j in range(d.p):
-        keep = [c for c in range(d.p) if c != j]
-        reduced = pr.fit.model.with_design(
-            replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=tuple(d.x_names[c] for c in keep))
-        )
-        xj = d.X[:, j]
-        bhat = float(pr.fit.beta[j])
-        state = {"theta": pr.fit.theta.copy()}
-
-        def zeta_b(
-            b: float,
-            xj: np.ndarray = xj,
-            bhat: float = bhat,
-            reduced: LinearMixedModel = reduced,
-            state: dict[str, np.ndarray] = state,
-        ) -> float:
-            m = reduced.with_response(d.y - xj * b)
-            r = m.fit(Control.precise(), start=state["theta"])
-            state["theta"] = r.theta
-            return math.copysign(math.sqrt(max(r.objective - pr.d_hat, 0.0)), b - bhat)
-
-        out.append(_Zeta(names[len(pr.kinds) + j], zeta_b, bhat, se[j], -math.inf, math.inf))
+    for j in range(pr.fit.design.p):
+        i = len(pr.kinds) + j
+        out.append(_Zeta(names[i], i, float(pr.fit.beta[j]), se[j], -math.inf, math.inf))
     return out
+
+
+_RESTARTS = 3
+"""How many times a profile restarts from a lower optimum it found."""
+
+
+def _with_restarts(
+    fit: LinearMixedModelResult, run: Callable[[_Profiler, list[_Zeta]], pd.DataFrame]
+) -> pd.DataFrame:
+    """Run ``run`` on the profiles, starting again from any lower optimum a profile finds."""
+    start = None
+    for _ in range(_RESTARTS + 1):
+        try:
+            pr = _Profiler(fit, start)
+            return run(pr, _zeta_functions(pr))
+        except _LowerOptimum as e:
+            start = e.point
+    raise NumericalError(
+        f"the profile kept finding deviances below the optimum ({_RESTARTS} restarts);"
+        " refit the model with a tighter Control and profile again"
+    )
 
 
 def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
     """Return profile-likelihood intervals: columns lower and upper, in lme4's confint order."""
     z = stats.norm.ppf(1 - (1 - level) / 2)
-    rows = {}
-    for pz in _zeta_functions(fit):
-        rows[pz.name] = _roots(pz, z)
-    return pd.DataFrame(rows.values(), index=list(rows), columns=["lower", "upper"])
+
+    def run(pr: _Profiler, zetas: list[_Zeta]) -> pd.DataFrame:
+        rows = {pz.name: _roots(pr, pz, z) for pz in zetas}
+        return pd.DataFrame(rows.values(), index=list(rows), columns=["lower", "upper"])
+
+    return _with_restarts(fit, run)
 
 
 def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) -> pd.DataFrame:
     """Return profile traces (lme4's ``profile``).
 
     ζ at ``points`` values of each parameter spanning its ``level`` profile
-    interval. Columns: param, value, zeta.
+    interval. Columns: param, value, zeta. A correlation that is undefined at
+    the estimate (one of its sds is 0) has a flat profile and is left out.
     """
     z = stats.norm.ppf(1 - (1 - level) / 2)
-    parts = []
-    for pz in _zeta_functions(fit):
-        if math.isnan(pz.hat):  # an undefined correlation has no profile
-            continue
-        a, b = _roots(pz, z)
-        values = np.unique(np.concatenate([np.linspace(a, b, points), [pz.hat]]))
-        parts.append(
-            pd.DataFrame({"param": pz.name, "value": values, "zeta": [pz.zeta(v) for v in values]})
-        )
-    return pd.concat(parts, ignore_index=True)
+
+    def run(pr: _Profiler, zetas: list[_Zeta]) -> pd.DataFrame:
+        parts = []
+        for pz in zetas:
+            if math.isnan(pz.hat):
+                continue
+            a, b = _roots(pr, pz, z)
+            values = np.unique(np.concatenate([np.linspace(a, b, points), [pz.hat]]))
+            zeta = [pr.zeta(pz.param, v, pz.hat) for v in values]
+            parts.append(pd.DataFrame({"param": pz.name, "value": values, "zeta": zeta}))
+        return pd.concat(parts, ignore_index=True)
+
+    return _with_restarts(fit, run)
