@@ -112,3 +112,36 @@ def test_large_means_cost_no_digits(formula, column, shift):
     _assert_same_variance_components(fit, base)
     np.testing.assert_allclose(fit.vcov.to_numpy()[1:, 1:], base.vcov.to_numpy()[1:, 1:], rtol=1e-6)
     assert fit.check_optimum().optimal and fit.optsum.check.optimal
+
+
+@pytest.mark.parametrize("shift", [100.0, 1e3, 1e7])
+def test_shifting_a_random_slope_covariate_changes_nothing(shift):
+    # (Days | Subject) with Days + 100 stopped 37.8 units short with no warning (the optimum
+    # has intercept and slope correlated within 1e-6 of -1): the core gets the column centred
+    d = mm.datasets.load("sleepstudy")
+    f = "Reaction ~ Days + (Days | Subject)"
+    base = mm.lmer(f, d, reml=False)
+    fit = mm.lmer(f, d.assign(Days=d.Days + shift), reml=False)
+    assert fit.objective == pytest.approx(base.objective, abs=1e-6)
+    assert fit.fixef["Days"] == pytest.approx(base.fixef["Days"], rel=1e-6)
+    assert fit.sigma == pytest.approx(base.sigma, rel=1e-6)
+    # the random effects of the shifted covariate are A b, their covariance A Σ Aᵀ
+    a = np.array([[1.0, -shift], [0.0, 1.0]])
+    lam_b = base.get_me("Lambda").toarray()[:2, :2]
+    lam_f = fit.get_me("Lambda").toarray()[:2, :2]
+    cov_b = base.sigma**2 * lam_b @ lam_b.T
+    cov_f = fit.sigma**2 * lam_f @ lam_f.T
+    want = a @ cov_b @ a.T
+    np.testing.assert_allclose(cov_f, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    rb = base.ranef["Subject"].to_numpy() @ a.T
+    np.testing.assert_allclose(fit.ranef["Subject"].to_numpy(), rb, rtol=1e-5, atol=1e-6 * shift)
+    assert fit.optsum.check.optimal
+
+
+def test_profile_of_a_model_with_a_centred_random_slope():
+    d = mm.datasets.load("sleepstudy")
+    f = "Reaction ~ Days + (Days | Subject)"
+    base = mm.lmer(f, d, reml=False).confint("profile")
+    fit = mm.lmer(f, d.assign(Days=d.Days + 1e3), reml=False).confint("profile")
+    for name in ("sd_Days|Subject", "sigma", "Days"):
+        np.testing.assert_allclose(fit.loc[name].to_numpy(), base.loc[name].to_numpy(), rtol=1e-4)

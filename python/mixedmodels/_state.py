@@ -7,13 +7,13 @@ the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the
 statistics of W that do not need the core: Pearson residuals, simulated
 noise, the residual variances and the deviance at a given σ.
 
-Badly scaled random-effect columns (a slope on a covariate in microseconds,
-or in millions) are scaled by a power of two before they reach the core, so
-that the optimizer works on θ of a sensible size: a column z scaled to z/s
-makes the core's template rows s·T, so the core's θ is θ·`theta_scale`.
-Powers of two make this exact: the objective at θ is the same double either
-way. Columns whose largest magnitude is within (2⁻⁶·⁵, 2⁶·⁵) are left alone
-(the scale is 1, and lme4's optimizer path is kept).
+Random-effect columns reach the core centred and scaled where that helps
+(`_term_maps.TermMaps`): a column far from zero relative to its spread is
+centred when its term has an intercept, and a badly scaled one (a slope on a
+covariate in microseconds, or in millions) is scaled by a power of two, so
+that the optimizer works on a θ of sensible size and place. The optimizer
+works on the core's θ; `core_theta` and `model_theta` map between the two
+exactly, and b and the conditional variances are mapped back.
 
 Likewise, when the model has an intercept and a column of X, or the
 response, has a mean far larger than its spread (y + 10⁶, a date in seconds),
@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._core import Workspace
+from ._term_maps import TermMaps, column_ranges
 from .design import Design
 from .exceptions import InternalError, ThetaError
 
@@ -62,30 +63,6 @@ class Solution(NamedTuple):
     """The fixed effects' dense factor RX (p x p, upper triangular)."""
     rzx: np.ndarray
     """RZX (q x p, rows in L's order)."""
-
-
-_SMALLEST_KEPT, _LARGEST_KEPT = 2.0**-6.5, 2.0**6.5
-
-
-def column_scales(z: np.ndarray) -> np.ndarray:
-    """Return a power-of-two scale per column: 1 unless its largest magnitude is far from 1.
-
-    Two reductions per column (no temporary arrays): this runs for every model.
-    Column by column: numpy's ``max(axis=0)`` over a few columns of many rows
-    is thirty times slower.
-    """
-    if z.shape[0] == 0:
-        return np.ones(z.shape[1])
-    if z.size <= 4096:
-        big = np.abs(z).max(axis=0)
-    else:
-        lo, hi = _column_ranges(z)
-        big = np.maximum(np.abs(lo), np.abs(hi))
-    if all(_SMALLEST_KEPT < b < _LARGEST_KEPT for b in big.tolist()):  # the usual case, fast
-        return np.ones(z.shape[1])
-    ok = (big > 0) & np.isfinite(big)
-    e = np.where(ok, np.round(np.log2(np.where(ok, big, 1.0))), 0.0)
-    return np.exp2(np.where(np.abs(e) >= 7, e, 0.0))
 
 
 @dataclass(frozen=True)
@@ -125,15 +102,6 @@ class Centering:
         return r + np.outer(r[:, 0], self.x_mean)
 
 
-def _column_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return each column's minimum and maximum."""
-    if x.shape[0] * x.shape[1] <= 4096:  # small: one call each beats a loop of calls
-        return x.min(axis=0), x.max(axis=0)
-    lo = np.array([x[:, j].min() for j in range(x.shape[1])])
-    hi = np.array([x[:, j].max() for j in range(x.shape[1])])
-    return lo, hi
-
-
 def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """Return each column's (weighted) mean where it is over 100 times the column's range, else 0.
 
@@ -142,7 +110,7 @@ def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """
     if x.shape[1] == 0:
         return np.zeros(0)
-    lo, hi = _column_ranges(x)
+    lo, hi = column_ranges(x)
     if all(abs(a) <= 100.0 * (b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)):
         return np.zeros(x.shape[1])  # the usual case: no mean is far outside the range
     mean = np.average(x, axis=0, weights=w)
@@ -164,9 +132,7 @@ class ModelState:
         "_offset",
         "_theta",
         "_sigma",
-        "_scale",
-        "_b_scale",
-        "_term_scales",
+        "_maps",
         "_center",
     )
 
@@ -175,7 +141,7 @@ class ModelState:
         workspace: Workspace,
         weights: np.ndarray | None,
         offset: np.ndarray | None,
-        term_scales: list[np.ndarray] | None = None,
+        maps: TermMaps | None = None,
         center: Centering | None = None,
     ):
         self._ws = workspace
@@ -185,26 +151,25 @@ class ModelState:
         self._offset = offset
         self._theta: np.ndarray | None = None
         self._sigma: float | None = None
-        # None when every column keeps its scale (the usual case: no work per call)
-        self._term_scales = term_scales
-        self._scale: np.ndarray | None = None
-        self._b_scale: np.ndarray | None = None
-        if term_scales is not None:
-            self._scale = np.concatenate(
-                [[s[r] for c in range(len(s)) for r in range(c, len(s))] for s in term_scales]
-            )
+        # None when every random-effect column reaches the core as it is (the usual case)
+        self._maps = maps
 
     @classmethod
     def from_design(cls, design: Design) -> ModelState:
         """Build the workspace of a design (the A blocks and the sparse analysis)."""
-        scales = [column_scales(t.z) for t in design.terms]
+        maps, zs = TermMaps.build(
+            design.layout,
+            [t.z for t in design.terms],
+            [t.cnames for t in design.terms],
+            design.weights,
+        )
         center = Centering.of(design)
         ws = Workspace(
             np.asfortranarray(design.X if center is None else center.x(design.X)),
             design.y if center is None else design.y - center.y_shift,
             [
-                (t.codes, np.ascontiguousarray(t.z if (s == 1.0).all() else t.z / s), t.n_levels)
-                for t, s in zip(design.terms, scales, strict=True)
+                (t.codes, np.ascontiguousarray(z), t.n_levels)
+                for t, z in zip(design.terms, zs, strict=True)
             ],
             weights=design.weights,
             offset=design.offset,
@@ -213,28 +178,55 @@ class ModelState:
             raise InternalError(
                 f"the core lays out {ws.n_theta} θ elements, the design {design.layout.n_theta}"
             )
-        if all((s == 1.0).all() for s in scales):
-            return cls(ws, design.weights, design.offset, center=center)
-        state = cls(ws, design.weights, design.offset, scales, center)
-        state._b_scale = np.concatenate(
-            [np.tile(s, t.n_levels) for t, s in zip(design.terms, scales, strict=True)]
-        )
-        return state
+        return cls(ws, design.weights, design.offset, maps, center)
 
     @property
     def theta_scale(self) -> np.ndarray | None:
-        """Return the factors that make the core's θ from the model's (None: all 1)."""
-        return self._scale
+        """Return the factors that make the core's θ from the model's (None: all 1).
+
+        None also when the map is not a scaling (`linear_theta_map` is False).
+        """
+        return None if self._maps is None else self._maps.scale
+
+    @property
+    def linear_theta_map(self) -> bool:
+        """Whether the core's θ is the model's, elementwise scaled (no centred columns)."""
+        return self._maps is None or self._maps.scale is not None
+
+    def _to_core(self, theta: np.ndarray) -> np.ndarray:
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        return th if self._maps is None else self._maps.core_theta(th)
+
+    def _to_model(self, core_theta: np.ndarray) -> np.ndarray:
+        th = np.asarray(core_theta, dtype=np.float64)
+        return th if self._maps is None else self._maps.model_theta(th)
 
     def core_theta(self, theta: np.ndarray) -> np.ndarray:
         """Return the core's θ for the model's θ."""
-        th = np.ascontiguousarray(theta, dtype=np.float64)
-        return th if self._scale is None else th * self._scale
+        return self._to_core(theta)
 
     def model_theta(self, core_theta: np.ndarray) -> np.ndarray:
         """Return the model's θ for the core's θ."""
-        th = np.asarray(core_theta, dtype=np.float64)
-        return th if self._scale is None else th / self._scale
+        return self._to_model(core_theta)
+
+    def model_space(self) -> ModelState:
+        """Return this state for code that works on the core's θ as rows of a factor (profile).
+
+        When the core's θ is the model's scaled (`linear_theta_map`), this state
+        itself; else a view whose "core θ" is the model's θ (`core_theta` and
+        `model_theta` the identity), every computation still going through the
+        map.
+        """
+        if self.linear_theta_map:
+            return self
+        view = ModelSpaceState.__new__(ModelSpaceState)
+        for slot in ModelState.__slots__:
+            setattr(view, slot, getattr(self, slot))
+        return view
+
+    def theta_jacobian(self, theta: np.ndarray) -> np.ndarray | None:
+        """Return ∂θ_core/∂θ at the model's θ (None: the identity)."""
+        return None if self._maps is None else self._maps.jacobian(theta)
 
     def at(self, theta: np.ndarray, sigma: float | None = None) -> ModelState:
         """Return the same state bound to θ (and σ); the workspace is shared."""
@@ -260,10 +252,10 @@ class ModelState:
     def _th(self, theta: np.ndarray | None) -> np.ndarray:
         """Return the core's θ for the given model θ, or for the bound one."""
         if theta is not None:
-            return self.core_theta(theta)
+            return self._to_core(theta)
         if self._theta is None:
             raise ThetaError("this model state is not bound to a θ; pass theta")
-        return self.core_theta(self._theta)
+        return self._to_core(self._theta)
 
     def _sig(self, sigma: float | None) -> float:
         if sigma is not None:
@@ -300,12 +292,18 @@ class ModelState:
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """Return the REML criterion or the ML deviance at θ (lme4's ``devfun``)."""
-        return self._ws.objective(self.core_theta(theta), reml)
+        return self._ws.objective(self._to_core(theta), reml)
 
     def gradient(self, theta: np.ndarray, reml: bool) -> np.ndarray:
-        """Return the exact gradient of `objective` with respect to θ."""
-        g = np.asarray(self._ws.gradient(self.core_theta(theta), reml))
-        return g if self._scale is None else g * self._scale
+        """Return the gradient of `objective` with respect to θ.
+
+        Exact (from the factor) in the core's θ, times the derivative of the map
+        from the model's θ (`theta_jacobian`: exact for scaled columns, by
+        central differences of the map for centred ones).
+        """
+        g = np.asarray(self._ws.gradient(self._to_core(theta), reml))
+        jac = self.theta_jacobian(theta)
+        return g if jac is None else jac.T @ g
 
     def core_objective(self, core_theta: np.ndarray, reml: bool) -> float:
         """Return the objective at the core's θ (see `core_theta`)."""
@@ -355,7 +353,7 @@ class ModelState:
         )
 
     def _model_b(self, b: np.ndarray) -> np.ndarray:
-        return b if self._b_scale is None else b / self._b_scale
+        return b if self._maps is None else self._maps.model_b(b)
 
     def rx(self, theta: np.ndarray | None = None) -> np.ndarray:
         """Return RX at θ."""
@@ -365,9 +363,7 @@ class ModelState:
     def cond_var(self, theta: np.ndarray | None = None) -> list[np.ndarray]:
         """Return per term the conditional covariances of the random effects over σ²."""
         blocks = [np.asarray(c) for c in self._ws.cond_var(self._th(theta))]
-        if self._term_scales is None:
-            return blocks
-        return [c / np.outer(s, s) for c, s in zip(blocks, self._term_scales, strict=True)]
+        return blocks if self._maps is None else self._maps.model_cond_var(blocks)
 
     def factor_l(self, theta: np.ndarray | None = None) -> tuple[sp.csc_array, np.ndarray]:
         """Return the sparse Cholesky factor of ΛᵀZᵀWZΛ + I and its permutation."""
@@ -419,3 +415,22 @@ class ModelState:
     def v_logdet(self) -> float:
         """Return log det V at the bound θ and σ."""
         return float(self._ws.v_logdet(self._th(None), self._sig(None)))
+
+
+class ModelSpaceState(ModelState):
+    """A `ModelState` whose "core θ" is the model's θ (see `ModelState.model_space`)."""
+
+    __slots__ = ()
+
+    @property
+    def theta_scale(self) -> np.ndarray | None:
+        """Return None: this view's θ is the model's."""
+        return None
+
+    def core_theta(self, theta: np.ndarray) -> np.ndarray:
+        """Return θ itself (the model's)."""
+        return np.ascontiguousarray(theta, dtype=np.float64)
+
+    def model_theta(self, core_theta: np.ndarray) -> np.ndarray:
+        """Return θ itself (the model's)."""
+        return np.asarray(core_theta, dtype=np.float64)

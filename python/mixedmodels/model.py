@@ -206,8 +206,8 @@ class LinearMixedModel(DesignAttributes):
         optsum = fit_theta(
             fun, lambda th: state.core_gradient(th, reml), start, self.lower, control
         )
-        if state.theta_scale is not None:
-            optsum = _model_units(optsum, state.theta_scale)
+        if not (state.theta_scale is None and state.linear_theta_map):
+            optsum = _model_units(optsum, state)
         check = optsum.check
         if check is not None and not check.optimal:
             stopped = (
@@ -269,19 +269,25 @@ class LinearMixedModel(DesignAttributes):
         return LinearMixedModelResult.from_model(self, _fixed_theta_summary(th, self.lower, fmin))
 
 
-def _model_units(optsum: OptSummary, scale: np.ndarray) -> OptSummary:
-    """Return the record with θ (and the gradients) in the model's units, from the core's."""
+def _model_units(optsum: OptSummary, state: ModelState) -> OptSummary:
+    """Return the record with θ (and the gradients) in the model's units, from the core's.
+
+    Gradients go through the map's Jacobian J = ∂θ_core/∂θ (gᵀJ), the Hessian
+    as JᵀHJ (exact at a stationary point).
+    """
+    jac = state.theta_jacobian(state.model_theta(optsum.final))
+    assert jac is not None
     check = optsum.check
     if check is not None:
-        check = replace(check, gradient=check.gradient * scale)
+        check = replace(check, gradient=jac.T @ check.gradient)
     return replace(
         optsum,
-        initial=optsum.initial / scale,
-        final=optsum.final / scale,
-        fitlog=[(th / scale, v) for th, v in optsum.fitlog],
+        initial=state.model_theta(optsum.initial),
+        final=state.model_theta(optsum.final),
+        fitlog=[(state.model_theta(th), v) for th, v in optsum.fitlog],
         check=check,
-        gradient=None if optsum.gradient is None else optsum.gradient * scale,
-        hessian=None if optsum.hessian is None else optsum.hessian * np.outer(scale, scale),
+        gradient=None if optsum.gradient is None else jac.T @ optsum.gradient,
+        hessian=None if optsum.hessian is None else jac.T @ optsum.hessian @ jac,
     )
 
 

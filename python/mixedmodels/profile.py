@@ -74,7 +74,7 @@ class _Profiler:
 
     def __init__(self, fit: LinearMixedModelResult, start: Point | None = None):
         self.fit = ml = fit.refit_ml()
-        self.state = state = ml.model.state
+        self.state = state = ml.model.state.model_space()
         self.layout = layout = ml.design.layout
         self.kinds: list[str] = [*layout.kinds, "sigma"]
         self.slots = [(t, r, c) for t, tl in enumerate(layout.terms) for r, c in tl.entries]
@@ -105,7 +105,7 @@ class _Profiler:
             x_names = tuple(d.x_names[c] for c in keep)
             design = replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=x_names)
             self.reduced[j] = self.fit.model.with_design(design)
-        state = self.reduced[j].with_response(d.y - d.X[:, j] * value).state
+        state = self.reduced[j].with_response(d.y - d.X[:, j] * value).state.model_space()
         return InnerProblem(state, self.layout, "free")
 
     def deviance(self, i: int, value: float, thorough: bool) -> float:
