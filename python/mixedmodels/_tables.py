@@ -22,7 +22,11 @@ import pandas as pd
 
 from .exceptions import DataError
 
-__all__ = ["as_frame"]
+__all__ = ["Table", "as_frame"]
+
+Table = Any
+"""Data a function accepts: a pandas, polars or pyarrow table, or a dict of columns
+(`as_frame` converts; the alias documents the intent, as the types have no common base)."""
 
 _WHAT = "a pandas, polars or pyarrow table, or a dict of columns"
 

@@ -30,7 +30,7 @@ from ._model_matrix import (
     sum_offsets,
 )
 from ._reval import Evaluator, Factor
-from ._tables import as_frame
+from ._tables import Table, as_frame
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
@@ -326,7 +326,7 @@ def _row_values(
 
 def build_design(
     formula: str | ParsedFormula,
-    data: pd.DataFrame,
+    data: Table,
     weights: str | npt.ArrayLike | None = None,
     offset: str | npt.ArrayLike | None = None,
 ) -> Design:
@@ -337,7 +337,8 @@ def build_design(
     formula
         lme4 formula, as text or parsed (`parse_formula`).
     data
-        The data; rows with a missing value in a variable of the model are dropped.
+        The data: a pandas, polars or pyarrow table, or a dict of columns; rows
+        with a missing value in a variable of the model are dropped.
     weights
         Prior weights: a column name or one value per row of ``data``.
     offset

@@ -32,11 +32,11 @@ from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from ._args import check_bool
 from ._converge import fit_theta
 from ._state import ModelState
+from ._tables import Table
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
 from .optimize import Control, OptSummary
@@ -89,7 +89,7 @@ class LinearMixedModel(DesignAttributes):
     def from_formula(
         cls,
         formula: str,
-        data: pd.DataFrame,
+        data: Table,
         reml: bool = True,
         data_name: str | None = None,
         weights: str | npt.ArrayLike | None = None,
@@ -105,7 +105,7 @@ class LinearMixedModel(DesignAttributes):
         formula
             lme4 formula.
         data
-            The data.
+            The data: a pandas, polars or pyarrow table, or a dict of columns.
         reml
             REML (default) or maximum likelihood.
         data_name
@@ -308,7 +308,7 @@ def _fixed_theta_summary(theta: np.ndarray, lower: np.ndarray, fmin: float) -> O
 
 def lmer(
     formula: str,
-    data: pd.DataFrame,
+    data: Table,
     reml: bool = True,
     control: Control | None = None,
     start: npt.ArrayLike | None = None,
@@ -322,7 +322,8 @@ def lmer(
     formula
         lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
     data
-        The data; factors' level order (pandas Categorical) is honoured.
+        The data: a pandas, polars or pyarrow table, or a dict of columns; factors'
+        level order (pandas Categorical, Arrow dictionary, polars Enum) is honoured.
     reml
         Fit by REML (default, as lme4) or by maximum likelihood.
     control
