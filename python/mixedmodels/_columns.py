@@ -113,10 +113,10 @@ def factor_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     values have the same label.
     """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = s.cat.categories
+        cats = s.dtype.categories
         labels = _labels(cats)
         _distinct_labels(s, cats, labels)
-        return s.cat.codes.to_numpy(np.int64), labels
+        return np.asarray(s.array.codes, dtype=np.int64), labels
     if pd.api.types.is_bool_dtype(s) and not s.hasnans:
         return s.to_numpy(np.int64), ["FALSE", "TRUE"]
     codes, uniques = pd.factorize(s, sort=True)
@@ -132,8 +132,8 @@ def value_labels(s: pd.Series) -> np.ndarray:
     on the other values (`_label`), so new data label a level as the fit did.
     """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        labs = np.asarray(_labels(s.cat.categories), dtype=object)
-        codes = s.cat.codes.to_numpy()
+        labs = np.asarray(_labels(s.dtype.categories), dtype=object)
+        codes = np.asarray(s.array.codes)
     else:
         codes, uniques = pd.factorize(s, sort=False)
         labs = np.asarray(_labels(uniques), dtype=object)

@@ -24,6 +24,7 @@ import pandas as pd
 from ._columns import check_columns, factor_codes, is_numeric
 from ._rexpr import BinOp, Call, Const, Name, Node, Paren, Unary, deparse
 from ._splines import SplineBasis, spline_basis
+from ._tables import plain_column
 from .exceptions import DataError, DataWarning, FormulaError
 
 __all__ = ["Evaluator", "Factor", "Numeric", "contr_poly"]
@@ -180,6 +181,10 @@ class Evaluator:
         dtype = s.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "fiu":  # the usual case, fast
             return s.to_numpy().astype(np.float64, copy=False)
+        s = plain_column(s)
+        dtype = s.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
+            return s.to_numpy().astype(np.float64, copy=False)
         if isinstance(dtype, np.dtype) and dtype.kind == "c":
             raise DataError(f"column {name!r} holds complex numbers; a model needs real ones")
         if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
@@ -196,7 +201,7 @@ class Evaluator:
     def grouping(self, name: str) -> Factor:
         """Return a grouping variable: the column's values as levels, whatever its type."""
         if name not in self._groupings:
-            codes, labels = factor_codes(self.data[name])
+            codes, labels = factor_codes(plain_column(self.data[name]))
             self._groupings[name] = Factor(codes, tuple(labels))
         return self._groupings[name]
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .exceptions import DataError
 
-__all__ = ["Table", "as_frame"]
+__all__ = ["Table", "as_frame", "plain_column"]
 
 Table = Any
 """Data a function accepts: a pandas, polars or pyarrow table, or a dict of columns
@@ -62,7 +62,7 @@ def as_frame(data: object, what: str = "data") -> pd.DataFrame:
     ['float64', 'Int64']
     """
     if isinstance(data, pd.DataFrame):
-        frame = _unwrap_arrow_dtypes(data)
+        frame = data  # its pyarrow-backed columns are read through `plain_column`
     elif isinstance(data, Mapping):
         frame = _unwrap_arrow_dtypes(_from_dict(data, what))
     elif _is_pyarrow(data):
@@ -173,6 +173,21 @@ def _from_arrow(obj: Any) -> pd.DataFrame:
     for name, col in zip(table.column_names, table.columns, strict=True):
         cols[name] = _arrow_column(col)
     return pd.DataFrame(cols, index=pd.RangeIndex(table.num_rows))
+
+
+def plain_column(s: pd.Series) -> pd.Series:
+    """Return a column of a pandas frame as the other tables' columns read (ArrowDtype unwrapped).
+
+    Columns are read through this where they are used (not the whole frame up
+    front: a frame's dtypes cost more than a small fit's design).
+    """
+    if not isinstance(s.dtype, pd.ArrowDtype):
+        return s
+    import pyarrow as pa
+
+    arr = pa.array(s.array)
+    chunked = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    return pd.Series(_arrow_column(chunked), index=s.index, name=s.name, copy=False)
 
 
 def _unwrap_arrow_dtypes(frame: pd.DataFrame) -> pd.DataFrame:

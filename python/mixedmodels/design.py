@@ -30,7 +30,7 @@ from ._model_matrix import (
     sum_offsets,
 )
 from ._reval import Evaluator, Factor
-from ._tables import Table, as_frame
+from ._tables import Table, as_frame, plain_column
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
@@ -312,7 +312,7 @@ def _row_values(
         return None
     if isinstance(spec, str):
         check_columns({spec}, data, what)
-        col = data[spec]
+        col = plain_column(data[spec])
         if not is_numeric(col):
             raise DataError(f"the {what} column {spec!r} must be numeric, not {col.dtype}")
         return col.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._columns import value_labels
-from ._tables import as_frame
+from ._tables import as_frame, plain_column
 from .design import TermDesign
 from .exceptions import ArgumentError, DataError, FormulaError
 from .formula import TermList, parse_formula
@@ -55,7 +55,7 @@ def _group_labels(term: TermDesign, data: pd.DataFrame) -> tuple[np.ndarray, np.
     missing = [f for f in term.factors if f not in data.columns]
     if missing:
         raise DataError(f"new data lack the grouping variable(s) {', '.join(missing)}")
-    parts = [value_labels(data[f]) for f in term.factors]
+    parts = [value_labels(plain_column(data[f])) for f in term.factors]
     absent = np.zeros(len(data), dtype=bool)
     for p in parts:
         absent |= np.array([v is None for v in p], dtype=bool)
@@ -117,7 +117,8 @@ def predict(
         if d.offset_spec is not None:
             if d.offset_spec not in nd.columns:
                 raise DataError(f"new data lack the offset column {d.offset_spec!r}")
-            eta = eta + nd[d.offset_spec].to_numpy(dtype=np.float64)
+            off = plain_column(nd[d.offset_spec])
+            eta = eta + off.to_numpy(dtype=np.float64, na_value=np.nan)
         in_formula = d.x_builder.offset(nd)
         if in_formula is not None:
             eta = eta + in_formula
