@@ -197,7 +197,7 @@ class LinearMixedModel(DesignAttributes):
         LinearMixedModelResult
             The fit.
         """
-        control = control or Control()
+        control = control or _DEFAULT_CONTROL
         state = self.state
         # lme4's start, on the core's (well-scaled) θ, or the caller's θ mapped there
         start = self.start() if start is None else state.core_theta(self._theta(start))
@@ -267,6 +267,10 @@ class LinearMixedModel(DesignAttributes):
         th = self._theta(theta)
         fmin = self.objective(th)
         return LinearMixedModelResult.from_model(self, _fixed_theta_summary(th, self.lower, fmin))
+
+
+_DEFAULT_CONTROL = Control()
+"""lme4's settings (a `Control` is immutable: one instance serves every default fit)."""
 
 
 def _model_units(optsum: OptSummary, state: ModelState) -> OptSummary:

@@ -299,12 +299,16 @@ def optimize_theta(
         if control.initial_step is not None:
             opt.set_initial_step(control.initial_step)
 
-        def nf(x: np.ndarray, grad: np.ndarray) -> float:
+        log = fitlog.append
+
+        def nf(x: np.ndarray, grad: np.ndarray) -> float:  # f, inlined: one call per evaluation
             try:
-                return f(x)
+                val = fun(x)
             except BaseException as e:  # re-raised below with its own type
                 error.append(e)
                 raise nlopt.ForcedStop from e
+            log((x.copy(), val))
+            return val
 
         opt.set_min_objective(nf)
         try:
