@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,9 @@ def _is_dask(obj: Any) -> bool:
 
 
 def _is_dataset(obj: Any) -> bool:
-    return type(obj).__module__.startswith("pyarrow") and hasattr(obj, "to_batches")
+    """Whether ``obj`` is a ``pyarrow.dataset.Dataset`` (not a Table: that is one table)."""
+    ds = sys.modules.get("pyarrow.dataset")
+    return ds is not None and isinstance(obj, ds.Dataset)
 
 
 def is_chunked(source: Any) -> bool:
@@ -49,6 +52,8 @@ def is_chunked(source: Any) -> bool:
         return all(isinstance(s, str | os.PathLike) for s in source) or not isinstance(
             source[0], int | float
         )
+    if isinstance(source, Iterator):
+        return True  # refused by `chunk_source`, with what to pass instead
     return _is_dask(source) or _is_dataset(source) or callable(source)
 
 

@@ -34,12 +34,12 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import scipy.sparse as sp
 
-from ._core import Workspace
+from ._core import BlockSums, Workspace
 from ._term_maps import TermMaps, column_ranges
 from .design import Design
 from .exceptions import InternalError, ThetaError
 
-__all__ = ["ModelState", "Solution"]
+__all__ = ["BlockSums", "ModelState", "Solution"]
 
 
 class Solution(NamedTuple):
@@ -51,8 +51,8 @@ class Solution(NamedTuple):
     """Spherical random effects (lme4's ``u``)."""
     b: np.ndarray
     """Random effects b = Λu, in Z's column order."""
-    fitted: np.ndarray
-    """Fitted values Xβ̂ + Zb + offset, on the scale of y."""
+    fitted: np.ndarray | None
+    """Fitted values Xβ̂ + Zb + offset, on the scale of y (None when the rows are not kept)."""
     pwrss: float
     """Penalized weighted residual sum of squares."""
     ld_l2: float
@@ -179,6 +179,17 @@ class ModelState:
                 f"the core lays out {ws.n_theta} θ elements, the design {design.layout.n_theta}"
             )
         return cls(ws, design.weights, design.offset, maps, center)
+
+    @classmethod
+    def from_sums(
+        cls, sums: BlockSums, maps: TermMaps | None, center: Centering | None
+    ) -> ModelState:
+        """Build the workspace of the summed cross-products of data read in chunks.
+
+        The chunks' columns were centred and scaled as ``center`` and ``maps``
+        say; the rows are not kept (no weights or offset to read back).
+        """
+        return cls(sums.workspace(), None, None, maps, center)
 
     @property
     def theta_scale(self) -> np.ndarray | None:
@@ -334,11 +345,13 @@ class ModelState:
     def solve(self, theta: np.ndarray | None = None) -> Solution:
         """Return the PLS solution at θ; fitted values on the scale of y, offset included."""
         sol = cast("dict[str, Any]", self._ws.solve(self._th(theta)))
-        beta, fitted = np.asarray(sol["beta"]), np.asarray(sol["fitted"])
+        beta = np.asarray(sol["beta"])
+        fitted = None if sol["fitted"] is None else np.asarray(sol["fitted"])
         rx, rzx = np.asarray(sol["rx"]), np.asarray(sol["rzx"])
         c = self._center
         if c is not None:
-            beta, fitted = c.beta(beta), fitted + c.y_shift
+            beta = c.beta(beta)
+            fitted = None if fitted is None else fitted + c.y_shift
             rx, rzx = c.right(rx), c.right(rzx)
         return Solution(
             beta=beta,

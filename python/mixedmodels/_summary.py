@@ -46,13 +46,16 @@ def summary_text(fit: LinearMixedModelResult, ddf: str | None = None) -> str:
         )
     lines.append("")
     # scaled residuals: zapsmall(quantile, digits + 1) then print(digits)
-    sr = fit.resid("scaled").to_numpy()
-    qs = np.quantile(sr, [0, 0.25, 0.5, 0.75, 1.0])
-    mx = np.max(np.abs(qs))
-    if mx > 0:
-        qs = np.round(qs, max(0, 5 - math.ceil(math.log10(mx))))
-    lines.append("Scaled residuals: ")
-    lines.append(named_vector(["Min", "1Q", "Median", "3Q", "Max"], list(qs)))
+    if fit.design.rows_kept:
+        sr = fit.resid("scaled").to_numpy()
+        qs = np.quantile(sr, [0, 0.25, 0.5, 0.75, 1.0])
+        mx = np.max(np.abs(qs))
+        if mx > 0:
+            qs = np.round(qs, max(0, 5 - math.ceil(math.log10(mx))))
+        lines.append("Scaled residuals: ")
+        lines.append(named_vector(["Min", "1Q", "Median", "3Q", "Max"], list(qs)))
+    else:
+        lines.append("Scaled residuals: not kept (a fit from data read in chunks)")
     lines.append("")
     lines.append("Random effects:")
     lines.append(_format_varcorr(fit))

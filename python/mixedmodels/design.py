@@ -34,15 +34,8 @@ from ._tables import Table, as_frame, plain_column
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
-__all__ = [
-    "ColumnBuilder",
-    "Design",
-    "DesignAttributes",
-    "TermDesign",
-    "ThetaLayout",
-    "aligned_values",
-    "build_design",
-]
+__all__ = ["ColumnBuilder", "Design", "DesignAttributes", "TermDesign", "ThetaLayout"]
+__all__ += ["aligned_values", "build_design"]
 
 
 @dataclass(frozen=True)
@@ -131,13 +124,20 @@ class Design:
     """Offset added to the linear predictor (None: zero)."""
     offset_spec: str | None = None
     """The offset's column name, when given by name (read again from new data)."""
+    n_obs: int | None = None
+    """Rows used, when the rows are not kept (data read in chunks)."""
     offset_values: bool = False
     """Whether the ``offset`` argument was given as values (new data cannot have them)."""
 
     @property
     def n(self) -> int:
         """Return the number of observations used."""
-        return len(self.y)
+        return len(self.y) if self.n_obs is None else self.n_obs
+
+    @property
+    def rows_kept(self) -> bool:
+        """Whether the rows are kept (not for data read in chunks)."""
+        return self.n_obs is None
 
     @property
     def p(self) -> int:

@@ -34,11 +34,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ._args import check_bool
+from ._chunked import chunked_model
 from ._converge import fit_theta
+from ._sources import chunk_source, is_chunked
 from ._state import ModelState
 from ._tables import Table
 from .design import Design, DesignAttributes, build_design
-from .exceptions import ConvergenceWarning, DataError, DimensionError, ThetaError
+from .exceptions import ArgumentError, ConvergenceWarning, DataError, DimensionError, ThetaError
 from .optimize import Control, OptSummary
 from .results import LinearMixedModelResult
 
@@ -105,7 +107,12 @@ class LinearMixedModel(DesignAttributes):
         formula
             lme4 formula.
         data
-            The data: a pandas, polars or pyarrow table, or a dict of columns.
+            The data: a pandas, polars or pyarrow table, or a dict of columns; or
+            data read in chunks (data larger than memory): a path or glob of
+            Parquet files, a ``pyarrow.dataset.Dataset``, a Dask DataFrame, a
+            list of tables or a function returning an iterable of them. Such a
+            fit keeps the cross-products, not the rows (`RowsNotKeptError`
+            for what needs them).
         reml
             REML (default) or maximum likelihood.
         data_name
@@ -120,6 +127,15 @@ class LinearMixedModel(DesignAttributes):
         LinearMixedModel
             The model, not yet fitted.
         """
+        if is_chunked(data):
+            if not (weights is None or isinstance(weights, str)) or not (
+                offset is None or isinstance(offset, str)
+            ):
+                raise ArgumentError(
+                    "for data read in chunks, give weights and offset as column names"
+                )
+            design, state = chunked_model(formula, chunk_source(data), weights, offset)
+            return cls(design, reml=reml, data_name=data_name, state=state)
         return cls(
             build_design(formula, data, weights=weights, offset=offset),
             reml=reml,

@@ -68,7 +68,7 @@ def residuals_vs_fitted(fit: LinearMixedModelResult) -> Figure:
     """Plot the scaled (Pearson / σ) residuals against the fitted values."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(fit.fitted_values, fit.resid("scaled"), s=8, alpha=0.7)
+    ax.scatter(fit.fitted.to_numpy(), fit.resid("scaled"), s=8, alpha=0.7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("fitted values")
     ax.set_ylabel("scaled residuals")

@@ -11,7 +11,7 @@ import pandas as pd
 from ._columns import value_labels
 from ._tables import as_frame, plain_column
 from .design import TermDesign
-from .exceptions import ArgumentError, DataError, FormulaError
+from .exceptions import ArgumentError, DataError, FormulaError, RowsNotKeptError
 from .formula import TermList, parse_formula
 from .matrices import z_matrix
 
@@ -98,7 +98,7 @@ def predict(
     keep = _selected_terms(fit, re_form)
     if newdata is None:
         if re_form is None:
-            return fit.fitted_values.copy()
+            return fitted_rows(fit).copy()
         n = d.n
         eta = fit.state.add_offset(d.X @ fit.beta)
         zs = [(i, d.terms[i].z, d.terms[i].codes) for i in keep]
@@ -135,6 +135,30 @@ def predict(
         contrib[known] = np.einsum("ij,ij->i", z[known], b[codes[known]])
         eta = eta + contrib
     return eta
+
+
+def fitted_rows(fit: LinearMixedModelResult) -> np.ndarray:
+    """Return the fitted values of the data rows, or raise when the rows were not kept."""
+    if fit.fitted_values is None:
+        raise RowsNotKeptError(
+            "the fitted values need the data's rows, which a fit from chunks does not keep; "
+            "predict(newdata) computes them for a chunk of the data"
+        )
+    return fit.fitted_values
+
+
+def residuals(fit: LinearMixedModelResult, type: str) -> pd.Series:
+    """Return residuals (see `LinearMixedModelResult.resid`)."""
+    r = fit.design.y - fitted_rows(fit)
+    if type == "response":
+        vals = r
+    elif type in ("pearson", "scaled"):
+        vals = fit.state.pearson(r)
+        if type == "scaled":
+            vals = vals / fit.sigma
+    else:
+        raise ArgumentError(f"unknown residual type {type!r}: response, pearson or scaled")
+    return pd.Series(vals, index=fit.design.row_index, name=f"{type} residuals")
 
 
 def simulate(

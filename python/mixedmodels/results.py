@@ -77,7 +77,7 @@ class LinearMixedModelResult(DesignAttributes):
     """Spherical random effects (lme4's ``u``)."""
     b: np.ndarray = field(repr=False)
     """Random effects b = Λu, in Z's column order."""
-    fitted_values: np.ndarray = field(repr=False)
+    fitted_values: np.ndarray | None = field(repr=False)
     """Fitted values Xβ̂ + Zb (+ offset)."""
     pwrss: float = field(repr=False)
     """Penalized weighted residual sum of squares."""
@@ -190,14 +190,12 @@ class LinearMixedModelResult(DesignAttributes):
     @cached_property
     def fitted(self) -> pd.Series:
         """Return the fitted values Xβ + Zb, indexed like the data rows used."""
-        return pd.Series(self.fitted_values, index=self.design.row_index, name="fitted")
+        return pd.Series(predict.fitted_rows(self), index=self.design.row_index, name="fitted")
 
     @cached_property
     def residuals(self) -> pd.Series:
         """Return the response residuals y - fitted."""
-        return pd.Series(
-            self.design.y - self.fitted_values, index=self.design.row_index, name="residuals"
-        )
+        return predict.residuals(self, "response").rename("residuals")
 
     @property
     def is_singular(self) -> bool:
@@ -272,16 +270,7 @@ class LinearMixedModelResult(DesignAttributes):
         pandas.Series
             The residuals, indexed like the data rows used.
         """
-        r = self.design.y - self.fitted_values
-        if type == "response":
-            vals = r
-        elif type in ("pearson", "scaled"):
-            vals = self.state.pearson(r)
-            if type == "scaled":
-                vals = vals / self.sigma
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}: response, pearson or scaled")
-        return pd.Series(vals, index=self.design.row_index, name=f"{type} residuals")
+        return predict.residuals(self, type)
 
     def predict(
         self,
