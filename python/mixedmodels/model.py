@@ -34,8 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ._args import check_bool
-from ._chunked import chunked_model
+from ._chunked import Spec, chunked_model
 from ._converge import fit_theta
+from ._distributed import dask_model
 from ._sources import chunk_source, is_chunked
 from ._state import ModelState
 from ._tables import Table
@@ -134,7 +135,11 @@ class LinearMixedModel(DesignAttributes):
                 raise ArgumentError(
                     "for data read in chunks, give weights and offset as column names"
                 )
-            design, state = chunked_model(formula, chunk_source(data), weights, offset)
+            source = chunk_source(data)
+            if source.dask is not None:
+                design, state = dask_model(Spec.of(formula, weights, offset), source)
+            else:
+                design, state = chunked_model(formula, source, weights, offset)
             return cls(design, reml=reml, data_name=data_name, state=state)
         return cls(
             build_design(formula, data, weights=weights, offset=offset),
