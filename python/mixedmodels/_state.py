@@ -34,11 +34,11 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import scipy.sparse as sp
 
-from ._core import Workspace
+from ._core import GlmmWorkspace, Workspace
 from .design import Design
 from .exceptions import InternalError, ThetaError
 
-__all__ = ["ModelState", "Solution"]
+__all__ = ["GlmmState", "ModelState", "PirlsRun", "Solution"]
 
 
 class Solution(NamedTuple):
@@ -419,3 +419,68 @@ class ModelState:
     def v_logdet(self) -> float:
         """Return log det V at the bound θ and σ."""
         return float(self._ws.v_logdet(self._th(None), self._sig(None)))
+
+
+class PirlsRun(NamedTuple):
+    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS)."""
+
+    laplace: float
+    """Σ dᵢ + ‖û‖² + log det(LLᵀ): −2 log L (Laplace) without the family's constant."""
+    deviance: float
+    """Σ dᵢ at the modes."""
+    sqr_u: float
+    """‖û‖²."""
+    ld_l2: float
+    """log det(LLᵀ) at the converged working weights."""
+    iterations: int
+    """PIRLS iterations (numeric refactorizations)."""
+    halvings: int
+    """Step halvings."""
+
+
+class GlmmState:
+    """A GLMM's Rust workspace (``GlmmWorkspace``): PIRLS and the Laplace approximation.
+
+    Each call is one crossing into the core, with the GIL released; the modes
+    of one evaluation are where the next starts.
+    """
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, design: Design, family: str, link: str, eta_start: np.ndarray):
+        self._ws = GlmmWorkspace(
+            np.asfortranarray(design.X),
+            np.ascontiguousarray(design.y, dtype=np.float64),
+            [(t.codes, np.ascontiguousarray(t.z), t.n_levels) for t in design.terms],
+            family,
+            link,
+            np.ascontiguousarray(eta_start, dtype=np.float64),
+            weights=design.weights,
+            offset=design.offset,
+        )
+
+    @property
+    def q(self) -> int:
+        """Return the number of random effects."""
+        return self._ws.q
+
+    def laplace(self, theta: np.ndarray, beta: np.ndarray) -> PirlsRun:
+        """Run PIRLS on u at (θ, β)."""
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        return PirlsRun(*self._ws.laplace(th, np.ascontiguousarray(beta, dtype=np.float64)))
+
+    def laplace_beta(self, theta: np.ndarray) -> PirlsRun:
+        """Run PIRLS on β and u at θ (nAGQ = 0)."""
+        return PirlsRun(*self._ws.laplace_beta(np.ascontiguousarray(theta, dtype=np.float64)))
+
+    def reset(self) -> None:
+        """Forget the modes: the next run starts from u = 0."""
+        self._ws.reset()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""
+        return {k: np.asarray(v) for k, v in self._ws.state().items()}
+
+    def cond_var(self) -> list[np.ndarray]:
+        """Return per term the conditional covariances of b at the last run."""
+        return [np.asarray(c) for c in self._ws.cond_var()]

@@ -10,6 +10,7 @@ column by column) is the design's `ThetaLayout`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from ._model_matrix import (
     model_matrix,
     sum_offsets,
 )
-from ._reval import Evaluator, Factor
+from ._reval import Evaluator, Factor, Numeric
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
@@ -37,6 +38,7 @@ __all__ = [
     "ColumnBuilder",
     "Design",
     "DesignAttributes",
+    "ResponseHook",
     "TermDesign",
     "ThetaLayout",
     "aligned_values",
@@ -155,6 +157,10 @@ class Design:
     def lower(self) -> np.ndarray:
         """Return the lower bounds of θ."""
         return self.layout.lower
+
+
+ResponseHook = Callable[[Factor | Numeric], tuple[np.ndarray, np.ndarray | None]]
+"""Reads a response variable: (y per data row, NaN where missing; weight factors or None)."""
 
 
 class _HasDesign(Protocol):
@@ -315,6 +321,7 @@ def build_design(
     data: pd.DataFrame,
     weights: str | npt.ArrayLike | None = None,
     offset: str | npt.ArrayLike | None = None,
+    response: ResponseHook | None = None,
 ) -> Design:
     """Build the model's arrays from an lme4 formula and a data frame (lme4's ``lFormula``).
 
@@ -329,6 +336,12 @@ def build_design(
     offset
         Offset of the linear predictor: a column name or one value per row.
         Rows where the weights or the offset are missing are dropped too.
+    response
+        How to read the response variable (a factor or numeric columns), for
+        models other than the linear one: returns y for every data row (NaN
+        where missing) and factors the prior weights are multiplied by, or
+        None (a GLMM's ``cbind(successes, failures)``: the numbers of trials).
+        None: the response must be one numeric column.
 
     Returns
     -------
@@ -358,10 +371,15 @@ def build_design(
     _check_names(pf, data)
     state: dict[str, Any] = {}
     ev = Evaluator(data, state, fitting=True, where="model")
-    response = ev.variable(pf.response_node)
-    if isinstance(response, Factor) or response.values.shape[1] != 1:
-        kind = "a factor" if isinstance(response, Factor) else "several columns"
+    response_var = ev.variable(pf.response_node)
+    trials = None
+    if response is not None:
+        y_all, trials = response(response_var)
+    elif isinstance(response_var, Factor) or response_var.values.shape[1] != 1:
+        kind = "a factor" if isinstance(response_var, Factor) else "several columns"
         raise DataError(f"the response {pf.response!r} must be numeric, but it is {kind}")
+    else:
+        y_all = response_var.values[:, 0]
     values: dict[str, Variable] = {}
     evaluate(pf.fixed_terms, ev, values)
     for t in pf.random:
@@ -371,7 +389,9 @@ def build_design(
     o_all = _row_values(offset, data, "offset")
     if f_off is not None:
         o_all = f_off if o_all is None else o_all + f_off
-    missing = np.isnan(response.values[:, 0])
+    if trials is not None:
+        w_all = trials if w_all is None else w_all * trials
+    missing = np.isnan(y_all)
     for v in values.values():
         missing |= missing_rows(v)
     groupings = [_grouping(t, ev) for t in pf.random]
@@ -389,7 +409,7 @@ def build_design(
     rows: np.ndarray | slice = ~missing if n_dropped else slice(None)
     row_index = data.index[~missing] if n_dropped else data.index
     used = {label: drop_unused(v, rows) for label, v in values.items()}
-    y = response.values[rows, 0]
+    y = y_all[rows]
     w = None if w_all is None else w_all[rows]
     off = None if o_all is None else o_all[rows]
     if w is not None and not (np.isfinite(w).all() and (w > 0).all()):

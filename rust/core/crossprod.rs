@@ -241,6 +241,24 @@ impl CrossProducts {
         Ok(())
     }
 
+    /// New weights and a new response together (PIRLS): every block, in
+    /// one fill.
+    pub fn set_weights_response(
+        &mut self,
+        terms: &Terms,
+        order: &BlockOrder,
+        weights: Vec<f64>,
+        y: Vec<f64>,
+    ) -> Result<()> {
+        check_len("y", y.len(), self.rows.n)?;
+        check_finite("y", &y)?;
+        self.rows.set_weights(Some(weights))?;
+        self.rows.y = y;
+        self.log_det_w = self.rows.log_det_w();
+        self.fill(terms, order, false);
+        Ok(())
+    }
+
     /// A new response (original scale): recomputes only Z̃ᵀỹ, X̃ᵀỹ and ỹᵀỹ.
     pub fn set_response(&mut self, terms: &Terms, y: Vec<f64>) -> Result<()> {
         check_len("y", y.len(), self.rows.n)?;

@@ -78,6 +78,11 @@
 //! - `selinv`, `logdet_grad`, `gradient`: M⁻¹ on the pattern of L (selected
 //!   inversion, blockwise as L) and the exact gradient of the objective with
 //!   respect to θ.
+//! - `family`, `glmm`: GLMMs. [`Family`] (the per-row link and variance
+//!   functions and deviance residuals, as lme4's) and [`Glmm`]: PIRLS for the
+//!   conditional modes on this workspace (working weights and response
+//!   refilled in A's kept patterns, L refactored numerically) and the Laplace
+//!   approximation of −2 log L at (θ, β), or at θ with β inside PIRLS.
 
 // Index loops over small blocks read like the formulas they implement; NaN
 // pivots must fail the positivity checks, hence `!(d > 0.0)`.
@@ -87,6 +92,8 @@ pub mod chol;
 pub mod crossprod;
 pub mod error;
 pub mod factor;
+pub mod family;
+pub mod glmm;
 pub mod gradient;
 mod logdet_grad;
 pub mod marginal;
@@ -106,6 +113,8 @@ pub use chol::{FactorKind, SparseCholesky};
 pub use crossprod::{CrossProducts, RowData};
 pub use error::{CoreError, Result};
 pub use factor::{BlockedFactor, FactorL};
+pub use family::{Distribution, Family, Link};
+pub use glmm::{Glmm, Pirls};
 pub use gradient::GradientParts;
 pub use marginal::Csr;
 pub use order::BlockOrder;

@@ -18,6 +18,7 @@ pyo3::import_exception!(mixedmodels.exceptions, NotPositiveDefiniteError);
 pyo3::import_exception!(mixedmodels.exceptions, NumericalError);
 pyo3::import_exception!(mixedmodels.exceptions, MemoryBudgetError);
 pyo3::import_exception!(mixedmodels.exceptions, InternalError);
+pyo3::import_exception!(mixedmodels.exceptions, PirlsError);
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -36,6 +37,7 @@ impl From<CoreError> for PyErr {
             CoreError::MemoryBudget { .. } => MemoryBudgetError::new_err(msg),
             CoreError::OutOfMemory { .. } => MemoryBudgetError::new_err(msg),
             CoreError::Factorization(_) => NumericalError::new_err(msg),
+            CoreError::Pirls(_) => PirlsError::new_err(msg),
         }
     }
 }
