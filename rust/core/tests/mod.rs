@@ -10,6 +10,7 @@ use super::chol::FactorKind;
 use super::{ReTerm, RowData, Workspace};
 
 mod factor;
+mod glmm;
 mod gradient;
 mod marginal;
 mod objective;

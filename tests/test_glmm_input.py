@@ -1,0 +1,99 @@
+"""GLMM input checks: bad responses, families, links and nagq give the package's exceptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+from mixedmodels.exceptions import ArgumentError, DataError
+
+DATA = Path(__file__).resolve().parent / "reference" / "glmm" / "data"
+
+
+@pytest.fixture(scope="module")
+def cbpp() -> pd.DataFrame:
+    d = pd.read_csv(DATA / "cbpp.csv")
+    d["herd"] = d["herd"].astype(str)
+    d["period"] = d["period"].astype(str)
+    return d
+
+
+def test_non_integer_poisson_counts(cbpp):
+    with pytest.raises(DataError, match="whole numbers"):
+        mm.glmer("prop ~ period + (1 | herd)", cbpp, family="poisson")
+
+
+def test_negative_poisson_counts(cbpp):
+    d = cbpp.assign(neg=-cbpp["incidence"])
+    with pytest.raises(DataError, match="non-negative"):
+        mm.glmer("neg ~ period + (1 | herd)", d, family="poisson")
+
+
+def test_non_integer_binomial_counts(cbpp):
+    d = cbpp.assign(half=cbpp["incidence"] + 0.5)
+    with pytest.raises(DataError, match="whole numbers"):
+        mm.glmer("cbind(half, size - incidence) ~ period + (1 | herd)", d)
+
+
+def test_proportion_without_integer_successes(cbpp):
+    # a proportion whose successes (weights x y) are not whole numbers
+    with pytest.raises(DataError, match="non-integer number of successes"):
+        mm.glmer("prop ~ period + (1 | herd)", cbpp, weights=np.full(len(cbpp), 2.5))
+
+
+def test_response_outside_unit_interval(cbpp):
+    with pytest.raises(DataError, match=r"in \[0, 1\]"):
+        mm.glmer("incidence ~ period + (1 | herd)", cbpp, family="binomial")
+
+
+def test_unknown_family_and_link(cbpp):
+    with pytest.raises(ArgumentError, match="unknown family 'gamma2'"):
+        mm.glmer("incidence ~ period + (1 | herd)", cbpp, family="gamma2")
+    with pytest.raises(ArgumentError, match="link 'probit' is not available for the poisson"):
+        mm.glmer("incidence ~ period + (1 | herd)", cbpp, family="poisson", link="probit")
+    with pytest.raises(ArgumentError, match="link 'log2'"):
+        mm.families.binomial("log2")
+
+
+def test_nagq_above_one_needs_a_single_scalar_term(cbpp):
+    d = cbpp.assign(g2=np.arange(len(cbpp)) % 7)
+    with pytest.raises(ArgumentError, match="single scalar random-effects term"):
+        mm.GeneralizedLinearMixedModel.from_formula(
+            "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | g2)", d, nagq=5
+        )
+    with pytest.raises(ArgumentError, match="nagq must be a whole number"):
+        mm.GeneralizedLinearMixedModel.from_formula(
+            "cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, nagq=-1
+        )
+
+
+def test_factor_logical_and_numeric_binary_responses_agree(cbpp):
+    rng = np.random.default_rng(1)
+    y = (rng.random(len(cbpp)) < cbpp["prop"].to_numpy() + 0.2).astype(int)
+    d = cbpp.assign(
+        y01=y,
+        ylog=y.astype(bool),
+        yfac=pd.Categorical(np.where(y == 1, "yes", "no"), categories=["no", "yes"]),
+    )
+    m = [
+        mm.GeneralizedLinearMixedModel.from_formula(f"{r} ~ period + (1 | herd)", d)
+        for r in ("y01", "ylog", "yfac")
+    ]
+    theta, beta = [0.7], [-1.0, -0.5, -0.5, -0.5]
+    vals = [mod.objective(theta, beta) for mod in m]
+    assert vals[1] == vals[0] and vals[2] == vals[0]
+
+
+def test_cbind_equals_proportion_with_weights(cbpp):
+    a = mm.GeneralizedLinearMixedModel.from_formula(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp
+    )
+    b = mm.GeneralizedLinearMixedModel.from_formula(
+        "prop ~ period + (1 | herd)", cbpp, weights="size"
+    )
+    theta, beta = [0.6], [-1.4, -1.0, -1.1, -1.6]
+    assert a.objective(theta, beta) == pytest.approx(b.objective(theta, beta), rel=1e-12)
