@@ -37,7 +37,7 @@ from .families import family as make_family
 from .glmm_results import GeneralizedLinearMixedModelResult, vcov_from_hessian
 from .optimize import Control, OptSummary, check_start, optimize_theta
 
-__all__ = ["GeneralizedLinearMixedModel", "glmer"]
+__all__ = ["GeneralizedLinearMixedModel", "finite_difference_hessian", "glmer"]
 
 
 class GeneralizedLinearMixedModel(DesignAttributes):
@@ -271,7 +271,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             def f(v: np.ndarray) -> float:
                 return self.state.laplace(v[:nt], v[nt:]).laplace + self.constant
 
-            hessian = _hessian(f, x)
+            hessian = finite_difference_hessian(f, x)
             # leave the workspace at the optimum
             self.state.laplace(theta, beta)
         return GeneralizedLinearMixedModelResult(
@@ -306,7 +306,9 @@ def _warn(optsum: OptSummary) -> None:
         )
 
 
-def _hessian(fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e-4) -> np.ndarray:
+def finite_difference_hessian(
+    fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e-4
+) -> np.ndarray:
     """Return the Hessian of fun at x by central differences (lme4's ``deriv12``)."""
     m = len(x)
     fx = fun(x)
