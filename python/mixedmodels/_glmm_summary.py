@@ -26,7 +26,9 @@ def _stars(p: float) -> str:
 def glmm_summary_text(fit: GeneralizedLinearMixedModelResult) -> str:
     """Return lme4's summary layout of a GLMM fit."""
     d = fit.design
-    how = "Laplace Approximation" if fit.nagq == 1 else f"nAGQ = {fit.nagq}"
+    how = {0: "Laplace Approximation", 1: "Laplace Approximation"}.get(
+        fit.nagq, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
+    )
     lines = [
         f"Generalized linear mixed model fit by maximum likelihood ({how}) ['glmerMod']",
         f" Family: {fit.family.name}  ( {fit.family.link} )",

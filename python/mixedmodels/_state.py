@@ -469,6 +469,15 @@ class GlmmState:
         th = np.ascontiguousarray(theta, dtype=np.float64)
         return PirlsRun(*self._ws.laplace(th, np.ascontiguousarray(beta, dtype=np.float64)))
 
+    def agq(
+        self, theta: np.ndarray, beta: np.ndarray, nodes: np.ndarray, weights: np.ndarray
+    ) -> tuple[float, PirlsRun]:
+        """Return adaptive Gauss-Hermite quadrature's −2 log L at (θ, β) and PIRLS's record."""
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        b = np.ascontiguousarray(beta, dtype=np.float64)
+        value, run = self._ws.agq(th, b, nodes, weights)
+        return value, PirlsRun(*run)
+
     def laplace_beta(self, theta: np.ndarray) -> PirlsRun:
         """Run PIRLS on β and u at θ (nAGQ = 0)."""
         return PirlsRun(*self._ws.laplace_beta(np.ascontiguousarray(theta, dtype=np.float64)))

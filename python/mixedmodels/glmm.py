@@ -22,6 +22,7 @@ model, `optimize_theta`, and `GeneralizedLinearMixedModelResult`.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -51,7 +52,9 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         The `Family` (distribution and link).
     nagq
         1: the Laplace approximation (lme4's default); 0: lme4's fast fit
-        (β estimated inside PIRLS, θ alone optimized).
+        (β estimated inside PIRLS, θ alone optimized); 2 to 25: adaptive
+        Gauss-Hermite quadrature with that many nodes (a single scalar
+        random-effects term only, as lme4).
     data_name
         Name of the data, printed by the summary.
     trials
@@ -69,17 +72,17 @@ class GeneralizedLinearMixedModel(DesignAttributes):
     ):
         if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or nagq < 0:
             raise ArgumentError(f"nagq must be a whole number >= 0, not {nagq!r}")
-        if nagq > 1:
-            if len(design.terms) != 1 or design.terms[0].k != 1:
-                raise ArgumentError(
-                    f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
-                    f"random-effects term; this model has {len(design.terms)} term(s) with "
-                    f"{', '.join(str(t.k) for t in design.terms)} effect(s) per level"
-                )
+        if nagq > 25:
+            raise ArgumentError(f"nagq must be at most 25 (as lme4), not {nagq}")
+        if nagq > 1 and (len(design.terms) != 1 or design.terms[0].k != 1):
             raise ArgumentError(
-                "nagq > 1 (adaptive Gauss-Hermite quadrature) is not implemented yet; "
-                "use nagq = 1 (Laplace) or 0"
+                f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+                f"random-effects term; this model has {len(design.terms)} term(s) with "
+                f"{', '.join(str(t.k) for t in design.terms)} effect(s) per level"
             )
+        # the Gauss-Hermite rule of the standard normal density (weights sum to 1)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(max(int(nagq), 1))
+        self._rule = (nodes, weights / math.sqrt(2 * math.pi))
         self.design = design
         self.family = family
         self.nagq = int(nagq)
@@ -124,7 +127,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         link
             The link (None: the family's default, or the `Family`'s).
         nagq
-            1 (Laplace, default) or 0 (lme4's fast fit).
+            1 (Laplace, default), 0 (lme4's fast fit) or up to 25 (quadrature).
         weights
             Prior weights: a column name or one value per row.
         offset
@@ -191,11 +194,24 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         return self.state.laplace(th, self._beta(beta))
 
     def objective(self, theta: npt.ArrayLike, beta: npt.ArrayLike) -> float:
-        """Evaluate −2 log L (Laplace) at (θ, β): lme4's ``devFunOnly`` for nAGQ = 1.
+        """Evaluate −2 log L at (θ, β): lme4's ``devFunOnly`` for nAGQ ≥ 1.
 
-        PIRLS runs to convergence (far tighter than lme4's default tolerance).
+        nAGQ ≤ 1: the Laplace approximation, with the likelihood's constant;
+        nAGQ > 1: adaptive Gauss-Hermite quadrature, without it (lme4's
+        conventions). PIRLS runs to convergence (far tighter than lme4's
+        default tolerance).
         """
-        return self.pirls(theta, beta).laplace + self.constant
+        th, b = self._theta(theta), self._beta(beta)
+        if self.nagq > 1:
+            return self.state.agq(th, b, *self._rule)[0]
+        return self.state.laplace(th, b).laplace + self.constant
+
+    def _evaluate(self, theta: np.ndarray, beta: np.ndarray) -> tuple[float, PirlsRun]:
+        """Return the objective at (θ, β) and PIRLS's record."""
+        if self.nagq > 1:
+            return self.state.agq(theta, beta, *self._rule)
+        run = self.state.laplace(theta, beta)
+        return run.laplace + self.constant, run
 
     def objective_nagq0(self, theta: npt.ArrayLike) -> float:
         """Evaluate the nAGQ = 0 objective at θ: −2 log L (Laplace) at PIRLS's (β̂, û)."""
@@ -242,7 +258,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         # stage 1: θ alone, β inside PIRLS
         optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
-        beta_fast = self.state.state()["beta"]
+        st = self.state.state()
+        beta_fast = st["beta"]
         if self.nagq == 0:
             _warn(optsum0)
             return self._result(optsum0.final, beta_fast, optsum0, optsum0)
@@ -251,9 +268,17 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         lower2 = np.concatenate([lower, np.full(self.design.p, -np.inf)])
 
         def f(x: np.ndarray) -> float:
-            return self.state.laplace(x[:nt], x[nt:]).laplace + self.constant
+            return self._evaluate(x[:nt], x[nt:])[0]
 
-        optsum = optimize_theta(f, x0, lower2, control)
+        # steps as MixedModels.jl's: a third of β's standard errors (RX-based, at the
+        # first stage's optimum) and 0.05 for θ, unless the control sets one
+        if control.initial_step is None:
+            rinv = np.linalg.inv(st["rx"])
+            se = np.sqrt(np.einsum("ij,ij->i", rinv, rinv))
+            step = np.concatenate([np.full(nt, 0.05), se / 3])
+        else:
+            step = None
+        optsum = optimize_theta(f, x0, lower2, control, initial_step=step)
         _warn(optsum)
         return self._result(optsum.final[:nt], optsum.final[nt:], optsum, optsum0)
 
@@ -261,7 +286,11 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         self, theta: np.ndarray, beta: np.ndarray, optsum: OptSummary, optsum0: OptSummary
     ) -> GeneralizedLinearMixedModelResult:
         nt = self.n_theta
-        run = self.state.laplace(theta, beta)
+        if self.nagq == 0:
+            run = self.state.laplace(theta, beta)
+            value = run.laplace + self.constant
+        else:
+            value, run = self._evaluate(theta, beta)
         st = self.state.state()
         cond_var = self.state.cond_var()
         hessian = None
@@ -269,7 +298,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             x = np.concatenate([theta, beta])
 
             def f(v: np.ndarray) -> float:
-                return self.state.laplace(v[:nt], v[nt:]).laplace + self.constant
+                return self._evaluate(v[:nt], v[nt:])[0]
 
             hessian = finite_difference_hessian(f, x)
             # leave the workspace at the optimum
@@ -278,7 +307,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             model=self,
             theta=theta,
             beta=beta,
-            objective=run.laplace + self.constant,
+            objective=value,
             laplace_deviance=run.laplace,
             deviance=run.deviance,
             sqr_u=run.sqr_u,
@@ -353,7 +382,8 @@ def glmer(
     link
         The link (None: the family's default).
     nagq
-        1: Laplace (default); 0: lme4's fast fit.
+        1: Laplace (default); 0: lme4's fast fit; 2 to 25: adaptive Gauss-Hermite
+        quadrature (a single scalar random-effects term).
     weights
         Prior weights (binomial proportions: the numbers of trials).
     offset

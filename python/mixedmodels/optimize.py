@@ -212,8 +212,13 @@ def optimize_theta(
     start: np.ndarray,
     lower: np.ndarray,
     control: Control,
+    initial_step: np.ndarray | None = None,
 ) -> OptSummary:
-    """Minimize ``fun`` over θ >= lower, starting at ``start``."""
+    """Minimize ``fun`` over θ >= lower, starting at ``start``.
+
+    ``initial_step``, one per coordinate, overrides ``control.initial_step``
+    (a GLMM's second stage steps β by its standard errors).
+    """
     lower = np.asarray(lower, dtype=np.float64)
     start = check_start(start, lower)
     fitlog: list = []
@@ -235,7 +240,9 @@ def optimize_theta(
         opt.set_xtol_rel(control.xtol_rel)
         opt.set_xtol_abs(control.xtol_abs)
         opt.set_maxeval(control.maxeval)
-        if control.initial_step is not None:
+        if initial_step is not None:
+            opt.set_initial_step(np.asarray(initial_step, dtype=np.float64))
+        elif control.initial_step is not None:
             opt.set_initial_step(control.initial_step)
 
         def nf(x: np.ndarray, grad: np.ndarray) -> float:
@@ -262,7 +269,9 @@ def optimize_theta(
     else:
         from scipy.optimize import Bounds, minimize
 
-        radius = control.initial_step or 0.75
+        radius = (
+            float(np.min(initial_step)) if initial_step is not None else control.initial_step
+        ) or 0.75
         res = minimize(
             f,
             start,

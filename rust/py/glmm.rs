@@ -122,6 +122,25 @@ impl PyGlmm {
         run(py, move || g.laplace(&th, &b).map(tuple))
     }
 
+    /// Adaptive Gauss-Hermite quadrature at (θ, β) (a single scalar term):
+    /// (value, PIRLS's tuple), with the rule's nodes and weights for the
+    /// standard normal density (Σ weights = 1).
+    fn agq(
+        &mut self,
+        py: Python<'_>,
+        theta: PyReadonlyArray1<'_, f64>,
+        beta: PyReadonlyArray1<'_, f64>,
+        nodes: PyReadonlyArray1<'_, f64>,
+        weights: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(f64, PirlsTuple)> {
+        let (th, b) = (convert::vec1(&theta), convert::vec1(&beta));
+        let (z, w) = (convert::vec1(&nodes), convert::vec1(&weights));
+        let g = &mut self.inner;
+        run(py, move || {
+            g.agq(&th, &b, &z, &w).map(|(v, r)| (v, tuple(r)))
+        })
+    }
+
     /// PIRLS on β and u at θ (nAGQ = 0): as `laplace`; β̂ is in `state()`.
     fn laplace_beta(
         &mut self,
