@@ -422,20 +422,19 @@ class ModelState:
 
 
 class PirlsRun(NamedTuple):
-    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS)."""
+    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS).
+
+    ``laplace`` = ``deviance`` (Σ dᵢ at the modes) + ``sqr_u`` (‖û‖²) + ``ld_l2`` (log det LLᵀ
+    at the converged working weights): −2 log L (Laplace) without the family's constant;
+    ``iterations`` (numeric refactorizations) and ``halvings`` (step halvings).
+    """
 
     laplace: float
-    """Σ dᵢ + ‖û‖² + log det(LLᵀ): −2 log L (Laplace) without the family's constant."""
     deviance: float
-    """Σ dᵢ at the modes."""
     sqr_u: float
-    """‖û‖²."""
     ld_l2: float
-    """log det(LLᵀ) at the converged working weights."""
     iterations: int
-    """PIRLS iterations (numeric refactorizations)."""
     halvings: int
-    """Step halvings."""
 
 
 class GlmmState:
@@ -445,9 +444,11 @@ class GlmmState:
     of one evaluation are where the next starts.
     """
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "evaluations", "pirls_iterations")
 
     def __init__(self, design: Design, family: str, link: str, eta_start: np.ndarray):
+        # PIRLS runs (objective evaluations) and iterations (refactorizations) so far
+        self.evaluations, self.pirls_iterations = 0, 0
         self._ws = GlmmWorkspace(
             np.asfortranarray(design.X),
             np.ascontiguousarray(design.y, dtype=np.float64),
@@ -459,15 +460,16 @@ class GlmmState:
             offset=design.offset,
         )
 
-    @property
-    def q(self) -> int:
-        """Return the number of random effects."""
-        return self._ws.q
-
     def laplace(self, theta: np.ndarray, beta: np.ndarray) -> PirlsRun:
         """Run PIRLS on u at (θ, β)."""
         th = np.ascontiguousarray(theta, dtype=np.float64)
-        return PirlsRun(*self._ws.laplace(th, np.ascontiguousarray(beta, dtype=np.float64)))
+        b = np.ascontiguousarray(beta, dtype=np.float64)
+        return self._count(PirlsRun(*self._ws.laplace(th, b)))
+
+    def _count(self, run: PirlsRun) -> PirlsRun:
+        self.evaluations += 1
+        self.pirls_iterations += run.iterations
+        return run
 
     def agq(
         self, theta: np.ndarray, beta: np.ndarray, nodes: np.ndarray, weights: np.ndarray
@@ -476,11 +478,12 @@ class GlmmState:
         th = np.ascontiguousarray(theta, dtype=np.float64)
         b = np.ascontiguousarray(beta, dtype=np.float64)
         value, run = self._ws.agq(th, b, nodes, weights)
-        return value, PirlsRun(*run)
+        return value, self._count(PirlsRun(*run))
 
     def laplace_beta(self, theta: np.ndarray) -> PirlsRun:
         """Run PIRLS on β and u at θ (nAGQ = 0)."""
-        return PirlsRun(*self._ws.laplace_beta(np.ascontiguousarray(theta, dtype=np.float64)))
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        return self._count(PirlsRun(*self._ws.laplace_beta(th)))
 
     def reset(self) -> None:
         """Forget the modes: the next run starts from u = 0."""

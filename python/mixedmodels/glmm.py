@@ -251,6 +251,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             The fit.
         """
         control = control or Control()
+        counts = (self.state.evaluations, self.state.pirls_iterations)
         theta0, beta0 = self._start(start)
         lower = self.design.lower
         theta0 = check_start(theta0, lower)
@@ -262,7 +263,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         beta_fast = st["beta"]
         if self.nagq == 0:
             _warn(optsum0)
-            return self._result(optsum0.final, beta_fast, optsum0, optsum0)
+            return self._result(optsum0.final, beta_fast, optsum0, optsum0, counts)
         # stage 2: θ and β together, from stage 1 (or the given β)
         x0 = np.concatenate([optsum0.final, beta_fast if beta0 is None else beta0])
         lower2 = np.concatenate([lower, np.full(self.design.p, -np.inf)])
@@ -280,10 +281,15 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             step = None
         optsum = optimize_theta(f, x0, lower2, control, initial_step=step)
         _warn(optsum)
-        return self._result(optsum.final[:nt], optsum.final[nt:], optsum, optsum0)
+        return self._result(optsum.final[:nt], optsum.final[nt:], optsum, optsum0, counts)
 
     def _result(
-        self, theta: np.ndarray, beta: np.ndarray, optsum: OptSummary, optsum0: OptSummary
+        self,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        optsum: OptSummary,
+        optsum0: OptSummary,
+        counts: tuple[int, int],
     ) -> GeneralizedLinearMixedModelResult:
         nt = self.n_theta
         if self.nagq == 0:
@@ -322,6 +328,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             vcov_beta=None if hessian is None else vcov_from_hessian(hessian, nt),
             optsum=optsum,
             optsum_nagq0=optsum0,
+            evaluations=self.state.evaluations - counts[0],
+            pirls_iterations=self.state.pirls_iterations - counts[1],
         )
 
 

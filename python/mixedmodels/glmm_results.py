@@ -94,6 +94,10 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
     """The record of the final optimization (θ and β; for nAGQ = 0, θ)."""
     optsum_nagq0: OptSummary = field(repr=False)
     """The record of the first stage (nAGQ = 0: θ alone)."""
+    evaluations: int = field(default=0, repr=False)
+    """Objective evaluations (PIRLS runs) of the whole fit: both stages and the Hessian."""
+    pirls_iterations: int = field(default=0, repr=False)
+    """PIRLS iterations (numeric refactorizations of L) of the whole fit."""
 
     @property
     def design(self) -> Design:

@@ -82,6 +82,12 @@ pub struct Glmm {
     have_beta: bool,
     /// η at the last evaluation's modes.
     eta: Vec<f64>,
+    /// Xβ at the fixed β of the current evaluation (PIRLS on u).
+    xb: Vec<f64>,
+    /// Whether A's X blocks are stale (PIRLS on u leaves them so).
+    x_stale: bool,
+    /// The working weights and response of the last PIRLS step.
+    last_working: (Vec<f64>, Vec<f64>),
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -91,7 +97,7 @@ pub struct Glmm {
 /// PIRLS steps (relative) below this are taken whole, without the check
 /// that the penalized deviance does not rise.
 const SMALL_STEP: f64 = 1e-6;
-/// A step below this that no longer halves from one iteration to the next is
+/// A step below this that no longer shrinks from one iteration to the next is
 /// taken as convergence down to rounding.
 const ROUNDING_STEP: f64 = 1e-9;
 
@@ -150,7 +156,10 @@ impl Glmm {
             beta: vec![0.0; p],
             have_beta: false,
             eta: vec![0.0; n],
-            tol: 1e-10,
+            xb: vec![0.0; n],
+            x_stale: false,
+            last_working: (Vec::new(), Vec::new()),
+            tol: 1e-12,
             max_iter: 100,
             max_halvings: 30,
         })
@@ -220,6 +229,12 @@ impl Glmm {
         if self.theta.is_empty() {
             return Err(CoreError::NotEvaluated);
         }
+        if self.x_stale {
+            // A's X blocks, at the last working weights
+            let (w, z) = self.last_working.clone();
+            self.ws.set_weights_response(w, z, true)?;
+            self.x_stale = false;
+        }
         let theta = self.theta.clone();
         self.ws.update(&theta).map(|_| ())
     }
@@ -231,19 +246,26 @@ impl Glmm {
         self.have_beta = false;
     }
 
-    /// Xβ + ZΛu + o at the current templates.
-    fn linear_predictor(&self, beta: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut b = u.to_vec();
-        self.ws.terms().lambda_mul(&self.templates, &mut b);
-        let mut eta = self.offset.clone();
+    /// Xβ.
+    fn linear_predictor_x(&self, beta: &[f64]) -> Vec<f64> {
         let (n, x) = (self.n(), self.ws.rows().x());
+        let mut xb = vec![0.0; n];
         for (j, &bj) in beta.iter().enumerate() {
             if bj != 0.0 {
-                for (e, &xv) in eta.iter_mut().zip(&x[j * n..(j + 1) * n]) {
+                for (e, &xv) in xb.iter_mut().zip(&x[j * n..(j + 1) * n]) {
                     *e += xv * bj;
                 }
             }
         }
+        xb
+    }
+
+    /// Xβ + ZΛu + o at the current templates.
+    fn linear_predictor(&self, beta: &[f64], u: &[f64]) -> Vec<f64> {
+        let mut b = u.to_vec();
+        self.ws.terms().lambda_mul(&self.templates, &mut b);
+        let mut eta = self.linear_predictor_x(beta);
+        eta.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
         self.ws.terms().z_mul_add(&b, None, &mut eta);
         eta
     }
@@ -275,10 +297,18 @@ impl Glmm {
                 eta[i]
             )));
         }
-        self.ws.set_weights_response(w, z)?;
+        self.last_working = (w.clone(), z.clone());
         if with_beta {
+            self.ws.set_weights_response(w, z, true)?;
+            self.x_stale = false;
             Ok(self.ws.update(theta)?.ld_l2)
         } else {
+            // β fixed: the response without Xβ, and A without its X blocks
+            for (zi, xb) in z.iter_mut().zip(&self.xb) {
+                *zi -= xb;
+            }
+            self.ws.set_weights_response(w, z, false)?;
+            self.x_stale = true;
             self.ws.refactor_at(theta)
         }
     }
@@ -294,6 +324,7 @@ impl Glmm {
         }
         self.beta.copy_from_slice(beta);
         self.have_beta = false;
+        self.xb = self.linear_predictor_x(beta);
         self.run(theta, false)
     }
 
@@ -418,11 +449,11 @@ impl Glmm {
             let (beta_new, u_new) = if with_beta {
                 self.ws.beta_u()
             } else {
-                (beta.clone(), self.ws.u_for_beta(&beta))
+                (beta.clone(), self.ws.u_of_response())
             };
             let step = rel_step(&u, &u_new).max(rel_step(&beta, &beta_new));
             // converged, or down to rounding (a tiny step that no longer shrinks)
-            if step < self.tol || (step < ROUNDING_STEP && step > 0.5 * last_step) {
+            if step < self.tol || (step < ROUNDING_STEP && step > 0.9 * last_step) {
                 // L is at the working weights of (β, u)
                 out.deviance = self.family.deviance(&eta, &self.y, &self.prior);
                 out.sqr_u = u.iter().map(|v| v * v).sum();

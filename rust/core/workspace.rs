@@ -333,6 +333,19 @@ impl Workspace {
             .collect()
     }
 
+    /// u minimizing ‖ỹ − Z̃Λu‖² + ‖u‖² at the last refactorization (the
+    /// response's column of c only: X plays no part).
+    pub(crate) fn u_of_response(&self) -> Vec<f64> {
+        let p = self.p();
+        let col = Mat::from_fn(self.q(), 1, |i, _| self.c[(i, p)]);
+        self.factor
+            .lt_solve(col.as_ref())
+            .col(0)
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// RX (p x p upper triangular, column-major) at the last θ.
     pub fn rx(&self) -> Vec<f64> {
         let p = self.p();
@@ -387,10 +400,20 @@ impl Workspace {
     /// Replaces the weights and the response at once (PIRLS: the working
     /// weights and response): one pass over the rows in the kept patterns;
     /// the Schur complement is then filled directly (no grouping by classes).
-    pub fn set_weights_response(&mut self, weights: Vec<f64>, y: Vec<f64>) -> Result<()> {
+    ///
+    /// Without `with_x` the X blocks of A are stale (see
+    /// [`CrossProducts::set_weights_response`]) until the next call with it:
+    /// only [`refactor_at`](Self::refactor_at) and
+    /// [`u_of_response`](Self::u_of_response) may be used meanwhile.
+    pub fn set_weights_response(
+        &mut self,
+        weights: Vec<f64>,
+        y: Vec<f64>,
+        with_x: bool,
+    ) -> Result<()> {
         self.eval = None;
         self.a
-            .set_weights_response(&self.terms, &self.order, weights, y)?;
+            .set_weights_response(&self.terms, &self.order, weights, y, with_x)?;
         self.factor.schur_mut().ungroup();
         Ok(())
     }
