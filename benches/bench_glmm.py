@@ -78,7 +78,8 @@ def run_lme4(ref: dict, reps: int) -> dict | None:
     if shutil.which("Rscript") is None:
         print("lme4: skipped (Rscript not found)")
         return None
-    grouping = [c for c in ("herd", "BROOD", "LOCATION", "id", "item") if c in ref["formula"]]
+    groups = [f for t in mm.parse_formula(ref["formula"]).random for f in t.factors]
+    grouping = sorted(set(ref["factor_levels"]) | set(groups))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.R"
         script.write_text(R_SCRIPT)

@@ -97,3 +97,22 @@ def test_cbind_equals_proportion_with_weights(cbpp):
     )
     theta, beta = [0.6], [-1.4, -1.0, -1.1, -1.6]
     assert a.objective(theta, beta) == pytest.approx(b.objective(theta, beta), rel=1e-12)
+
+
+def test_complete_separation_is_a_pirls_error():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=200)
+    d = pd.DataFrame({"y": (x > 0).astype(float), "x": x, "g": np.repeat(np.arange(20), 10)})
+    with pytest.raises(mm.PirlsError, match="complete separation"):
+        mm.glmer("y ~ x + (1 | g)", d)
+
+
+def test_fixed_parameters_do_not_need_the_fit(cbpp):
+    # objective at (θ, β) and the fast-mode objective at θ are available before any fit
+    m = mm.GeneralizedLinearMixedModel.from_formula(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp
+    )
+    with pytest.raises(mm.exceptions.ThetaError):
+        m.objective([0.5, 0.5], [0, 0, 0, 0])
+    with pytest.raises(ArgumentError, match="beta has 3 elements"):
+        m.objective([0.5], [0, 0, 0])

@@ -1,6 +1,7 @@
-"""The one door to the Rust core: `ModelState`.
+"""The one door to the Rust core: `ModelState` (and `GlmmState` for GLMMs).
 
-Every call into ``_core.Workspace`` goes through `ModelState`. The core takes
+Every call into ``_core.Workspace`` goes through `ModelState`, every call into
+``_core.GlmmWorkspace`` through `GlmmState`. The core takes
 the prior weights W and the offset itself: its objective is the model's
 (lme4's, −log det W included), its fitted values are on the scale of y with
 the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the

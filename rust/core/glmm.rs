@@ -500,8 +500,14 @@ impl Glmm {
                 s *= 0.5;
             }
         }
+        let hint = if with_beta {
+            "; with β inside PIRLS (nAGQ = 0, the fit's first stage) this happens when the \
+             fixed effects separate the responses (complete separation: estimates diverge)"
+        } else {
+            ""
+        };
         Err(CoreError::Pirls(format!(
-            "PIRLS did not converge in {} iterations (penalized deviance {pdev})",
+            "PIRLS did not converge in {} iterations (penalized deviance {pdev}){hint}",
             self.max_iter
         )))
     }
