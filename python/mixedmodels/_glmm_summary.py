@@ -30,7 +30,7 @@ def glmm_summary_text(fit: GeneralizedLinearMixedModelResult) -> str:
         fit.nagq, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
     )
     lines = [
-        f"Generalized linear mixed model fit by maximum likelihood ({how}) ['glmerMod']",
+        f"Generalized linear mixed model fit by maximum likelihood ({how}) [glmerMod]",
         f" Family: {fit.family.name}  ( {fit.family.link} )",
         f"Formula: {fit.formula}",
     ]
@@ -44,7 +44,7 @@ def glmm_summary_text(fit: GeneralizedLinearMixedModelResult) -> str:
         )
     )
     lines.append("")
-    sr = fit.resid("pearson").to_numpy()
+    sr = fit.resid("pearson").to_numpy() / fit.sigma
     qs = np.quantile(sr, [0, 0.25, 0.5, 0.75, 1.0])
     mx = np.max(np.abs(qs))
     if mx > 0:
@@ -74,10 +74,11 @@ def _fixed_effects(fit: GeneralizedLinearMixedModelResult) -> list[str]:
     est_se = format_r(list(np.round(np.concatenate([fit.beta, se]), max(1, dig))), 4)
     zv = format_r(list(np.round(ct["z value"].to_numpy(), 3)), 4)
     pv = ct["Pr(>|z|)"].to_numpy()
-    rows = [
-        [est_se[i], est_se[p + i], zv[i], format_pvalue(pv[i]), _stars(pv[i])] for i in range(p)
-    ]
-    header = ["Estimate", "Std. Error", "z value", "Pr(>|z|)", ""]
+    # printCoefmat: "<2e-16", the stars left-aligned in a column of width 3
+    pvs = [format_pvalue(v).replace("< ", "<") for v in pv]
+    rows = [[est_se[i], est_se[p + i], zv[i], pvs[i], _stars(pv[i]).ljust(3)] for i in range(p)]
+    stat = "t value" if fit.family.has_scale else "z value"
+    header = ["Estimate", "Std. Error", stat, "Pr(>|z|)", ""]
     lines = ["Fixed effects:", table(header, rows, names), "---"]
     lines.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
     if 1 < p <= 12:
@@ -95,6 +96,8 @@ def _varcorr(fit: GeneralizedLinearMixedModelResult) -> str:
     var_all: list[float] = []
     for c in vc.values():
         var_all.extend(np.diag(c.to_numpy()))
+    if fit.family.has_scale:
+        var_all.append(fit.sigma**2)
     vs, ss = format_r(var_all, 4), format_r(list(np.sqrt(var_all)), 4)
     header = ["Groups", "Name", "Variance", "Std.Dev."]
     if kmax > 1:
@@ -113,4 +116,6 @@ def _varcorr(fit: GeneralizedLinearMixedModelResult) -> str:
             ]
             rows.append([g if r == 0 else "", nm, vs[i], ss[i], *corr])
             i += 1
+    if fit.family.has_scale:
+        rows.append(["Residual", "", vs[i], ss[i]] + [""] * (kmax - 1))
     return table(header, rows, rownames=[""] * len(rows), right=False)

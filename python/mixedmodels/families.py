@@ -32,13 +32,14 @@ from scipy import special, stats
 from ._reval import Factor, Numeric
 from .exceptions import ArgumentError, DataError
 
-__all__ = ["Family", "binomial", "family", "poisson"]
+__all__ = ["Family", "binomial", "family", "gamma", "poisson"]
 
 _EPS = float(np.finfo(float).eps)
 
 LINKS: dict[str, tuple[str, ...]] = {
     "binomial": ("logit", "probit", "cloglog", "cauchit", "log"),
     "poisson": ("log", "identity", "sqrt"),
+    "Gamma": ("inverse", "identity", "log"),
 }
 """The links of each family (R's), the first the default."""
 
@@ -52,6 +53,7 @@ def _linkfun(link: str, mu: np.ndarray) -> np.ndarray:
         "log": np.log,
         "identity": lambda m: m,
         "sqrt": np.sqrt,
+        "inverse": lambda m: 1 / m,
     }
     return np.asarray(funs[link](mu), dtype=np.float64)
 
@@ -70,6 +72,8 @@ def _linkinv(link: str, eta: np.ndarray) -> np.ndarray:
         return np.maximum(np.exp(eta), _EPS)
     if link == "sqrt":
         return eta * eta
+    if link == "inverse":
+        return 1 / eta
     return eta
 
 
@@ -88,6 +92,8 @@ def _mu_eta(link: str, eta: np.ndarray) -> np.ndarray:
         return np.maximum(np.exp(eta), _EPS)
     if link == "sqrt":
         return 2 * eta
+    if link == "inverse":
+        return -1 / (eta * eta)
     return np.ones_like(eta)
 
 
@@ -105,7 +111,7 @@ class Family:
     """
 
     name: str
-    """R's name of the distribution: ``"binomial"`` or ``"poisson"``."""
+    """R's name of the distribution: ``"binomial"``, ``"poisson"`` or ``"Gamma"``."""
     link: str
     """R's name of the link: ``"logit"``, ``"probit"``, ``"log"``, ..."""
 
@@ -133,22 +139,33 @@ class Family:
         """Return dμ/dη."""
         return _mu_eta(self.link, eta)
 
+    @property
+    def has_scale(self) -> bool:
+        """Whether the family has a dispersion (Gamma): lme4 then reports σ."""
+        return self.name == "Gamma"
+
     def variance(self, mu: np.ndarray) -> np.ndarray:
         """Return the variance function V(μ)."""
         if self.name == "binomial":
             return np.maximum(mu * (1 - mu), _EPS)
+        if self.name == "Gamma":
+            return np.asarray(mu * mu, dtype=np.float64)
         return np.asarray(mu, dtype=np.float64)
 
     def dev_resids(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Return the deviance residuals dᵢ (R's ``dev.resids``; their sum is the deviance)."""
         if self.name == "binomial":
             return 2 * wt * (_ylogy(y, mu) + _ylogy(1 - y, 1 - mu))
+        if self.name == "Gamma":
+            return -2 * wt * (np.log(y / mu) - (y - mu) / mu)
         return 2 * wt * (_ylogy(y, mu) - (y - mu))
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Return R's starting means (the family's ``initialize``)."""
         if self.name == "binomial":
             return (wt * y + 0.5) / (wt + 1)
+        if self.name == "Gamma":
+            return np.asarray(y, dtype=np.float64)
         return y + 0.1
 
     # -- the response ------------------------------------------------------------------
@@ -201,6 +218,12 @@ class Family:
                     f"{y[i]!r} of {wt[i]!r} trials (a proportion needs weights = its "
                     "numbers of trials)"
                 )
+        elif self.name == "Gamma":
+            bad = np.flatnonzero(~(y > 0))
+            if bad.size:
+                raise DataError(
+                    f"a Gamma response must be positive; observation {bad[0]} is {y[bad[0]]!r}"
+                )
         else:
             bad = np.flatnonzero((y < 0) | (np.abs(y - np.round(y)) > 1e-7 * np.maximum(1, y)))
             if bad.size:
@@ -214,8 +237,11 @@ class Family:
 
         Binomial: m = n (the trials of cbind) when any exceeds one, else the
         weights, as lme4's ``binomialDist::aic``; −2 Σ (wt/m) log C(m, k).
-        Poisson: 2 Σ wt (log y! − y log y + y).
+        Poisson: 2 Σ wt (log y! − y log y + y). Gamma: 0 (its likelihood's
+        dispersion term depends on μ and is computed with the deviance, in the core).
         """
+        if self.name == "Gamma":
+            return 0.0
         if self.name == "binomial":
             m = np.round(n if (n > 1).any() else wt)
             k = np.round(m * y)
@@ -236,6 +262,11 @@ def poisson(link: str = "log") -> Family:
     return Family("poisson", link)
 
 
+def gamma(link: str = "inverse") -> Family:
+    """Return the Gamma family (links: inverse, identity, log), R's ``Gamma``."""
+    return Family("Gamma", link)
+
+
 def family(spec: str | Family, link: str | None = None) -> Family:
     """Return a family from a name (and a link; None: the family's default) or a `Family`."""
     if isinstance(spec, Family):
@@ -244,7 +275,7 @@ def family(spec: str | Family, link: str | None = None) -> Family:
         return spec
     if not isinstance(spec, str):
         raise ArgumentError(f"family must be a name or a Family, not {type(spec).__name__}")
-    name = spec.lower() if spec.lower() in LINKS else spec
+    name = {"gamma": "Gamma"}.get(spec.lower(), spec.lower())
     if name not in LINKS:
         have = ", ".join(map(repr, LINKS))
         raise ArgumentError(f"unknown family {spec!r}; available families: {have}")

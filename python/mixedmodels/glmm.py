@@ -74,6 +74,11 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             raise ArgumentError(f"nagq must be a whole number >= 0, not {nagq!r}")
         if nagq > 25:
             raise ArgumentError(f"nagq must be at most 25 (as lme4), not {nagq}")
+        if nagq > 1 and family.has_scale:
+            raise ArgumentError(
+                f"nagq = {nagq}: quadrature is available for binomial and Poisson models, "
+                f"not {family.name}"
+            )
         if nagq > 1 and (len(design.terms) != 1 or design.terms[0].k != 1):
             raise ArgumentError(
                 f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
@@ -123,7 +128,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         data
             The data.
         family
-            ``"binomial"``, ``"poisson"`` or a `Family` (``mm.families.binomial("probit")``).
+            ``"binomial"``, ``"poisson"``, ``"Gamma"`` or a `Family`
+            (``mm.families.binomial("probit")``).
         link
             The link (None: the family's default, or the `Family`'s).
         nagq
@@ -386,7 +392,8 @@ def glmer(
     data
         The data.
     family
-        ``"binomial"`` (default), ``"poisson"``, or a `Family` from `mixedmodels.families`.
+        ``"binomial"`` (default), ``"poisson"``, ``"Gamma"``, or a `Family` from
+        `mixedmodels.families`.
     link
         The link (None: the family's default).
     nagq

@@ -176,8 +176,16 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
 
     @property
     def npar(self) -> int:
-        """Return the number of parameters: θ and β."""
-        return len(self.theta) + len(self.beta)
+        """Return the number of parameters: θ, β and, with a dispersion (Gamma), σ."""
+        return len(self.theta) + len(self.beta) + int(self.family.has_scale)
+
+    @cached_property
+    def sigma(self) -> float:
+        """Return σ: 1 without a dispersion; Gamma: √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
+        if not self.family.has_scale:
+            return 1.0
+        r = self.resid("pearson").to_numpy()
+        return math.sqrt((float(r @ r) + self.sqr_u) / self.nobs)
 
     @property
     def loglik(self) -> float:
@@ -208,10 +216,10 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
     # -- random effects -------------------------------------------------------
     @cached_property
     def covariances(self) -> dict[str, pd.DataFrame]:
-        """Return per term the covariance matrix of its random effects, T Tᵀ."""
+        """Return per term the covariance matrix of its random effects, σ² T Tᵀ (σ: `sigma`)."""
         out = {}
         used: dict[str, int] = {}
-        covs = self.design.layout.covariances(self.theta, 1.0)
+        covs = self.design.layout.covariances(self.theta, self.sigma)
         for t, cov in zip(self.design.terms, covs, strict=True):
             key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
             used[t.group] = used.get(t.group, 0) + 1
@@ -222,13 +230,15 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
     def varcorr(self) -> pd.DataFrame:
         """Return the variance components, as lme4's ``as.data.frame(VarCorr(fit))``."""
         layouts = [t.layout for t in self.design.terms]
-        vc = variance_components(self.covariances, layouts, 1.0)
+        vc = variance_components(self.covariances, layouts, self.sigma)
+        if self.family.has_scale:
+            return vc
         return vc[vc["grp"] != "Residual"].reset_index(drop=True)
 
     @cached_property
     def ranef(self) -> RandomEffects:
         """Return the conditional modes and their conditional variances (lme4's ``ranef``)."""
-        return random_effects(self.design, self.b, self.cond_var, 1.0)
+        return random_effects(self.design, self.b, self.cond_var, self.sigma)
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """Return fixed plus random effects per level (lme4's ``coef``)."""

@@ -35,6 +35,8 @@ pub enum Distribution {
     /// Binomial: y a proportion, the prior weights the numbers of trials.
     Binomial,
     Poisson,
+    /// Gamma, with a dispersion (lme4's: the deviance over Σ wᵢ in −2 log L).
+    Gamma,
 }
 
 /// A family: a distribution with a link.
@@ -124,11 +126,12 @@ fn y_log_y(y: f64, mu: f64) -> f64 {
 }
 
 impl Distribution {
-    /// Parses R's name of a family (`binomial`, `poisson`).
+    /// Parses R's name of a family (`binomial`, `poisson`, `Gamma`).
     pub fn from_name(name: &str) -> Result<Self> {
         Ok(match name {
             "binomial" => Self::Binomial,
             "poisson" => Self::Poisson,
+            "Gamma" => Self::Gamma,
             _ => return Err(CoreError::Dimension(format!("unknown family {name:?}"))),
         })
     }
@@ -139,6 +142,7 @@ impl Distribution {
         match self {
             Self::Binomial => (mu * (1.0 - mu)).max(EPS),
             Self::Poisson => mu,
+            Self::Gamma => mu * mu,
         }
     }
 
@@ -148,6 +152,30 @@ impl Distribution {
         match self {
             Self::Binomial => 2.0 * wt * (y_log_y(y, mu) + y_log_y(1.0 - y, 1.0 - mu)),
             Self::Poisson => 2.0 * wt * (y_log_y(y, mu) - (y - mu)),
+            Self::Gamma => -2.0 * wt * ((y / mu).ln() - (y - mu) / mu),
+        }
+    }
+
+    /// lme4's `aic(μ)` minus the deviance, where that depends on μ: for
+    /// Gamma, −2 Σ wᵢ log dgamma(yᵢ; 1/φ, μᵢφ) + 2 − Σ dᵢ with the dispersion
+    /// φ = Σ dᵢ / Σ wᵢ. 0 for binomial and Poisson, whose difference is a
+    /// constant (added by the caller).
+    pub fn aic_minus_deviance(self, y: &[f64], mu: &[f64], wt: &[f64], dev: f64) -> f64 {
+        match self {
+            Self::Binomial | Self::Poisson => 0.0,
+            Self::Gamma => {
+                let disp = dev / wt.iter().sum::<f64>();
+                let shape = 1.0 / disp;
+                let lg = libm::lgamma(shape);
+                let ll: f64 = (0..y.len())
+                    .map(|i| {
+                        let scale = mu[i] * disp;
+                        wt[i]
+                            * (-lg - shape * scale.ln() + (shape - 1.0) * y[i].ln() - y[i] / scale)
+                    })
+                    .sum();
+                -2.0 * ll + 2.0 - dev
+            }
         }
     }
 }

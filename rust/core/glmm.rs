@@ -35,7 +35,7 @@
 
 use super::crossprod::RowData;
 use super::error::{check_finite, check_len, CoreError, Result};
-use super::family::Family;
+use super::family::{Distribution, Family};
 use super::terms::ReTerm;
 use super::workspace::Workspace;
 use super::FactorKind;
@@ -52,12 +52,16 @@ pub struct Pirls {
     /// PIRLS iterations (factorizations) and step halvings.
     pub iterations: usize,
     pub halvings: usize,
+    /// lme4's `aic(μ)` − Σ dᵢ where it depends on μ (Gamma's dispersion
+    /// term; 0 for binomial and Poisson).
+    pub scale_term: f64,
 }
 
 impl Pirls {
-    /// Σ dᵢ + ‖û‖² + log det(LLᵀ): −2 log L (Laplace) without the constant.
+    /// Σ dᵢ + ‖û‖² + log det(LLᵀ) + the scale term: −2 log L (Laplace)
+    /// without the constant.
     pub fn laplace(&self) -> f64 {
-        self.deviance + self.sqr_u + self.ld_l2
+        self.deviance + self.sqr_u + self.ld_l2 + self.scale_term
     }
 }
 
@@ -456,6 +460,15 @@ impl Glmm {
             if step < self.tol || (step < ROUNDING_STEP && step > 0.9 * last_step) {
                 // L is at the working weights of (β, u)
                 out.deviance = self.family.deviance(&eta, &self.y, &self.prior);
+                if self.family.dist == Distribution::Gamma {
+                    let mu: Vec<f64> = eta.iter().map(|&e| self.family.link.inv(e)).collect();
+                    out.scale_term = self.family.dist.aic_minus_deviance(
+                        &self.y,
+                        &mu,
+                        &self.prior,
+                        out.deviance,
+                    );
+                }
                 out.sqr_u = u.iter().map(|v| v * v).sum();
                 out.ld_l2 = ld_l2;
                 self.u = u;

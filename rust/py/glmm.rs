@@ -36,7 +36,8 @@ type Terms<'py> = Vec<(
     usize,
 )>;
 
-/// (laplace, deviance, sqr_u, ld_l2, iterations, halvings) of one PIRLS run.
+/// (laplace, deviance, sqr_u, ld_l2, iterations, halvings) of one PIRLS run
+/// (laplace includes Gamma's dispersion term).
 type PirlsTuple = (f64, f64, f64, f64, usize, usize);
 
 fn tuple(r: Pirls) -> PirlsTuple {
@@ -55,7 +56,7 @@ impl PyGlmm {
     /// GlmmWorkspace(x, y, terms, family, link, eta_start, weights=None, offset=None)
     ///
     /// x: n x p; y: the response (binomial: proportions); terms as for
-    /// Workspace; family ("binomial", "poisson") and link (R's names);
+    /// Workspace; family ("binomial", "poisson", "Gamma") and link (R's names);
     /// eta_start: the linear predictor of the family's starting means; prior
     /// weights (binomial: numbers of trials) and an offset.
     #[new]

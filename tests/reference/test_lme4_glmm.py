@@ -213,7 +213,7 @@ def test_quadrature_summary_header():
     text = str(fitted("cbpp_binomial_agq25"))
     assert text.startswith(
         "Generalized linear mixed model fit by maximum likelihood (Adaptive Gauss-Hermite "
-        "Quadrature, nAGQ = 25) ['glmerMod']\n"
+        "Quadrature, nAGQ = 25) [glmerMod]\n"
     )
     assert "   110.0    120.1    -50.0    100.0       51 " in text
 
@@ -222,7 +222,7 @@ def test_summary_layout():
     text = str(fitted("cbpp_binomial"))
     assert text.startswith(
         "Generalized linear mixed model fit by maximum likelihood (Laplace Approximation) "
-        "['glmerMod']\n Family: binomial  ( logit )\n"
+        "[glmerMod]\n Family: binomial  ( logit )\n"
     )
     assert "   194.1    204.2    -92.0    184.1       51 " in text
     assert " herd   (Intercept) 0.41" in text

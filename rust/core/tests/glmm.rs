@@ -23,6 +23,7 @@ fn glmm_problem(dist: Distribution, seed: u64) -> (Problem, Vec<f64>) {
                 pr.y[i] = k / m;
             }
             Distribution::Poisson => pr.y[i] = (eta.exp() * 3.0 * rng.next()).round(),
+            Distribution::Gamma => pr.y[i] = eta.exp() * (0.2 + 2.0 * rng.next()),
         }
     }
     (pr, trials)
@@ -89,7 +90,8 @@ fn check(dist: Distribution, link: Link, seed: u64) {
         .map(|i| dist.dev_resid(pr.y[i], link.inv(eta[i]), trials[i]))
         .sum();
     let sqr_u: f64 = u.iter().map(|v| v * v).sum();
-    let want = dev + sqr_u + ld;
+    let mu: Vec<f64> = eta.iter().map(|&e| link.inv(e)).collect();
+    let want = dev + sqr_u + ld + dist.aic_minus_deviance(&pr.y, &mu, &trials, dev);
     assert!(
         (r.laplace() - want).abs() < 1e-9 * want.abs(),
         "{} vs {want}",
@@ -115,6 +117,29 @@ fn binomial_probit_and_cloglog_modes_and_laplace_match_dense() {
 #[test]
 fn poisson_log_modes_and_laplace_match_dense() {
     check(Distribution::Poisson, Link::Log, 14);
+}
+
+#[test]
+fn gamma_log_modes_and_laplace_match_dense() {
+    check(Distribution::Gamma, Link::Log, 15);
+}
+
+/// Gamma's dispersion term against R's dgamma written out: −2 Σ log dgamma(y; 1/φ, μφ) + 2.
+#[test]
+fn gamma_aic_matches_the_density() {
+    let (y, mu, wt) = ([0.5, 2.0, 3.5], [1.0, 1.5, 3.0], [1.0, 1.0, 1.0]);
+    let d = Distribution::Gamma;
+    let dev: f64 = (0..3).map(|i| d.dev_resid(y[i], mu[i], wt[i])).sum();
+    let phi = dev / 3.0;
+    let (a, ln_gamma_a) = (1.0 / phi, libm::lgamma(1.0 / phi));
+    let ll: f64 = (0..3)
+        .map(|i| {
+            let s = mu[i] * phi;
+            -ln_gamma_a - a * s.ln() + (a - 1.0) * y[i].ln() - y[i] / s
+        })
+        .sum();
+    let got = d.aic_minus_deviance(&y, &mu, &wt, dev) + dev;
+    assert!((got - (-2.0 * ll + 2.0)).abs() < 1e-12 * got.abs());
 }
 
 /// nAGQ = 0: β from PIRLS is where the penalized deviance is stationary in β too.
