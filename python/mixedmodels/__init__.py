@@ -23,6 +23,7 @@ from .exceptions import (
 )
 from .formula import parse_formula
 from .glmm import GeneralizedLinearMixedModel, glmer
+from .glmm_nb import glmer_nb
 from .glmm_results import GeneralizedLinearMixedModelResult
 from .inference import anova
 from .matrices import GLSResult, LFactor, VBlock, gls
@@ -58,6 +59,7 @@ __all__ = [
     "exceptions",
     "families",
     "glmer",
+    "glmer_nb",
     "gls",
     "lmer",
     "parse_formula",

@@ -447,7 +447,9 @@ class GlmmState:
 
     __slots__ = ("_ws", "evaluations", "pirls_iterations")
 
-    def __init__(self, design: Design, family: str, link: str, eta_start: np.ndarray):
+    def __init__(
+        self, design: Design, family: str, link: str, eta0: np.ndarray, shape: float | None
+    ):
         # PIRLS runs (objective evaluations) and iterations (refactorizations) so far
         self.evaluations, self.pirls_iterations = 0, 0
         self._ws = GlmmWorkspace(
@@ -456,15 +458,19 @@ class GlmmState:
             [(t.codes, np.ascontiguousarray(t.z), t.n_levels) for t in design.terms],
             family,
             link,
-            np.ascontiguousarray(eta_start, dtype=np.float64),
+            np.ascontiguousarray(eta0, dtype=np.float64),
             weights=design.weights,
             offset=design.offset,
+            shape=shape,
         )
+
+    def set_shape(self, shape: float) -> None:
+        """Set the negative binomial shape."""
+        self._ws.set_shape(shape)
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray) -> PirlsRun:
         """Run PIRLS on u at (θ, β)."""
-        th = np.ascontiguousarray(theta, dtype=np.float64)
-        b = np.ascontiguousarray(beta, dtype=np.float64)
+        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
         return self._count(PirlsRun(*self._ws.laplace(th, b)))
 
     def _count(self, run: PirlsRun) -> PirlsRun:
@@ -476,8 +482,7 @@ class GlmmState:
         self, theta: np.ndarray, beta: np.ndarray, nodes: np.ndarray, weights: np.ndarray
     ) -> tuple[float, PirlsRun]:
         """Return adaptive Gauss-Hermite quadrature's −2 log L at (θ, β) and PIRLS's record."""
-        th = np.ascontiguousarray(theta, dtype=np.float64)
-        b = np.ascontiguousarray(beta, dtype=np.float64)
+        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
         value, run = self._ws.agq(th, b, nodes, weights)
         return value, self._count(PirlsRun(*run))
 
@@ -485,10 +490,6 @@ class GlmmState:
         """Run PIRLS on β and u at θ (nAGQ = 0)."""
         th = np.ascontiguousarray(theta, dtype=np.float64)
         return self._count(PirlsRun(*self._ws.laplace_beta(th)))
-
-    def reset(self) -> None:
-        """Forget the modes: the next run starts from u = 0."""
-        self._ws.reset()
 
     def state(self) -> dict[str, np.ndarray]:
         """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""

@@ -1,10 +1,13 @@
 """GLM families for `glmer`: the response's distribution and the link (R's ``family`` objects).
 
 >>> import mixedmodels as mm
+>>> import numpy as np
 >>> mm.families.binomial("probit")
-Family(name='binomial', link='probit')
+Family(name='binomial', link='probit', shape=None)
 >>> mm.families.poisson().link
 'log'
+>>> mm.families.negative_binomial(1.5).variance(np.array([2.0]))
+array([4.66666667])
 
 The per-row functions that PIRLS needs run in the Rust core (as lme4's
 ``glmFamily.cpp``, with its clamps); the numpy ones here serve the results
@@ -23,6 +26,7 @@ The four numbers called "deviance" (lme4's conventions, on cbpp: 184.05,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +36,7 @@ from scipy import special, stats
 from ._reval import Factor, Numeric
 from .exceptions import ArgumentError, DataError
 
-__all__ = ["Family", "binomial", "family", "gamma", "poisson"]
+__all__ = ["Family", "binomial", "family", "gamma", "negative_binomial", "poisson"]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -40,6 +44,7 @@ LINKS: dict[str, tuple[str, ...]] = {
     "binomial": ("logit", "probit", "cloglog", "cauchit", "log"),
     "poisson": ("log", "identity", "sqrt"),
     "Gamma": ("inverse", "identity", "log"),
+    "negative.binomial": ("log", "identity", "sqrt"),
 }
 """The links of each family (R's), the first the default."""
 
@@ -114,9 +119,20 @@ class Family:
     """R's name of the distribution: ``"binomial"``, ``"poisson"`` or ``"Gamma"``."""
     link: str
     """R's name of the link: ``"logit"``, ``"probit"``, ``"log"``, ..."""
+    shape: float | None = None
+    """The negative binomial's shape θ (V(μ) = μ + μ²/θ); None for the other families."""
 
     def __post_init__(self) -> None:
-        """Check that the family exists and has this link."""
+        """Check that the family exists and has this link (and the negative binomial a shape)."""
+        if self.name == "negative.binomial":
+            s = self.shape
+            if s is None or not (isinstance(s, int | float) and 0 < s < math.inf):
+                raise ArgumentError(
+                    f"the negative binomial family needs a positive finite shape, not {s!r} "
+                    "(glmer_nb estimates it)"
+                )
+        elif self.shape is not None:
+            raise ArgumentError(f"the {self.name} family has no shape")
         if self.name not in LINKS:
             have = ", ".join(map(repr, LINKS))
             raise ArgumentError(f"unknown family {self.name!r}; available families: {have}")
@@ -150,7 +166,14 @@ class Family:
             return np.maximum(mu * (1 - mu), _EPS)
         if self.name == "Gamma":
             return np.asarray(mu * mu, dtype=np.float64)
+        if self.name == "negative.binomial":
+            return np.asarray(mu + mu * mu / self._shape, dtype=np.float64)
         return np.asarray(mu, dtype=np.float64)
+
+    @property
+    def _shape(self) -> float:
+        assert self.shape is not None
+        return self.shape
 
     def dev_resids(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Return the deviance residuals dᵢ (R's ``dev.resids``; their sum is the deviance)."""
@@ -158,6 +181,9 @@ class Family:
             return 2 * wt * (_ylogy(y, mu) + _ylogy(1 - y, 1 - mu))
         if self.name == "Gamma":
             return -2 * wt * (np.log(y / mu) - (y - mu) / mu)
+        if self.name == "negative.binomial":
+            th = self._shape
+            return 2 * wt * (_ylogy(y, mu) - (y + th) * np.log((y + th) / (mu + th)))
         return 2 * wt * (_ylogy(y, mu) - (y - mu))
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -166,6 +192,8 @@ class Family:
             return (wt * y + 0.5) / (wt + 1)
         if self.name == "Gamma":
             return np.asarray(y, dtype=np.float64)
+        if self.name == "negative.binomial":
+            return y + (y == 0) / 6
         return y + 0.1
 
     # -- the response ------------------------------------------------------------------
@@ -228,7 +256,7 @@ class Family:
             bad = np.flatnonzero((y < 0) | (np.abs(y - np.round(y)) > 1e-7 * np.maximum(1, y)))
             if bad.size:
                 raise DataError(
-                    f"a poisson response must be non-negative whole numbers (counts); "
+                    f"a {self.name} response must be non-negative whole numbers (counts); "
                     f"observation {bad[0]} is {y[bad[0]]!r}"
                 )
 
@@ -237,10 +265,10 @@ class Family:
 
         Binomial: m = n (the trials of cbind) when any exceeds one, else the
         weights, as lme4's ``binomialDist::aic``; −2 Σ (wt/m) log C(m, k).
-        Poisson: 2 Σ wt (log y! − y log y + y). Gamma: 0 (its likelihood's
-        dispersion term depends on μ and is computed with the deviance, in the core).
+        Poisson: 2 Σ wt (log y! − y log y + y). Gamma and negative binomial: 0
+        (lme4's aic − deviance is computed with the modes, in the core).
         """
-        if self.name == "Gamma":
+        if self.name in ("Gamma", "negative.binomial"):
             return 0.0
         if self.name == "binomial":
             m = np.round(n if (n > 1).any() else wt)
@@ -267,11 +295,16 @@ def gamma(link: str = "inverse") -> Family:
     return Family("Gamma", link)
 
 
+def negative_binomial(shape: float, link: str = "log") -> Family:
+    """Return the negative binomial family of a given shape (MASS's ``negative.binomial``)."""
+    return Family("negative.binomial", link, float(shape))
+
+
 def family(spec: str | Family, link: str | None = None) -> Family:
     """Return a family from a name (and a link; None: the family's default) or a `Family`."""
     if isinstance(spec, Family):
         if link is not None and link != spec.link:
-            return Family(spec.name, link)
+            return Family(spec.name, link, spec.shape)
         return spec
     if not isinstance(spec, str):
         raise ArgumentError(f"family must be a name or a Family, not {type(spec).__name__}")

@@ -74,7 +74,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             raise ArgumentError(f"nagq must be a whole number >= 0, not {nagq!r}")
         if nagq > 25:
             raise ArgumentError(f"nagq must be at most 25 (as lme4), not {nagq}")
-        if nagq > 1 and family.has_scale:
+        if nagq > 1 and family.name not in ("binomial", "poisson"):
             raise ArgumentError(
                 f"nagq = {nagq}: quadrature is available for binomial and Poisson models, "
                 f"not {family.name}"
@@ -91,6 +91,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         self.design = design
         self.family = family
         self.nagq = int(nagq)
+        self.shape_estimated = False
+        """Whether the negative binomial's shape was estimated (`glmer_nb`): one more parameter."""
         self.data_name = data_name
         n = design.n
         wt = np.ones(n) if design.weights is None else design.weights
@@ -102,7 +104,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         )
         """The part of −2 log L that does not depend on μ (`Family.loglik_constant`)."""
         eta0 = family.linkfun(family.mustart(design.y, wt))
-        self.state = GlmmState(design, family.name, family.link, eta0)
+        self.state = GlmmState(design, family.name, family.link, eta0, family.shape)
         """The Rust workspace (`GlmmState`): PIRLS and the Laplace approximation."""
 
     @classmethod
@@ -167,6 +169,13 @@ class GeneralizedLinearMixedModel(DesignAttributes):
                 )
             trials = kept
         return cls(design, fam, nagq=nagq, data_name=data_name, trials=trials)
+
+    def set_shape(self, shape: float) -> None:
+        """Set the negative binomial's shape (a negative binomial model only)."""
+        if self.family.name != "negative.binomial":
+            raise ArgumentError(f"a {self.family.name} model has no shape")
+        self.family = Family(self.family.name, self.family.link, float(shape))
+        self.state.set_shape(float(shape))
 
     # -- evaluation ----------------------------------------------------------
     @property
@@ -258,6 +267,17 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         """
         control = control or Control()
         counts = (self.state.evaluations, self.state.pirls_iterations)
+        theta, beta, optsum, optsum0 = self.optimize(control, start)
+        return self._result(theta, beta, optsum, optsum0, counts)
+
+    def optimize(
+        self, control: Control, start: npt.ArrayLike | dict | None = None
+    ) -> tuple[np.ndarray, np.ndarray, OptSummary, OptSummary]:
+        """Run lme4's two stages (``optimizeGlmer``) and return θ̂, β̂ and both records.
+
+        `fit` without the result (no Hessian): what the negative binomial's
+        shape search repeats.
+        """
         theta0, beta0 = self._start(start)
         lower = self.design.lower
         theta0 = check_start(theta0, lower)
@@ -269,7 +289,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         beta_fast = st["beta"]
         if self.nagq == 0:
             _warn(optsum0)
-            return self._result(optsum0.final, beta_fast, optsum0, optsum0, counts)
+            return optsum0.final, beta_fast, optsum0, optsum0
         # stage 2: θ and β together, from stage 1 (or the given β)
         x0 = np.concatenate([optsum0.final, beta_fast if beta0 is None else beta0])
         lower2 = np.concatenate([lower, np.full(self.design.p, -np.inf)])
@@ -287,7 +307,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             step = None
         optsum = optimize_theta(f, x0, lower2, control, initial_step=step)
         _warn(optsum)
-        return self._result(optsum.final[:nt], optsum.final[nt:], optsum, optsum0, counts)
+        return optsum.final[:nt], optsum.final[nt:], optsum, optsum0
 
     def _result(
         self,

@@ -176,8 +176,9 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
 
     @property
     def npar(self) -> int:
-        """Return the number of parameters: θ, β and, with a dispersion (Gamma), σ."""
-        return len(self.theta) + len(self.beta) + int(self.family.has_scale)
+        """Return the number of parameters: θ, β, σ (Gamma) and an estimated NB shape."""
+        extra = int(self.family.has_scale) + int(self.model.shape_estimated)
+        return len(self.theta) + len(self.beta) + extra
 
     @cached_property
     def sigma(self) -> float:

@@ -37,6 +37,9 @@ pub enum Distribution {
     Poisson,
     /// Gamma, with a dispersion (lme4's: the deviance over Σ wᵢ in −2 log L).
     Gamma,
+    /// Negative binomial with a given shape θ (MASS's `negative.binomial(θ)`):
+    /// V(μ) = μ + μ²/θ.
+    NegativeBinomial(f64),
 }
 
 /// A family: a distribution with a link.
@@ -136,6 +139,16 @@ impl Distribution {
         })
     }
 
+    /// The negative binomial family with shape `shape` (positive, finite).
+    pub fn negative_binomial(shape: f64) -> Result<Self> {
+        if !(shape > 0.0 && shape.is_finite()) {
+            return Err(CoreError::Dimension(format!(
+                "the negative binomial shape must be positive and finite, not {shape}"
+            )));
+        }
+        Ok(Self::NegativeBinomial(shape))
+    }
+
     /// The variance function V(μ).
     #[inline]
     pub fn variance(self, mu: f64) -> f64 {
@@ -143,6 +156,7 @@ impl Distribution {
             Self::Binomial => (mu * (1.0 - mu)).max(EPS),
             Self::Poisson => mu,
             Self::Gamma => mu * mu,
+            Self::NegativeBinomial(th) => mu + mu * mu / th,
         }
     }
 
@@ -153,16 +167,33 @@ impl Distribution {
             Self::Binomial => 2.0 * wt * (y_log_y(y, mu) + y_log_y(1.0 - y, 1.0 - mu)),
             Self::Poisson => 2.0 * wt * (y_log_y(y, mu) - (y - mu)),
             Self::Gamma => -2.0 * wt * ((y / mu).ln() - (y - mu) / mu),
+            Self::NegativeBinomial(th) => {
+                2.0 * wt * (y_log_y(y, mu) - (y + th) * ((y + th) / (mu + th)).ln())
+            }
         }
     }
 
     /// lme4's `aic(μ)` minus the deviance, where that depends on μ: for
     /// Gamma, −2 Σ wᵢ log dgamma(yᵢ; 1/φ, μᵢφ) + 2 − Σ dᵢ with the dispersion
-    /// φ = Σ dᵢ / Σ wᵢ. 0 for binomial and Poisson, whose difference is a
-    /// constant (added by the caller).
+    /// φ = Σ dᵢ / Σ wᵢ; for the negative binomial, lme4's aic − Σ dᵢ. 0 for
+    /// binomial and Poisson, whose difference is a constant (added by the
+    /// caller).
     pub fn aic_minus_deviance(self, y: &[f64], mu: &[f64], wt: &[f64], dev: f64) -> f64 {
         match self {
             Self::Binomial | Self::Poisson => 0.0,
+            // lme4's negativeBinomialDist::aic, its weight on the first term only
+            Self::NegativeBinomial(th) => {
+                let c = -th * th.ln() + libm::lgamma(th);
+                let aic: f64 = (0..y.len())
+                    .map(|i| {
+                        wt[i] * (y[i] + th) * (mu[i] + th).ln() - y[i] * mu[i].ln()
+                            + libm::lgamma(y[i] + 1.0)
+                            + c
+                            - libm::lgamma(th + y[i])
+                    })
+                    .sum();
+                2.0 * aic - dev
+            }
             Self::Gamma => {
                 let disp = dev / wt.iter().sum::<f64>();
                 let shape = 1.0 / disp;

@@ -101,9 +101,9 @@ pub struct Glmm {
 /// PIRLS steps (relative) below this are taken whole, without the check
 /// that the penalized deviance does not rise.
 const SMALL_STEP: f64 = 1e-6;
-/// A step below this that no longer shrinks from one iteration to the next is
+/// A step below this that is not under half the smallest step so far is
 /// taken as convergence down to rounding.
-const ROUNDING_STEP: f64 = 1e-9;
+const ROUNDING_STEP: f64 = 1e-7;
 
 /// The largest |δᵢ| / (1 + |xᵢ|).
 fn rel_step(x: &[f64], x_new: &[f64]) -> f64 {
@@ -241,6 +241,20 @@ impl Glmm {
         }
         let theta = self.theta.clone();
         self.ws.update(&theta).map(|_| ())
+    }
+
+    /// Changes the negative binomial shape (the model must be negative
+    /// binomial); the modes are kept as the next evaluation's start.
+    pub fn set_shape(&mut self, shape: f64) -> Result<()> {
+        match self.family.dist {
+            Distribution::NegativeBinomial(_) => {
+                self.family.dist = Distribution::negative_binomial(shape)?;
+                Ok(())
+            }
+            _ => Err(CoreError::Dimension(
+                "only a negative binomial model has a shape".into(),
+            )),
+        }
     }
 
     /// Forgets the modes: the next evaluation starts from u = 0 (and, in the
@@ -446,7 +460,7 @@ impl Glmm {
                 "the penalized deviance is not finite at the start ({pdev})"
             )));
         }
-        let mut last_step = f64::INFINITY;
+        let mut min_step = f64::INFINITY;
         for _ in 0..self.max_iter {
             let ld_l2 = self.working_step(theta, &eta, with_beta)?;
             out.iterations += 1;
@@ -457,10 +471,13 @@ impl Glmm {
             };
             let step = rel_step(&u, &u_new).max(rel_step(&beta, &beta_new));
             // converged, or down to rounding (a tiny step that no longer shrinks)
-            if step < self.tol || (step < ROUNDING_STEP && step > 0.9 * last_step) {
+            if step < self.tol || (step < ROUNDING_STEP && step >= 0.5 * min_step) {
                 // L is at the working weights of (β, u)
                 out.deviance = self.family.deviance(&eta, &self.y, &self.prior);
-                if self.family.dist == Distribution::Gamma {
+                if matches!(
+                    self.family.dist,
+                    Distribution::Gamma | Distribution::NegativeBinomial(_)
+                ) {
                     let mu: Vec<f64> = eta.iter().map(|&e| self.family.link.inv(e)).collect();
                     out.scale_term = self.family.dist.aic_minus_deviance(
                         &self.y,
@@ -476,7 +493,7 @@ impl Glmm {
                 self.eta = eta;
                 return Ok(out);
             }
-            last_step = step;
+            min_step = min_step.min(step);
             // the step, halved until the penalized deviance does not rise; a
             // step below `SMALL_STEP` is taken whole (the penalized deviance,
             // flat to second order, cannot tell such steps apart)

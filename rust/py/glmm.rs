@@ -56,11 +56,12 @@ impl PyGlmm {
     /// GlmmWorkspace(x, y, terms, family, link, eta_start, weights=None, offset=None)
     ///
     /// x: n x p; y: the response (binomial: proportions); terms as for
-    /// Workspace; family ("binomial", "poisson", "Gamma") and link (R's names);
+    /// Workspace; family ("binomial", "poisson", "Gamma", "negative.binomial"
+    /// with its shape) and link (R's names);
     /// eta_start: the linear predictor of the family's starting means; prior
     /// weights (binomial: numbers of trials) and an offset.
     #[new]
-    #[pyo3(signature = (x, y, terms, family, link, eta_start, weights=None, offset=None))]
+    #[pyo3(signature = (x, y, terms, family, link, eta_start, weights=None, offset=None, shape=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -72,8 +73,19 @@ impl PyGlmm {
         eta_start: PyReadonlyArray1<'_, f64>,
         weights: Option<PyReadonlyArray1<'_, f64>>,
         offset: Option<PyReadonlyArray1<'_, f64>>,
+        shape: Option<f64>,
     ) -> PyResult<Self> {
-        let fam = Family::new(Distribution::from_name(family)?, Link::from_name(link)?);
+        let dist = match (family, shape) {
+            ("negative.binomial", Some(s)) => Distribution::negative_binomial(s)?,
+            ("negative.binomial", None) => {
+                return Err(CoreError::Dimension(
+                    "the negative binomial family needs its shape".into(),
+                )
+                .into())
+            }
+            (name, _) => Distribution::from_name(name)?,
+        };
+        let fam = Family::new(dist, Link::from_name(link)?);
         let (n, p, xv) = convert::col_major(&x);
         let (yv, e0) = (convert::vec1(&y), convert::vec1(&eta_start));
         let (w, o) = (convert::opt_vec1(weights), convert::opt_vec1(offset));
@@ -151,6 +163,11 @@ impl PyGlmm {
         let th = convert::vec1(&theta);
         let g = &mut self.inner;
         run(py, move || g.laplace_beta(&th).map(tuple))
+    }
+
+    /// Sets the negative binomial shape (a negative binomial model only).
+    fn set_shape(&mut self, shape: f64) -> PyResult<()> {
+        self.inner.set_shape(shape).map_err(PyErr::from)
     }
 
     /// Forgets the modes of the last evaluation (the next starts afresh).

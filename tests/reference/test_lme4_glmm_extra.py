@@ -1,9 +1,8 @@
-"""Gamma GLMMs against lme4 1.1-31 (tests/reference/glmm_extra).
+"""Gamma and negative binomial GLMMs against lme4 1.1-31 (tests/reference/glmm_extra).
 
-Made by scripts/make_glmm_extra_reference.R.
-
-The same tolerances as test_lme4_glmm.py. The negative binomial cases (glmer.nb) of the same
-folder are not covered: the negative binomial family is not implemented yet.
+Made by scripts/make_glmm_extra_reference.R: ``glmer(family = Gamma(link = "log"))`` and
+``glmer.nb`` (the shape estimated). The same tolerances as test_lme4_glmm.py; the estimated
+shape within 1e-3 relative.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import pytest
 import mixedmodels as mm
 
 HERE = Path(__file__).resolve().parent / "glmm_extra"
-CASES = ["gamma_log_sim", "gamma_log_slopes_sim"]
+CASES = ["gamma_log_sim", "gamma_log_slopes_sim", "grouseticks_nb", "nb_sim"]
+NB = ["grouseticks_nb", "nb_sim"]
 
 
 @functools.cache
@@ -32,15 +32,21 @@ def case(name: str) -> tuple[dict, pd.DataFrame]:
 
 
 def model(name: str) -> mm.GeneralizedLinearMixedModel:
+    """The model at lme4's family (for the negative binomial, at lme4's estimated shape)."""
     ref, data = case(name)
-    assert ref["family"] == "Gamma"
-    return mm.GeneralizedLinearMixedModel.from_formula(
-        ref["formula"], data, family=mm.families.gamma(ref["link"])
-    )
+    if name in NB:
+        fam = mm.families.negative_binomial(ref["theta_nb"], ref["link"])
+    else:
+        assert ref["family"] == "Gamma"
+        fam = mm.families.gamma(ref["link"])
+    return mm.GeneralizedLinearMixedModel.from_formula(ref["formula"], data, family=fam)
 
 
 @functools.cache
 def fitted(name: str) -> mm.GeneralizedLinearMixedModelResult:
+    ref, data = case(name)
+    if name in NB:
+        return mm.glmer_nb(ref["formula"], data, link=ref["link"])
     return model(name).fit()
 
 
@@ -71,7 +77,7 @@ def test_fit(name):
     se = np.sqrt(np.diag(ref["vcov_beta"]))
     assert np.max(np.abs(fit.beta - beta) / se) < 2e-3 * tol
     np.testing.assert_allclose(fit.stderror, se, rtol=2e-3 * tol)
-    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-3)
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-3)  # 1 for the negative binomial
     vc = fit.varcorr
     assert list(vc["grp"]) == [r["grp"] for r in ref["varcorr"]]
     np.testing.assert_allclose(
@@ -96,3 +102,21 @@ def test_summary_has_the_residual_row():
     assert " Family: Gamma  ( log )" in text
     assert "\n Residual " in text
     assert "Estimate Std. Error t value Pr(>|z|)" in text
+
+
+@pytest.mark.parametrize("name", NB)
+def test_negative_binomial_shape(name):
+    ref, _ = case(name)
+    assert fitted(name).family.shape == pytest.approx(ref["theta_nb"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", NB)
+def test_negative_binomial_objective_by_shape(name):
+    ref, _ = case(name)
+    m = model(name)
+    theta, beta = np.atleast_1d(ref["theta"]), list(ref["beta"].values())
+    for point in ref["shape_profile"]:
+        m.set_shape(point["theta_nb"])
+        assert m.objective(theta, beta) == pytest.approx(point["fixed_objective"], rel=1e-7)
+        th, b, _, _ = m.optimize(mm.Control())
+        assert m.objective(th, b) <= point["objective"] * (1 + 1e-6)

@@ -22,7 +22,9 @@ fn glmm_problem(dist: Distribution, seed: u64) -> (Problem, Vec<f64>) {
                 trials[i] = m;
                 pr.y[i] = k / m;
             }
-            Distribution::Poisson => pr.y[i] = (eta.exp() * 3.0 * rng.next()).round(),
+            Distribution::Poisson | Distribution::NegativeBinomial(_) => {
+                pr.y[i] = (eta.exp() * 3.0 * rng.next()).round()
+            }
             Distribution::Gamma => pr.y[i] = eta.exp() * (0.2 + 2.0 * rng.next()),
         }
     }
@@ -117,6 +119,11 @@ fn binomial_probit_and_cloglog_modes_and_laplace_match_dense() {
 #[test]
 fn poisson_log_modes_and_laplace_match_dense() {
     check(Distribution::Poisson, Link::Log, 14);
+}
+
+#[test]
+fn negative_binomial_modes_and_laplace_match_dense() {
+    check(Distribution::NegativeBinomial(1.5), Link::Log, 16);
 }
 
 #[test]
