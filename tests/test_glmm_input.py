@@ -116,3 +116,33 @@ def test_fixed_parameters_do_not_need_the_fit(cbpp):
         m.objective([0.5, 0.5], [0, 0, 0, 0])
     with pytest.raises(ArgumentError, match="beta has 3 elements"):
         m.objective([0.5], [0, 0, 0])
+
+
+def test_anova_between_glmms(cbpp):
+    big = mm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+    small = mm.glmer("cbind(incidence, size - incidence) ~ 1 + (1 | herd)", cbpp)
+    table = mm.anova(big, small)
+    assert list(table["npar"]) == [2, 5]
+    chisq = small.objective - big.objective
+    assert table["Chisq"].iloc[1] == pytest.approx(chisq)
+    assert table["deviance"].iloc[1] == pytest.approx(big.objective)
+    lmm = mm.lmer("prop ~ period + (1 | herd)", cbpp)
+    with pytest.raises(ArgumentError, match="not a linear mixed model with a GLMM"):
+        mm.anova(big, lmm)
+    agq = mm.glmer("cbind(incidence, size - incidence) ~ 1 + (1 | herd)", cbpp, nagq=5)
+    with pytest.raises(ArgumentError, match="not comparable"):
+        mm.anova(big, agq)
+
+
+def test_cli_fits_a_glmm(cbpp, tmp_path, capsys):
+    from mixedmodels.__main__ import main
+
+    p = tmp_path / "cbpp.csv"
+    cbpp.assign(period="p" + cbpp["period"]).to_csv(p, index=False)
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    assert main(["fit", formula, "--data", str(p), "--family", "binomial"]) == 0
+    out = capsys.readouterr().out
+    assert " Family: binomial  ( logit )" in out
+    # lme4's AIC line for this model (tests/reference/glmm/cbpp_binomial.json: AIC 194.05)
+    assert "   194.1    204.2    -92.0    184.1       51 " in out
+    assert main(["fit", formula, "--data", str(p), "--link", "probit"]) == 2
