@@ -70,7 +70,7 @@ for (i in seq_len(reps)) {
   fit <- glmer(f, data = df, family = fam)
   times[i] <- proc.time()[["elapsed"]] - t
 }
-cat(median(times), fit@devcomp$cmp[["dev"]], fit@optinfo$feval, "\n")
+cat(sprintf("%.6g %.15g %d\n", median(times), fit@devcomp$cmp[["dev"]], fit@optinfo$feval))
 """
 
 
