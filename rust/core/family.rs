@@ -59,16 +59,14 @@ fn pnorm(x: f64) -> f64 {
     0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
 }
 
-/// The standard logistic distribution function, as R's `plogis`.
-fn plogis(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// The standard logistic density, as R's `dlogis`.
-fn dlogis(x: f64) -> f64 {
+/// The standard logistic distribution function and density (R's `plogis`
+/// and `dlogis`) from one exponential.
+#[inline]
+fn plogis_dlogis(x: f64) -> (f64, f64) {
     let e = (-x.abs()).exp();
     let d = 1.0 + e;
-    e / (d * d)
+    let p = if x >= 0.0 { 1.0 / d } else { e / d };
+    (p, e / (d * d))
 }
 
 impl Link {
@@ -91,7 +89,7 @@ impl Link {
     #[inline]
     pub fn inv(self, eta: f64) -> f64 {
         match self {
-            Self::Logit => plogis(eta).min(1.0 - EPS),
+            Self::Logit => plogis_dlogis(eta).0.min(1.0 - EPS),
             Self::Probit => pnorm(eta).min(1.0 - EPS),
             Self::Cloglog => (-(-eta.exp()).exp_m1()).clamp(EPS, 1.0 - EPS),
             Self::Cauchit => (0.5 + eta.atan() / std::f64::consts::PI).min(1.0 - EPS),
@@ -102,11 +100,27 @@ impl Link {
         }
     }
 
+    /// μ and dμ/dη at η together (one exponential for the logit).
+    #[inline]
+    pub fn inv_mu_eta(self, eta: f64) -> (f64, f64) {
+        match self {
+            Self::Logit => {
+                let (p, d) = plogis_dlogis(eta);
+                (p.min(1.0 - EPS), d.max(EPS))
+            }
+            Self::Log => {
+                let e = eta.exp().max(EPS);
+                (e, e)
+            }
+            _ => (self.inv(eta), self.mu_eta(eta)),
+        }
+    }
+
     /// dμ/dη at η.
     #[inline]
     pub fn mu_eta(self, eta: f64) -> f64 {
         match self {
-            Self::Logit => dlogis(eta).max(EPS),
+            Self::Logit => plogis_dlogis(eta).1.max(EPS),
             Self::Probit => dnorm(eta),
             Self::Cloglog => (eta - eta.exp()).exp().max(EPS),
             Self::Cauchit => 1.0 / (std::f64::consts::PI * (1.0 + eta * eta)),
@@ -227,8 +241,7 @@ impl Family {
         resid: &mut [f64],
     ) {
         for i in 0..eta.len() {
-            let mu = self.link.inv(eta[i]);
-            let d = self.link.mu_eta(eta[i]);
+            let (mu, d) = self.link.inv_mu_eta(eta[i]);
             weight[i] = prior[i] * d * d / self.dist.variance(mu);
             resid[i] = (y[i] - mu) / d;
         }

@@ -90,8 +90,6 @@ pub struct Glmm {
     xb: Vec<f64>,
     /// Whether A's X blocks are stale (PIRLS on u leaves them so).
     x_stale: bool,
-    /// The working weights and response of the last PIRLS step.
-    last_working: (Vec<f64>, Vec<f64>),
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -165,7 +163,6 @@ impl Glmm {
             eta: vec![0.0; n],
             xb: vec![0.0; n],
             x_stale: false,
-            last_working: (Vec::new(), Vec::new()),
             tol: 1e-12,
             max_iter: 300,
             max_halvings: 30,
@@ -237,8 +234,9 @@ impl Glmm {
             return Err(CoreError::NotEvaluated);
         }
         if self.x_stale {
-            // A's X blocks, at the last working weights
-            let (w, z) = self.last_working.clone();
+            // A's X blocks, at the working weights of the modes (PIRLS's last step)
+            let eta = self.eta.clone();
+            let (w, z) = self.working_vectors(&eta)?;
             self.ws.set_weights_response(w, z, true)?;
             self.x_stale = false;
         }
@@ -282,10 +280,15 @@ impl Glmm {
     }
 
     /// Xβ + ZΛu + o at the current templates.
-    fn linear_predictor(&self, beta: &[f64], u: &[f64]) -> Vec<f64> {
+    fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
         let mut b = u.to_vec();
         self.ws.terms().lambda_mul(&self.templates, &mut b);
-        let mut eta = self.linear_predictor_x(beta);
+        // β fixed: Xβ was formed once for the evaluation
+        let mut eta = if with_beta {
+            self.linear_predictor_x(beta)
+        } else {
+            self.xb.clone()
+        };
         eta.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
         self.ws.terms().z_mul_add(&b, None, &mut eta);
         eta
@@ -299,6 +302,24 @@ impl Glmm {
     /// Sets the working weights and response at η and refactors at θ.
     /// Returns log det(LLᵀ) (and, with `with_beta`, forms R for β̂).
     fn working_step(&mut self, theta: &[f64], eta: &[f64], with_beta: bool) -> Result<f64> {
+        let (w, mut z) = self.working_vectors(eta)?;
+        if with_beta {
+            self.ws.set_weights_response(w, z, true)?;
+            self.x_stale = false;
+            Ok(self.ws.update(theta)?.ld_l2)
+        } else {
+            // β fixed: the response without Xβ, and A without its X blocks
+            for (zi, xb) in z.iter_mut().zip(&self.xb) {
+                *zi -= xb;
+            }
+            self.ws.set_weights_response(w, z, false)?;
+            self.x_stale = true;
+            self.ws.refactor_at(theta)
+        }
+    }
+
+    /// The working weights and response (offset taken out) at η, checked.
+    fn working_vectors(&self, eta: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
         let n = self.n();
         let (mut w, mut z) = (vec![0.0; n], vec![0.0; n]);
         self.family
@@ -318,20 +339,7 @@ impl Glmm {
                 eta[i]
             )));
         }
-        self.last_working = (w.clone(), z.clone());
-        if with_beta {
-            self.ws.set_weights_response(w, z, true)?;
-            self.x_stale = false;
-            Ok(self.ws.update(theta)?.ld_l2)
-        } else {
-            // β fixed: the response without Xβ, and A without its X blocks
-            for (zi, xb) in z.iter_mut().zip(&self.xb) {
-                *zi -= xb;
-            }
-            self.ws.set_weights_response(w, z, false)?;
-            self.x_stale = true;
-            self.ws.refactor_at(theta)
-        }
+        Ok((w, z))
     }
 
     /// The Laplace approximation at (θ, β): PIRLS on u with β fixed.
@@ -456,7 +464,7 @@ impl Glmm {
         }
         let mut beta = self.beta.clone();
         let mut u = self.u.clone();
-        let mut eta = self.linear_predictor(&beta, &u);
+        let mut eta = self.linear_predictor(&beta, &u, with_beta);
         let mut pdev = self.penalized_deviance(&eta, &u);
         if !pdev.is_finite() {
             return Err(CoreError::Pirls(format!(
@@ -521,7 +529,7 @@ impl Glmm {
                 } else {
                     beta.clone()
                 };
-                let ec = self.linear_predictor(&bc, &uc);
+                let ec = self.linear_predictor(&bc, &uc, with_beta);
                 let pc = self.penalized_deviance(&ec, &uc);
                 if pc <= pdev || (step < SMALL_STEP && pc.is_finite()) {
                     u = uc;
