@@ -5,7 +5,8 @@
 #
 # Writes tests/reference/glmm_more/<name>.json with the fields of the glmm cases
 # (tests/reference/README.md): formula, family, link, offset (the offset argument, or null),
-# weights, theta, beta, objective, vcov_beta, fitted_head, and fixed_parameters (lme4's
+# weights, theta, beta, objective, vcov_beta, fitted_head, resid_head (the first 10 residuals
+# of each type: deviance, pearson, response, working), and fixed_parameters (lme4's
 # devFunOnly with tolPwrss = 1e-13 at lme4's optimum and two other points).
 # Run from the repository root:  Rscript scripts/make_glmm_more_reference.R
 # Written against R 4.2.2, lme4 1.1-31, jsonlite 1.8.4.
@@ -67,6 +68,9 @@ for (cs in cases) {
     objective = unname(fit@devcomp$cmp[["dev"]]),
     vcov_beta = unname(as.matrix(vcov(fit))),
     fitted_head = unname(head(fitted(fit), 10)),
+    resid_head = lapply(c(deviance = "deviance", pearson = "pearson", response = "response",
+                          working = "working"),
+                        function(t) unname(head(residuals(fit, type = t), 10))),
     fixed_parameters = lapply(pts, function(p) list(theta = p[[1]], beta = p[[2]],
                                                    objective = dfun(c(p[[1]], p[[2]]))))
   )

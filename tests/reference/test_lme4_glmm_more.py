@@ -72,3 +72,14 @@ def test_fit(name):
     assert np.max(np.abs(fit.beta - beta) / se) < 2e-3 * tol
     np.testing.assert_allclose(fit.stderror, se, rtol=2e-3 * tol)
     np.testing.assert_allclose(fit.fitted.to_numpy()[:10], ref["fitted_head"], rtol=1e-3 * tol)
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("kind", ["deviance", "pearson", "response", "working"])
+def test_residuals(name, kind):
+    ref, _ = case(name)
+    fit = fitted(name)
+    tol = 10.0 if fit.objective < ref["fixed_parameters"][0]["objective"] else 1.0
+    want = np.asarray(ref["resid_head"][kind])
+    got = fit.resid(kind).to_numpy()[:10]
+    assert np.max(np.abs(got - want)) <= 2e-3 * tol * np.max(np.abs(want))
