@@ -32,6 +32,12 @@
 //! in u, and β, below `tol` relative to 1 + |value|), far tighter than lme4's
 //! default, so the objective is a smooth function of (θ, β) down to rounding.
 //! Each evaluation starts from the last evaluation's modes.
+//!
+//! With a single scalar random-effects term, [`Glmm::agq`] replaces the
+//! Laplace approximation by adaptive Gauss-Hermite quadrature (lme4's
+//! `glmerAGQ`, nAGQ > 1). Families with a dispersion or a shape (Gamma,
+//! negative binomial) add lme4's μ-dependent part of −2 log L
+//! ([`Pirls::scale_term`]).
 
 use super::crossprod::RowData;
 use super::error::{check_finite, check_len, CoreError, Result};

@@ -78,11 +78,14 @@
 //! - `selinv`, `logdet_grad`, `gradient`: M⁻¹ on the pattern of L (selected
 //!   inversion, blockwise as L) and the exact gradient of the objective with
 //!   respect to θ.
-//! - `family`, `glmm`: GLMMs. [`Family`] (the per-row link and variance
-//!   functions and deviance residuals, as lme4's) and [`Glmm`]: PIRLS for the
-//!   conditional modes on this workspace (working weights and response
-//!   refilled in A's kept patterns, L refactored numerically) and the Laplace
-//!   approximation of −2 log L at (θ, β), or at θ with β inside PIRLS.
+//! - `family`, `glmm`: GLMMs. [`Family`] (binomial, Poisson, Gamma and
+//!   negative binomial with lme4's links: the per-row link and variance
+//!   functions, deviance residuals and lme4's aic, with lme4's clamps) and
+//!   [`Glmm`]: PIRLS for the conditional modes on this workspace (working
+//!   weights and response refilled in A's kept patterns, L refactored
+//!   numerically), the Laplace approximation of −2 log L at (θ, β) or at θ
+//!   with β inside PIRLS, and adaptive Gauss-Hermite quadrature for a single
+//!   scalar term.
 
 // Index loops over small blocks read like the formulas they implement; NaN
 // pivots must fail the positivity checks, hence `!(d > 0.0)`.
