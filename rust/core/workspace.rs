@@ -404,7 +404,7 @@ impl Workspace {
     /// Without `with_x` the X blocks of A are stale (see
     /// [`CrossProducts::set_weights_response`]) until the next call with it:
     /// only [`refactor_at`](Self::refactor_at) and
-    /// [`u_of_response`](Self::u_of_response) may be used meanwhile.
+    /// `u_of_response` may be used meanwhile.
     pub fn set_weights_response(
         &mut self,
         weights: Vec<f64>,
