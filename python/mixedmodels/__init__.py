@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import datasets, exceptions
+from . import datasets, exceptions, families
 from ._core import __version__ as _core_version
 from .design import Design, build_design
 from .exceptions import (
@@ -17,10 +17,14 @@ from .exceptions import (
     DataWarning,
     FormulaError,
     MixedModelsError,
+    PirlsError,
     RankDeficiencyWarning,
     ThetaError,
 )
 from .formula import parse_formula
+from .glmm import GeneralizedLinearMixedModel, glmer
+from .glmm_nb import glmer_nb
+from .glmm_results import GeneralizedLinearMixedModelResult
 from .inference import anova
 from .matrices import GLSResult, LFactor, VBlock, gls
 from .model import LinearMixedModel, lmer
@@ -36,12 +40,15 @@ __all__ = [
     "DataError",
     "Design",
     "FormulaError",
+    "GeneralizedLinearMixedModel",
+    "GeneralizedLinearMixedModelResult",
     "GLSResult",
     "LFactor",
     "LinearMixedModel",
     "LinearMixedModelResult",
     "MixedModelsError",
     "OptSummary",
+    "PirlsError",
     "RandomEffects",
     "RankDeficiencyWarning",
     "ThetaError",
@@ -50,6 +57,9 @@ __all__ = [
     "build_design",
     "datasets",
     "exceptions",
+    "families",
+    "glmer",
+    "glmer_nb",
     "gls",
     "lmer",
     "parse_formula",

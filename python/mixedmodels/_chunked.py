@@ -30,8 +30,8 @@ from ._chunk_scan import Scan, Spec, combined, empty, on_levels, scan_chunk
 from ._model_matrix import ColumnBuilder, Variable, model_matrix
 from ._reval import Factor, Numeric
 from ._sources import ChunkSource
-from ._state import BlockSums, Centering, ModelState
-from ._term_maps import TermMaps
+from ._state import BlockSums, ModelState
+from ._term_maps import Centering, TermMaps
 from .design import Design, TermDesign
 from .exceptions import DataError
 from .formula import ParsedFormula

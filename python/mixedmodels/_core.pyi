@@ -7,7 +7,7 @@ import numpy.typing as npt
 
 __version__: str
 
-__all__ = ["BlockSums", "Workspace", "__version__"]
+__all__ = ["BlockSums", "GlmmWorkspace", "Workspace", "__version__"]
 
 @final
 class Workspace:
@@ -103,3 +103,59 @@ class BlockSums:
     @staticmethod
     def from_state(state: tuple[object, ...]) -> BlockSums: ...
     def __reduce__(self) -> tuple[object, ...]: ...
+
+@final
+class GlmmWorkspace:
+    """A generalized linear mixed model's PIRLS workspace.
+
+    Built from X (n x p), the response (binomial: proportions), the terms as
+    for Workspace, the family and link (R's names), the linear predictor of
+    the family's starting means, prior weights (binomial: numbers of trials)
+    and an offset. ``laplace(theta, beta)`` runs PIRLS on u to convergence and
+    returns (laplace, deviance, sqr_u, ld_l2, iterations, halvings);
+    ``laplace_beta(theta)`` runs it on β and u together (nAGQ = 0).
+    """
+
+    def __new__(
+        cls,
+        x: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        terms: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]],
+        family: str,
+        link: str,
+        eta_start: npt.NDArray[np.float64],
+        weights: npt.NDArray[np.float64] | None = None,
+        offset: npt.NDArray[np.float64] | None = None,
+        shape: float | None = None,
+    ) -> GlmmWorkspace: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def p(self) -> int: ...
+    @property
+    def q(self) -> int: ...
+    @property
+    def n_theta(self) -> int: ...
+    @property
+    def lower(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def tol(self) -> float: ...
+    @tol.setter
+    def tol(self, tol: float) -> None: ...
+    def laplace(
+        self, theta: npt.NDArray[np.float64], beta: npt.NDArray[np.float64]
+    ) -> tuple[float, float, float, float, int, int]: ...
+    def laplace_beta(
+        self, theta: npt.NDArray[np.float64]
+    ) -> tuple[float, float, float, float, int, int]: ...
+    def agq(
+        self,
+        theta: npt.NDArray[np.float64],
+        beta: npt.NDArray[np.float64],
+        nodes: npt.NDArray[np.float64],
+        weights: npt.NDArray[np.float64],
+    ) -> tuple[float, tuple[float, float, float, float, int, int]]: ...
+    def set_shape(self, shape: float) -> None: ...
+    def reset(self) -> None: ...
+    def state(self) -> dict[str, npt.NDArray[np.float64]]: ...
+    def cond_var(self) -> list[npt.NDArray[np.float64]]: ...

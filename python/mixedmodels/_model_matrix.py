@@ -32,6 +32,7 @@ from .formula import TermList
 
 __all__ = [
     "ColumnBuilder",
+    "drop_dependent_columns",
     "Variable",
     "drop_unused",
     "evaluate",
@@ -287,3 +288,51 @@ def model_matrix(
     coding = _coding(tl, vars_)
     x, names, _ = _assemble(tl, specs, vars_, coding, n, order)
     return x, names, ColumnBuilder(tl, state, tuple(specs.items()), coding)
+
+
+def _clearly_independent(X: np.ndarray) -> bool:
+    """Whether one or two columns are far from dependence (the Cholesky test in closed form)."""
+    a = float(X[:, 0] @ X[:, 0])
+    if X.shape[1] == 1:
+        return a > 0
+    b, c = float(X[:, 1] @ X[:, 1]), float(X[:, 0] @ X[:, 1])
+    return a > 0 and b > 0 and 1.0 - c * c / (a * b) > 1e-8
+
+
+def drop_dependent_columns(
+    X: np.ndarray, names: list[str], tol: float = 1e-7
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns that are linear combinations of earlier ones; return (X, names, dropped).
+
+    lme4 drops them with a message. A column is dependent when the diagonal
+    of R in X = QR (columns scaled to unit length) is below ``tol``. The QR
+    is skipped when the Cholesky factor of the scaled cross-product shows the
+    columns far from dependence.
+    """
+    p = X.shape[1]
+    if p == 0:
+        return X, names, []
+    if p <= 2 and _clearly_independent(X):
+        return X, names, []
+    xtx = X.T @ X
+    norms = np.sqrt(np.diag(xtx))
+    zero = norms == 0
+    if not zero.any():
+        g = xtx / np.outer(norms, norms)
+        try:
+            r = np.linalg.cholesky(g)
+            if np.min(np.abs(np.diag(r))) > 1e-4:
+                return X, names, []
+        except np.linalg.LinAlgError:
+            pass
+    scaled = X / np.where(zero, 1.0, norms)
+    rr = np.asarray(np.linalg.qr(scaled, mode="r"))  # R alone (the stubs say QRResult)
+    d = np.zeros(p)
+    m = min(rr.shape)
+    d[:m] = np.abs(np.diag(rr)[:m])
+    keep = (d > tol) & ~zero
+    if keep.all():
+        return X, names, []
+    dropped = [n for n, k in zip(names, keep, strict=True) if not k]
+    kept = np.asfortranarray(X[:, keep])
+    return kept, [n for n, k in zip(names, keep, strict=True) if k], dropped

@@ -1,6 +1,7 @@
-"""The one door to the Rust core: `ModelState`.
+"""The one door to the Rust core: `ModelState` (and `GlmmState` for GLMMs).
 
-Every call into ``_core.Workspace`` goes through `ModelState`. The core takes
+Every call into ``_core.Workspace`` goes through `ModelState`, every call into
+``_core.GlmmWorkspace`` through `GlmmState`. The core takes
 the prior weights W and the offset itself: its objective is the model's
 (lme4's, −log det W included), its fitted values are on the scale of y with
 the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the
@@ -28,18 +29,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._core import BlockSums, Workspace
-from ._term_maps import TermMaps, column_ranges
+from ._core import BlockSums, GlmmWorkspace, Workspace
+from ._term_maps import Centering, TermMaps
 from .design import Design
 from .exceptions import InternalError, ThetaError
 
-__all__ = ["BlockSums", "ModelState", "Solution"]
+__all__ = ["BlockSums", "GlmmState", "ModelState", "PirlsRun", "Solution"]
 
 
 class Solution(NamedTuple):
@@ -63,58 +63,6 @@ class Solution(NamedTuple):
     """The fixed effects' dense factor RX (p x p, upper triangular)."""
     rzx: np.ndarray
     """RZX (q x p, rows in L's order)."""
-
-
-@dataclass(frozen=True)
-class Centering:
-    """Means taken out of X's columns and of the response before the core sees them.
-
-    X_c = X − 1 x̄ᵀ (x̄₀ = 0 for the intercept, column 0) = X C, y_c = y − ȳ.
-    """
-
-    x_mean: np.ndarray
-    y_shift: float
-
-    @classmethod
-    def of(cls, design: Design) -> Centering | None:
-        """Return the centering a design needs, or None (no intercept, or nothing large)."""
-        x, n = design.X, design.n
-        if x.shape[1] == 0 or n < 2 or not np.all(x[:, 0] == 1.0):
-            return None
-        m = np.zeros(x.shape[1])  # column 0 is the intercept
-        m[1:] = _large_means(x[:, 1:], design.weights)
-        yo = design.y if design.offset is None else design.y - design.offset
-        ys = float(_large_means(yo[:, None], design.weights)[0])
-        return None if ys == 0.0 and not m.any() else cls(m, ys)
-
-    def x(self, x: np.ndarray) -> np.ndarray:
-        """Return the centred X."""
-        return x - self.x_mean
-
-    def beta(self, beta_c: np.ndarray) -> np.ndarray:
-        """Return β of the model for β of the centred problem: β = C β_c (+ ȳ on the intercept)."""
-        beta = beta_c.copy()
-        beta[0] += self.y_shift - float(self.x_mean @ beta_c)
-        return beta
-
-    def right(self, r: np.ndarray) -> np.ndarray:
-        """Return R C⁻¹ for a factor R of the centred X (RX, RZX): C⁻¹ = I + e₀ x̄ᵀ."""
-        return r + np.outer(r[:, 0], self.x_mean)
-
-
-def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Return each column's (weighted) mean where it is over 100 times the column's range, else 0.
-
-    Reductions only (no temporary arrays): this runs for every model. The range
-    bounds the spread, so the test errs on the side of not centring.
-    """
-    if x.shape[1] == 0:
-        return np.zeros(0)
-    lo, hi = column_ranges(x)
-    if all(abs(a) <= 100.0 * (b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)):
-        return np.zeros(x.shape[1])  # the usual case: no mean is far outside the range
-    mean = np.average(x, axis=0, weights=w)
-    return np.where(np.abs(mean) > 100.0 * (hi - lo), mean, 0.0)
 
 
 class ModelState:
@@ -447,3 +395,81 @@ class ModelSpaceState(ModelState):
     def model_theta(self, core_theta: np.ndarray) -> np.ndarray:
         """Return θ itself (the model's)."""
         return np.asarray(core_theta, dtype=np.float64)
+
+
+class PirlsRun(NamedTuple):
+    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS).
+
+    ``laplace`` = ``deviance`` (Σ dᵢ at the modes) + ``sqr_u`` (‖û‖²) + ``ld_l2`` (log det LLᵀ
+    at the converged working weights): −2 log L (Laplace) without the family's constant;
+    ``iterations`` (numeric refactorizations) and ``halvings`` (step halvings).
+    """
+
+    laplace: float
+    deviance: float
+    sqr_u: float
+    ld_l2: float
+    iterations: int
+    halvings: int
+
+
+class GlmmState:
+    """A GLMM's Rust workspace (``GlmmWorkspace``): PIRLS and the Laplace approximation.
+
+    Each call is one crossing into the core, with the GIL released; the modes
+    of one evaluation are where the next starts.
+    """
+
+    __slots__ = ("_ws", "evaluations", "pirls_iterations")
+
+    def __init__(
+        self, design: Design, family: str, link: str, eta0: np.ndarray, shape: float | None
+    ):
+        # PIRLS runs (objective evaluations) and iterations (refactorizations) so far
+        self.evaluations, self.pirls_iterations = 0, 0
+        self._ws = GlmmWorkspace(
+            np.asfortranarray(design.X),
+            np.ascontiguousarray(design.y, dtype=np.float64),
+            [(t.codes, np.ascontiguousarray(t.z), t.n_levels) for t in design.terms],
+            family,
+            link,
+            np.ascontiguousarray(eta0, dtype=np.float64),
+            weights=design.weights,
+            offset=design.offset,
+            shape=shape,
+        )
+
+    def set_shape(self, shape: float) -> None:
+        """Set the negative binomial shape."""
+        self._ws.set_shape(shape)
+
+    def laplace(self, theta: np.ndarray, beta: np.ndarray) -> PirlsRun:
+        """Run PIRLS on u at (θ, β)."""
+        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
+        return self._count(PirlsRun(*self._ws.laplace(th, b)))
+
+    def _count(self, run: PirlsRun) -> PirlsRun:
+        self.evaluations += 1
+        self.pirls_iterations += run.iterations
+        return run
+
+    def agq(
+        self, theta: np.ndarray, beta: np.ndarray, nodes: np.ndarray, weights: np.ndarray
+    ) -> tuple[float, PirlsRun]:
+        """Return adaptive Gauss-Hermite quadrature's −2 log L at (θ, β) and PIRLS's record."""
+        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
+        value, run = self._ws.agq(th, b, nodes, weights)
+        return value, self._count(PirlsRun(*run))
+
+    def laplace_beta(self, theta: np.ndarray) -> PirlsRun:
+        """Run PIRLS on β and u at θ (nAGQ = 0)."""
+        th = np.ascontiguousarray(theta, dtype=np.float64)
+        return self._count(PirlsRun(*self._ws.laplace_beta(th)))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""
+        return {k: np.asarray(v) for k, v in self._ws.state().items()}
+
+    def cond_var(self) -> list[np.ndarray]:
+        """Return per term the conditional covariances of b at the last run."""
+        return [np.asarray(c) for c in self._ws.cond_var()]

@@ -1,4 +1,9 @@
-"""How the core sees the random-effect columns: centred and scaled, mapped back exactly.
+"""How the core sees the columns: centred and scaled, mapped back exactly.
+
+`Centering` takes large means out of X's columns and the response (a
+reparametrization of β); `TermMaps` centres and scales the random-effect
+columns (a reparametrization of θ).
+
 
 A term's columns z (n x k) reach the core as z_core = z Mₜ, with Mₜ = Aₜ Sₜ⁻¹:
 
@@ -21,12 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._layout import ThetaLayout, lower_triangle
 
-__all__ = ["TermMaps", "column_ranges", "column_scales", "column_shifts"]
+if TYPE_CHECKING:
+    from .design import Design
+
+__all__ = ["Centering", "TermMaps", "column_ranges", "column_scales", "column_shifts"]
 
 _SMALLEST_KEPT, _LARGEST_KEPT = 2.0**-6.5, 2.0**6.5
 
@@ -178,3 +187,55 @@ class TermMaps:
     def model_cond_var(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
         """Return per term the conditional covariances of b (levels x k x k) for the core's."""
         return [c if m is None else m @ c @ m.T for c, m in zip(blocks, self.maps, strict=True)]
+
+
+@dataclass(frozen=True)
+class Centering:
+    """Means taken out of X's columns and of the response before the core sees them.
+
+    X_c = X − 1 x̄ᵀ (x̄₀ = 0 for the intercept, column 0) = X C, y_c = y − ȳ.
+    """
+
+    x_mean: np.ndarray
+    y_shift: float
+
+    @classmethod
+    def of(cls, design: Design) -> Centering | None:
+        """Return the centering a design needs, or None (no intercept, or nothing large)."""
+        x, n = design.X, design.n
+        if x.shape[1] == 0 or n < 2 or not np.all(x[:, 0] == 1.0):
+            return None
+        m = np.zeros(x.shape[1])  # column 0 is the intercept
+        m[1:] = _large_means(x[:, 1:], design.weights)
+        yo = design.y if design.offset is None else design.y - design.offset
+        ys = float(_large_means(yo[:, None], design.weights)[0])
+        return None if ys == 0.0 and not m.any() else cls(m, ys)
+
+    def x(self, x: np.ndarray) -> np.ndarray:
+        """Return the centred X."""
+        return x - self.x_mean
+
+    def beta(self, beta_c: np.ndarray) -> np.ndarray:
+        """Return β of the model for β of the centred problem: β = C β_c (+ ȳ on the intercept)."""
+        beta = beta_c.copy()
+        beta[0] += self.y_shift - float(self.x_mean @ beta_c)
+        return beta
+
+    def right(self, r: np.ndarray) -> np.ndarray:
+        """Return R C⁻¹ for a factor R of the centred X (RX, RZX): C⁻¹ = I + e₀ x̄ᵀ."""
+        return r + np.outer(r[:, 0], self.x_mean)
+
+
+def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Return each column's (weighted) mean where it is over 100 times the column's range, else 0.
+
+    Reductions only (no temporary arrays): this runs for every model. The range
+    bounds the spread, so the test errs on the side of not centring.
+    """
+    if x.shape[1] == 0:
+        return np.zeros(0)
+    lo, hi = column_ranges(x)
+    if all(abs(a) <= 100.0 * (b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)):
+        return np.zeros(x.shape[1])  # the usual case: no mean is far outside the range
+    mean = np.average(x, axis=0, weights=w)
+    return np.where(np.abs(mean) > 100.0 * (hi - lo), mean, 0.0)

@@ -10,6 +10,7 @@ column by column) is the design's `ThetaLayout`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
@@ -23,19 +24,20 @@ from ._layout import TermLayout, ThetaLayout
 from ._model_matrix import (
     ColumnBuilder,
     Variable,
+    drop_dependent_columns,
     drop_unused,
     evaluate,
     missing_rows,
     model_matrix,
     sum_offsets,
 )
-from ._reval import Evaluator, Factor
+from ._reval import Evaluator, Factor, Numeric
 from ._tables import Table, as_frame, plain_column
 from .exceptions import DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, RandomTerm, names_in, parse_formula
 
-__all__ = ["ColumnBuilder", "Design", "DesignAttributes", "TermDesign", "ThetaLayout"]
-__all__ += ["aligned_values", "build_design"]
+__all__ = ["ColumnBuilder", "Design", "DesignAttributes", "ResponseHook", "TermDesign"]
+__all__ += ["ThetaLayout", "aligned_values", "build_design"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,10 @@ class Design:
         return self.layout.lower
 
 
+ResponseHook = Callable[[Factor | Numeric], tuple[np.ndarray, np.ndarray | None]]
+"""Reads a response variable: (y per data row, NaN where missing; weight factors or None)."""
+
+
 class _HasDesign(Protocol):
     @property
     def design(self) -> Design: ...
@@ -234,54 +240,6 @@ def _used_levels(
     return (np.cumsum(used) - 1)[codes], [lab for lab, u in zip(labels, used, strict=True) if u]
 
 
-def _clearly_independent(X: np.ndarray) -> bool:
-    """Whether one or two columns are far from dependence (the Cholesky test in closed form)."""
-    a = float(X[:, 0] @ X[:, 0])
-    if X.shape[1] == 1:
-        return a > 0
-    b, c = float(X[:, 1] @ X[:, 1]), float(X[:, 0] @ X[:, 1])
-    return a > 0 and b > 0 and 1.0 - c * c / (a * b) > 1e-8
-
-
-def _drop_dependent_columns(
-    X: np.ndarray, names: list[str], tol: float = 1e-7
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns that are linear combinations of earlier ones; return (X, names, dropped).
-
-    lme4 drops them with a message. A column is dependent when the diagonal
-    of R in X = QR (columns scaled to unit length) is below ``tol``. The QR
-    is skipped when the Cholesky factor of the scaled cross-product shows the
-    columns far from dependence.
-    """
-    p = X.shape[1]
-    if p == 0:
-        return X, names, []
-    if p <= 2 and _clearly_independent(X):
-        return X, names, []
-    xtx = X.T @ X
-    norms = np.sqrt(np.diag(xtx))
-    zero = norms == 0
-    if not zero.any():
-        g = xtx / np.outer(norms, norms)
-        try:
-            r = np.linalg.cholesky(g)
-            if np.min(np.abs(np.diag(r))) > 1e-4:
-                return X, names, []
-        except np.linalg.LinAlgError:
-            pass
-    scaled = X / np.where(zero, 1.0, norms)
-    rr = np.asarray(np.linalg.qr(scaled, mode="r"))  # R alone (the stubs say QRResult)
-    d = np.zeros(p)
-    m = min(rr.shape)
-    d[:m] = np.abs(np.diag(rr)[:m])
-    keep = (d > tol) & ~zero
-    if keep.all():
-        return X, names, []
-    dropped = [n for n, k in zip(names, keep, strict=True) if not k]
-    kept = np.asfortranarray(X[:, keep])
-    return kept, [n for n, k in zip(names, keep, strict=True) if k], dropped
-
-
 def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
     """Return a Series' values in the order of ``index`` (pandas' alignment), as floats.
 
@@ -329,6 +287,7 @@ def build_design(
     data: Table,
     weights: str | npt.ArrayLike | None = None,
     offset: str | npt.ArrayLike | None = None,
+    response: ResponseHook | None = None,
 ) -> Design:
     """Build the model's arrays from an lme4 formula and a data frame (lme4's ``lFormula``).
 
@@ -344,6 +303,12 @@ def build_design(
     offset
         Offset of the linear predictor: a column name or one value per row.
         Rows where the weights or the offset are missing are dropped too.
+    response
+        How to read the response variable (a factor or numeric columns), for
+        models other than the linear one: returns y for every data row (NaN
+        where missing) and factors the prior weights are multiplied by, or
+        None (a GLMM's ``cbind(successes, failures)``: the numbers of trials).
+        None: the response must be one numeric column.
 
     Returns
     -------
@@ -372,10 +337,15 @@ def build_design(
     _check_names(pf, data)
     state: dict[str, Any] = {}
     ev = Evaluator(data, state, fitting=True, where="model")
-    response = ev.variable(pf.response_node)
-    if isinstance(response, Factor) or response.values.shape[1] != 1:
-        kind = "a factor" if isinstance(response, Factor) else "several columns"
+    response_var = ev.variable(pf.response_node)
+    trials = None
+    if response is not None:
+        y_all, trials = response(response_var)
+    elif isinstance(response_var, Factor) or response_var.values.shape[1] != 1:
+        kind = "a factor" if isinstance(response_var, Factor) else "several columns"
         raise DataError(f"the response {pf.response!r} must be numeric, but it is {kind}")
+    else:
+        y_all = response_var.values[:, 0]
     values: dict[str, Variable] = {}
     evaluate(pf.fixed_terms, ev, values)
     for t in pf.random:
@@ -385,7 +355,9 @@ def build_design(
     o_all = _row_values(offset, data, "offset")
     if f_off is not None:
         o_all = f_off if o_all is None else o_all + f_off
-    missing = np.isnan(response.values[:, 0])
+    if trials is not None:
+        w_all = trials if w_all is None else w_all * trials
+    missing = np.isnan(y_all)
     for v in values.values():
         missing |= missing_rows(v)
     groupings = [_grouping(t, ev) for t in pf.random]
@@ -403,7 +375,7 @@ def build_design(
     rows: np.ndarray | slice = ~missing if n_dropped else slice(None)
     row_index = data.index[~missing] if n_dropped else data.index
     used = {label: drop_unused(v, rows) for label, v in values.items()}
-    y = response.values[rows, 0]
+    y = y_all[rows]
     w = None if w_all is None else w_all[rows]
     off = None if o_all is None else o_all[rows]
     if w is not None and not (np.isfinite(w).all() and (w > 0).all()):
@@ -418,7 +390,7 @@ def build_design(
     all_x_names = list(x_names)
     if not np.isfinite(X).all():
         raise DataError("the fixed-effects model matrix has non-finite values")
-    X, x_names, dropped = _drop_dependent_columns(X, x_names)
+    X, x_names, dropped = drop_dependent_columns(X, x_names)
     if dropped:
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "

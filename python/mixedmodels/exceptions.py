@@ -19,6 +19,7 @@ __all__ = [
     "NumericalError",
     "MemoryBudgetError",
     "InternalError",
+    "PirlsError",
     "ConvergenceWarning",
     "DataWarning",
     "RankDeficiencyWarning",
@@ -110,4 +111,13 @@ class DataWarning(UserWarning):
 
     For instance a transform gave NaN (``log`` of a negative number), which R
     treats as missing too.
+    """
+
+
+class PirlsError(NumericalError):
+    """PIRLS (the conditional modes of a generalized linear mixed model) failed.
+
+    It diverged (no step lowers the penalized deviance), did not converge, or
+    met a working weight that is not positive (a linear predictor so extreme
+    that the mean is at the edge of its range).
     """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -141,16 +141,37 @@ def _check_same_data(fits: tuple[LinearMixedModelResult, ...]) -> None:
             )
 
 
-def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.DataFrame:
+def _check_glmms(fits: tuple[Any, ...], glmm: list[bool]) -> None:
+    """Refuse what a likelihood-ratio test cannot compare among GLMM fits."""
+    if not all(glmm):
+        raise ArgumentError(
+            "anova compares linear mixed models with each other and GLMMs with each other, "
+            "not a linear mixed model with a GLMM"
+        )
+    if len(fits) == 1:
+        raise ArgumentError(
+            "anova of one GLMM (F tests) is not available; compare nested GLMMs with "
+            "mm.anova(fit0, fit1)"
+        )
+    kinds = {(f.family.name, f.family.link, f.nagq > 1) for f in fits}
+    if len(kinds) > 1:
+        raise ArgumentError(
+            "the GLMMs differ in family, link or approximation (Laplace against quadrature, "
+            "whose -2 log L leaves out a constant): their likelihoods are not comparable"
+        )
+
+
+def anova(*fits: Any, names: list[str] | None = None) -> pd.DataFrame:
     """Compare nested models, or test the fixed-effects terms of one model.
 
     Parameters
     ----------
     *fits
-        One fit: lmerTest's type III F tests (Satterthwaite df). Several fits:
+        One fit: lmerTest's type III F tests (Satterthwaite df). Several fits
+        (linear mixed models, or GLMMs of one family, link and approximation):
         likelihood-ratio tests between nested models, as lme4's ``anova``
         (REML fits are refitted by maximum likelihood first), in increasing
-        number of parameters.
+        number of parameters; deviance is −2 log L.
     names
         Row labels for several fits (default: their formulas).
 
@@ -172,12 +193,16 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
     Reaction ~ Days + (Days | Subject)     6   1751.94  42.14  2.0
     """
     for i, f in enumerate(fits):
-        if not hasattr(f, "refit_ml") or not hasattr(f, "design"):
+        if not hasattr(f, "design") or not (hasattr(f, "refit_ml") or hasattr(f, "family")):
             raise ArgumentError(f"anova takes fitted models; argument {i + 1} is {f!r}")
+    glmm = [hasattr(f, "family") for f in fits]
+    if any(glmm):
+        _check_glmms(fits, glmm)
     if len(fits) == 1:
         return anova_type3(fits[0])
     _check_same_data(fits)
-    ml = [f.refit_ml() for f in fits]
+    # GLMMs are fitted by maximum likelihood already
+    ml = list(fits) if all(glmm) else [f.refit_ml() for f in fits]
     labels = names or [f.formula for f in fits]
     order = sorted(range(len(ml)), key=lambda i: ml[i].npar)
     rows = []
@@ -189,13 +214,13 @@ def anova(*fits: LinearMixedModelResult, names: list[str] | None = None) -> pd.D
             "AIC": f.aic,
             "BIC": f.bic,
             "logLik": f.loglik,
-            "deviance": f.deviance,
+            "deviance": -2 * f.loglik,
             "Chisq": np.nan,
             "Df": np.nan,
             "p": np.nan,
         }
         if prev is not None:
-            chisq = prev.deviance - f.deviance
+            chisq = 2 * (f.loglik - prev.loglik)
             df = f.npar - prev.npar
             row["Chisq"], row["Df"] = chisq, df
             row["p"] = stats.chi2.sf(chisq, df) if df > 0 else np.nan

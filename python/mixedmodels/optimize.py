@@ -268,10 +268,13 @@ def optimize_theta(
     lower: np.ndarray,
     control: Control,
     grad: Callable[[np.ndarray], np.ndarray] | None = None,
+    initial_step: np.ndarray | None = None,
 ) -> OptSummary:
     """Minimize ``fun`` over θ >= lower, starting at ``start`` (one run, no check).
 
     ``grad`` (the gradient of ``fun``) is needed by ``"lbfgsb"`` only.
+    ``initial_step``, one per coordinate, overrides ``control.initial_step``
+    (a GLMM's second stage steps β by its standard errors).
     """
     lower = np.asarray(lower, dtype=np.float64)
     start = check_start(start, lower)
@@ -296,7 +299,9 @@ def optimize_theta(
         opt.set_xtol_rel(control.xtol_rel)
         opt.set_xtol_abs(control.xtol_abs)
         opt.set_maxeval(control.maxeval)
-        if control.initial_step is not None:
+        if initial_step is not None:
+            opt.set_initial_step(np.asarray(initial_step, dtype=np.float64))
+        elif control.initial_step is not None:
             opt.set_initial_step(control.initial_step)
 
         log = fitlog.append
@@ -329,7 +334,9 @@ def optimize_theta(
     else:
         from scipy.optimize import Bounds, minimize
 
-        radius = control.initial_step or 0.75
+        radius = (
+            float(np.min(initial_step)) if initial_step is not None else control.initial_step
+        ) or 0.75
         res = minimize(
             f,
             start,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ._columns import value_labels
 from ._tables import as_frame, plain_column
-from .design import TermDesign
+from .design import Design, TermDesign
 from .exceptions import ArgumentError, DataError, FormulaError, RowsNotKeptError
 from .formula import TermList, parse_formula
 from .matrices import z_matrix
@@ -18,12 +18,18 @@ from .matrices import z_matrix
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
 
-__all__ = ["predict", "simulate"]
+__all__ = [
+    "in_sample_linear_predictor",
+    "new_linear_predictor",
+    "predict",
+    "selected_terms",
+    "simulate",
+]
 
 
-def _selected_terms(fit: LinearMixedModelResult, re_form: str | None) -> list[int]:
-    """Return the indices of the fitted random-effects terms that re_form keeps."""
-    terms = fit.design.terms
+def selected_terms(design: Design, re_form: str | None) -> list[int]:
+    """Return the indices of the design's random-effects terms that re_form keeps."""
+    terms = design.terms
     if re_form is None:
         return list(range(len(terms)))
     text = re_form.strip()
@@ -95,44 +101,73 @@ def predict(
 ) -> np.ndarray:
     """Return predictions for new data or the fitted rows (see `LinearMixedModelResult.predict`)."""
     d = fit.design
-    keep = _selected_terms(fit, re_form)
+    keep = selected_terms(d, re_form)
     if newdata is None:
         if re_form is None:
             return fitted_rows(fit).copy()
-        n = d.n
-        eta = fit.state.add_offset(d.X @ fit.beta)
-        zs = [(i, d.terms[i].z, d.terms[i].codes) for i in keep]
-    else:
-        nd = as_frame(newdata, "newdata")
-        n = len(nd)
-        if d.offset_values:
-            warnings.warn(
-                "the model's offset was given as values, which new data do not have: the "
-                "predictions leave it out (as lme4's do); give the offset as a column name "
-                "to have it read from newdata",
-                UserWarning,
-                stacklevel=3,
-            )
-        eta = d.x_builder.build(nd) @ fit.beta
-        if d.offset_spec is not None:
-            if d.offset_spec not in nd.columns:
-                raise DataError(f"new data lack the offset column {d.offset_spec!r}")
-            off = plain_column(nd[d.offset_spec])
-            eta = eta + off.to_numpy(dtype=np.float64, na_value=np.nan)
-        in_formula = d.x_builder.offset(nd)
-        if in_formula is not None:
-            eta = eta + in_formula
-        zs = []
-        for i in keep:
-            codes = _new_codes(d.terms[i], nd, allow_new_levels)
-            zs.append((i, d.terms[i].builder.build(nd), codes))
+        if not d.rows_kept:
+            fitted_rows(fit)  # raises: the rows of a fit from chunks are not kept
+        return in_sample_linear_predictor(d, fit.beta, fit.b, keep)
+    return new_linear_predictor(d, fit.beta, fit.b, newdata, keep, allow_new_levels)
+
+
+def in_sample_linear_predictor(
+    d: Design, beta: np.ndarray, b: np.ndarray, keep: list[int]
+) -> np.ndarray:
+    """Return Xβ + offset + the kept terms' Zb on the fitted rows."""
+    eta = d.X @ beta
+    if d.offset is not None:
+        eta = eta + d.offset
+    zs = [(i, d.terms[i].z, d.terms[i].codes) for i in keep]
+    return _add_random(d, b, eta, zs)
+
+
+def new_linear_predictor(
+    d: Design,
+    beta: np.ndarray,
+    b: np.ndarray,
+    newdata: object,
+    keep: list[int],
+    allow_new_levels: bool,
+) -> np.ndarray:
+    """Return Xβ + offset + the kept terms' Zb for new data (new levels contribute 0)."""
+    nd = as_frame(newdata, "newdata")
+    if d.offset_values:
+        warnings.warn(
+            "the model's offset was given as values, which new data do not have: the "
+            "predictions leave it out (as lme4's do); give the offset as a column name "
+            "to have it read from newdata",
+            UserWarning,
+            stacklevel=4,
+        )
+    eta = d.x_builder.build(nd) @ beta
+    if d.offset_spec is not None:
+        if d.offset_spec not in nd.columns:
+            raise DataError(f"new data lack the offset column {d.offset_spec!r}")
+        off = plain_column(nd[d.offset_spec])
+        eta = eta + off.to_numpy(dtype=np.float64, na_value=np.nan)
+    in_formula = d.x_builder.offset(nd)
+    if in_formula is not None:
+        eta = eta + in_formula
+    zs = []
+    for i in keep:
+        codes = _new_codes(d.terms[i], nd, allow_new_levels)
+        zs.append((i, d.terms[i].builder.build(nd), codes))
+    return _add_random(d, b, eta, zs)
+
+
+def _add_random(
+    d: Design, b: np.ndarray, eta: np.ndarray, zs: list[tuple[int, np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Return η plus, for each (term, z, codes), the term's z b[codes] (codes < 0: 0)."""
+    n = len(eta)
     offsets = np.concatenate([[0], np.cumsum([t.n_levels * t.k for t in d.terms])])
     for i, z, codes in zs:
         t = d.terms[i]
-        b = fit.b[offsets[i] : offsets[i + 1]].reshape(t.n_levels, t.k)
+        bt = b[offsets[i] : offsets[i + 1]].reshape(t.n_levels, t.k)
         known = codes >= 0
         contrib = np.zeros(n)
-        contrib[known] = np.einsum("ij,ij->i", z[known], b[codes[known]])
+        contrib[known] = np.einsum("ij,ij->i", z[known], bt[codes[known]])
         eta = eta + contrib
     return eta
 

@@ -280,6 +280,31 @@ impl CrossProducts {
         Ok(())
     }
 
+    /// New weights and a new response together (PIRLS): every block, in
+    /// one fill. `log_det_w` is then NaN (working weights have no place in
+    /// the linear model's objective).
+    ///
+    /// Without `with_x` the blocks of X (Z̃ᵀX̃, X̃ᵀX̃, X̃ᵀỹ) are left as they
+    /// were, stale: what PIRLS on u at fixed β needs is Z̃ᵀZ̃ and Z̃ᵀỹ only
+    /// (a response with Xβ taken out), and the X blocks cost most of the fill.
+    pub fn set_weights_response(
+        &mut self,
+        terms: &Terms,
+        order: &BlockOrder,
+        weights: Vec<f64>,
+        y: Vec<f64>,
+        with_x: bool,
+    ) -> Result<()> {
+        check_len("y", y.len(), self.rows.n)?;
+        check_finite("y", &y)?;
+        self.rows.set_weights(Some(weights))?;
+        self.rows.y = y;
+        // Σ log wᵢ is not part of a GLMM's objective: not computed per PIRLS step
+        self.log_det_w = f64::NAN;
+        self.fill_parts(terms, order, false, with_x);
+        Ok(())
+    }
+
     /// A new response (original scale): recomputes only Z̃ᵀỹ, X̃ᵀỹ and ỹᵀỹ.
     pub fn set_response(&mut self, terms: &Terms, y: Vec<f64>) -> Result<()> {
         if !self.rows.kept() {
@@ -304,12 +329,27 @@ impl CrossProducts {
     /// (finding their patterns first when `find`), and the dense
     /// `[X̃ ỹ]ᵀ[X̃ ỹ]`. Each value sums its rows in their order.
     fn fill(&mut self, terms: &Terms, order: &BlockOrder, find: bool) {
+        self.fill_parts(terms, order, find, true);
+    }
+
+    /// [`fill`](Self::fill), the X blocks only `with_x`.
+    fn fill_parts(&mut self, terms: &Terms, order: &BlockOrder, find: bool, with_x: bool) {
         let (n, p, q) = (self.rows.n, self.rows.p, terms.q());
         let tt = terms.terms();
         let scale = self.rows.scale();
-        let (xs, ys) = (self.rows.scaled_x(), self.rows.scaled_y());
-        for v in [&mut self.a11, &mut self.a22d, &mut self.ztxy] {
+        let ys = self.rows.scaled_y();
+        let xs = if with_x {
+            self.rows.scaled_x()
+        } else {
+            Cow::Borrowed(&[][..])
+        };
+        for v in [&mut self.a11, &mut self.a22d] {
             v.fill(0.0);
+        }
+        if with_x {
+            self.ztxy.fill(0.0);
+        } else {
+            self.ztxy[p * q..].fill(0.0);
         }
         // where each term's diagonal blocks start: a11 for f, its first rest
         // block for the others
@@ -336,10 +376,13 @@ impl CrossProducts {
                 }
             }
         }
-        // Z̃ᵀ[X̃ ỹ], column by column
-        for (j, dst) in self.ztxy.chunks_exact_mut(q).enumerate() {
-            let v = if j < p { &xs[j * n..(j + 1) * n] } else { &ys };
-            terms.zt_mul_add(v, scale, dst);
+        // Z̃ᵀ[X̃ ỹ], all columns in one pass over the rows
+        if with_x {
+            let mut cols: Vec<&[f64]> = (0..p).map(|j| &xs[j * n..(j + 1) * n]).collect();
+            cols.push(&ys);
+            terms.zt_mul_add_cols(&cols, scale, &mut self.ztxy);
+        } else {
+            terms.zt_mul_add(&ys, scale, &mut self.ztxy[p * q..]);
         }
         // the off-diagonal blocks: f's columns with every term of the rest
         // (A21), each term of the rest with the later ones (A22)
@@ -361,7 +404,9 @@ impl CrossProducts {
                 find,
             );
         }
-        xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
+        if with_x {
+            xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
+        }
     }
 
     pub fn rows(&self) -> &RowData {

@@ -58,6 +58,10 @@ pub enum CoreError {
     /// An allocation failed.
     #[error("not enough memory for {what}")]
     OutOfMemory { what: &'static str },
+    /// PIRLS (the conditional modes of a GLMM) failed: divergence, no
+    /// convergence, or working weights that are not positive.
+    #[error("PIRLS failed: {0}")]
+    Pirls(String),
     /// Index overflow or another failure inside the sparse factorization.
     #[error("sparse factorization failed: {0}")]
     Factorization(String),

@@ -80,6 +80,14 @@
 //! - `selinv`, `logdet_grad`, `gradient`: M⁻¹ on the pattern of L (selected
 //!   inversion, blockwise as L) and the exact gradient of the objective with
 //!   respect to θ.
+//! - `family`, `glmm`: GLMMs. [`Family`] (binomial, Poisson, Gamma and
+//!   negative binomial with lme4's links: the per-row link and variance
+//!   functions, deviance residuals and lme4's aic, with lme4's clamps) and
+//!   [`Glmm`]: PIRLS for the conditional modes on this workspace (working
+//!   weights and response refilled in A's kept patterns, L refactored
+//!   numerically), the Laplace approximation of −2 log L at (θ, β) or at θ
+//!   with β inside PIRLS, and adaptive Gauss-Hermite quadrature for a single
+//!   scalar term.
 
 // Index loops over small blocks read like the formulas they implement; NaN
 // pivots must fail the positivity checks, hence `!(d > 0.0)`.
@@ -90,6 +98,8 @@ pub mod chunks;
 pub mod crossprod;
 pub mod error;
 pub mod factor;
+pub mod family;
+pub mod glmm;
 pub mod gradient;
 mod logdet_grad;
 pub mod marginal;
@@ -110,6 +120,8 @@ pub use chunks::BlockSums;
 pub use crossprod::{CrossProducts, RowData};
 pub use error::{CoreError, Result};
 pub use factor::{BlockedFactor, FactorL};
+pub use family::{Distribution, Family, Link};
+pub use glmm::{Glmm, Pirls};
 pub use gradient::GradientParts;
 pub use marginal::Csr;
 pub use order::BlockOrder;

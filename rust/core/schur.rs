@@ -173,6 +173,13 @@ impl SchurFill {
         }
     }
 
+    /// Drops the grouped form: the direct fill is used (PIRLS's working
+    /// weights differ row by row, so levels rarely share a diagonal value
+    /// and grouping them would cost more than it saves).
+    pub fn ungroup(&mut self) {
+        self.classes = None;
+    }
+
     /// [`group`](Self::group) with the default choice, for new weights.
     pub fn regroup(&mut self, pattern: &Pattern, a: &CrossProducts) {
         self.group(pattern, a, CLASS_MAX_RATIO, rayon::current_num_threads());

@@ -246,6 +246,39 @@ impl Terms {
         }
     }
 
+    /// `out[c] += Z̃ᵀ cols[c]` for several columns at once (each n values;
+    /// `out` is q x m column-major, lme4's order): one pass over the rows,
+    /// each entry summed over the rows in their order, as `zt_mul_add`.
+    pub fn zt_mul_add_cols(&self, cols: &[&[f64]], scale: Option<&[f64]>, out: &mut [f64]) {
+        let q = self.q();
+        for (term, lay) in self.terms.iter().zip(&self.layout) {
+            let k = term.k;
+            for r in 0..self.n {
+                let base = lay.offset + term.codes[r] as usize * k;
+                let z = &term.z[r * k..(r + 1) * k];
+                for (c, col) in cols.iter().enumerate() {
+                    let vr = col[r];
+                    if vr == 0.0 {
+                        continue;
+                    }
+                    let dst = &mut out[c * q + base..c * q + base + k];
+                    match scale {
+                        None => {
+                            for i in 0..k {
+                                dst[i] += z[i] * vr;
+                            }
+                        }
+                        Some(s) => {
+                            for i in 0..k {
+                                dst[i] += s[r] * z[i] * vr;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `out += Z̃ b` for one column `b` (q values in lme4's order), Z̃ =
     /// diag(s) Z; `out` has n values.
     pub fn z_mul_add(&self, b: &[f64], scale: Option<&[f64]>, out: &mut [f64]) {

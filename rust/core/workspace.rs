@@ -227,18 +227,11 @@ impl Workspace {
                 return Ok(ev.clone());
             }
         }
-        self.eval = None;
-        self.terms.set_templates(theta, &mut self.templates)?;
-        self.theta.copy_from_slice(theta);
-        let qf = self.order.qf();
-        let (c1, c2) = self.c.as_mut().split_at_row_mut(qf);
-        let ld_l2 = self
-            .factor
-            .refactor(&self.pattern, &self.a, &self.templates, c1, c2)?;
+        let ld_l2 = self.refactor_at(theta)?;
         // S = [X̃ ỹ]ᵀ[X̃ ỹ] − c1ᵀc1 − c2ᵀc2 and its Cholesky factor
         let p = self.p();
         self.r.copy_from(self.a.xyxy());
-        let (c1, c2) = self.c.as_ref().split_at_row(qf);
+        let (c1, c2) = self.c.as_ref().split_at_row(self.order.qf());
         matmul(
             self.r.as_mut(),
             Accum::Add,
@@ -271,6 +264,19 @@ impl Workspace {
         };
         self.eval = Some(ev.clone());
         Ok(ev)
+    }
+
+    /// Sets θ and refactors L (forming c), without R: log det(LLᵀ). The
+    /// fixed effects' factor is not formed (`evaluation` then fails until
+    /// the next `update`); what PIRLS on u at fixed β needs.
+    pub fn refactor_at(&mut self, theta: &[f64]) -> Result<f64> {
+        self.eval = None;
+        self.terms.set_templates(theta, &mut self.templates)?;
+        self.theta.copy_from_slice(theta);
+        let qf = self.order.qf();
+        let (c1, c2) = self.c.as_mut().split_at_row_mut(qf);
+        self.factor
+            .refactor(&self.pattern, &self.a, &self.templates, c1, c2)
     }
 
     /// The evaluation at the last θ.
@@ -337,9 +343,16 @@ impl Workspace {
     }
 
     /// β̂ and û at the last θ.
-    fn beta_u(&self) -> (Vec<f64>, Vec<f64>) {
-        let p = self.p();
+    pub(crate) fn beta_u(&self) -> (Vec<f64>, Vec<f64>) {
         let beta = self.beta();
+        let u = self.u_for_beta(&beta);
+        (beta, u)
+    }
+
+    /// u minimizing the penalized residual sum of squares at a given β and
+    /// the last θ (L and c as of the last refactorization).
+    pub(crate) fn u_for_beta(&self, beta: &[f64]) -> Vec<f64> {
+        let p = self.p();
         // u = P̃ᵀ L⁻ᵀ (c_y − c_X β)
         let resid = Mat::from_fn(self.q(), 1, |i, _| {
             let mut s = self.c[(i, p)];
@@ -348,14 +361,25 @@ impl Workspace {
             }
             s
         });
-        let u: Vec<f64> = self
-            .factor
+        self.factor
             .lt_solve(resid.as_ref())
             .col(0)
             .iter()
             .copied()
-            .collect();
-        (beta, u)
+            .collect()
+    }
+
+    /// u minimizing ‖ỹ − Z̃Λu‖² + ‖u‖² at the last refactorization (the
+    /// response's column of c only: X plays no part).
+    pub(crate) fn u_of_response(&self) -> Vec<f64> {
+        let p = self.p();
+        let col = Mat::from_fn(self.q(), 1, |i, _| self.c[(i, p)]);
+        self.factor
+            .lt_solve(col.as_ref())
+            .col(0)
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// RX (p x p upper triangular, column-major) at the last θ.
@@ -412,6 +436,27 @@ impl Workspace {
         self.eval = None;
         self.a.set_weights(&self.terms, &self.order, weights)?;
         self.factor.schur_mut().regroup(&self.pattern, &self.a);
+        Ok(())
+    }
+
+    /// Replaces the weights and the response at once (PIRLS: the working
+    /// weights and response): one pass over the rows in the kept patterns;
+    /// the Schur complement is then filled directly (no grouping by classes).
+    ///
+    /// Without `with_x` the X blocks of A are stale (see
+    /// [`CrossProducts::set_weights_response`]) until the next call with it:
+    /// only [`refactor_at`](Self::refactor_at) and
+    /// `u_of_response` may be used meanwhile.
+    pub fn set_weights_response(
+        &mut self,
+        weights: Vec<f64>,
+        y: Vec<f64>,
+        with_x: bool,
+    ) -> Result<()> {
+        self.eval = None;
+        self.a
+            .set_weights_response(&self.terms, &self.order, weights, y, with_x)?;
+        self.factor.schur_mut().ungroup();
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pyo3::import_exception!(mixedmodels.exceptions, NumericalError);
 pyo3::import_exception!(mixedmodels.exceptions, MemoryBudgetError);
 pyo3::import_exception!(mixedmodels.exceptions, InternalError);
 pyo3::import_exception!(mixedmodels.exceptions, RowsNotKeptError);
+pyo3::import_exception!(mixedmodels.exceptions, PirlsError);
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -38,6 +39,7 @@ impl From<CoreError> for PyErr {
             CoreError::OutOfMemory { .. } => MemoryBudgetError::new_err(msg),
             CoreError::Factorization(_) => NumericalError::new_err(msg),
             CoreError::RowsNotKept { .. } => RowsNotKeptError::new_err(msg),
+            CoreError::Pirls(_) => PirlsError::new_err(msg),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{ReTerm, RowData, Workspace};
 
 mod chunks;
 mod factor;
+mod glmm;
 mod gradient;
 mod marginal;
 mod objective;

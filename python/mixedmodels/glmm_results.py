@@ -1,0 +1,332 @@
+"""A fitted generalized linear mixed model (lme4's ``glmerMod``).
+
+Which "deviance" is which (lme4's conventions, values for cbpp):
+
+- ``objective`` (184.05): −2 log L under the Laplace approximation, with the
+  likelihood's constant; lme4's ``devcomp$cmp["dev"]`` and ``-2 * logLik``,
+  printed as "deviance" in the summary's AIC line.
+- ``laplace_deviance`` (100.10): the same without the constant (MixedModels.jl's).
+- ``deviance`` (73.47): Σ dᵢ at the conditional modes (lme4's ``deviance(fit)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ._glmm_summary import glmm_summary_text
+from ._ranef import RandomEffects, coefficients, random_effects, variance_components
+from .design import Design, DesignAttributes
+from .exceptions import ArgumentError, UnknownNameError
+from .families import Family
+from .optimize import OptSummary
+from .predict import in_sample_linear_predictor, new_linear_predictor, selected_terms
+
+if TYPE_CHECKING:
+    from .glmm import GeneralizedLinearMixedModel
+
+__all__ = ["GeneralizedLinearMixedModelResult", "vcov_from_hessian"]
+
+
+def vcov_from_hessian(hessian: np.ndarray, n_theta: int) -> np.ndarray | None:
+    """Return β's covariance from the Hessian of −2 log L in (θ, β), as lme4's ``calc.vcov.hess``.
+
+    2 H⁻¹ restricted to β (symmetrized); None when H is not invertible or the
+    result is not positive definite (lme4 then falls back to RX).
+    """
+    try:
+        hinv = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return None
+    v = hinv[n_theta:, n_theta:]
+    v = v + v.T
+    if not np.isfinite(v).all() or (v.size and np.linalg.eigvalsh(v).min() <= 0):
+        return None
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class GeneralizedLinearMixedModelResult(DesignAttributes):
+    """A fitted GLMM: estimates as attributes, derived quantities computed on first use.
+
+    Make one with `glmer` or `GeneralizedLinearMixedModel.fit`.
+    """
+
+    model: GeneralizedLinearMixedModel = field(repr=False)
+    """The model that was fitted."""
+    theta: np.ndarray
+    """θ at the optimum, in lme4's order."""
+    beta: np.ndarray
+    """Fixed effects β̂."""
+    objective: float
+    """−2 log L (Laplace) at the optimum, with the likelihood's constant (lme4's)."""
+    laplace_deviance: float = field(repr=False)
+    """``objective`` without the likelihood's constant."""
+    deviance: float = field(repr=False)
+    """Σ dᵢ at the conditional modes: lme4's ``deviance(fit)``."""
+    sqr_u: float = field(repr=False)
+    """‖û‖²."""
+    ld_l2: float = field(repr=False)
+    """log det(LLᵀ) at the converged working weights."""
+    u: np.ndarray = field(repr=False)
+    """Spherical conditional modes û."""
+    b: np.ndarray = field(repr=False)
+    """Conditional modes b = Λû, in Z's column order."""
+    eta: np.ndarray = field(repr=False)
+    """Linear predictor η at the modes (offset included)."""
+    mu: np.ndarray = field(repr=False)
+    """Fitted means μ = g⁻¹(η)."""
+    rx: np.ndarray = field(repr=False)
+    """RX at the converged working weights (RXᵀRX: β's Fisher information given the modes)."""
+    cond_var: list[np.ndarray] = field(repr=False)
+    """Per term the conditional covariances of b (levels, k, k)."""
+    hessian: np.ndarray | None = field(repr=False)
+    """Finite-difference Hessian of ``objective`` in (θ, β) (lme4's ``deriv12``), or None."""
+    vcov_beta: np.ndarray | None = field(repr=False)
+    """β's covariance from the Hessian (None: not positive definite, or nAGQ = 0)."""
+    optsum: OptSummary = field(repr=False)
+    """The record of the final optimization (θ and β; for nAGQ = 0, θ)."""
+    optsum_nagq0: OptSummary = field(repr=False)
+    """The record of the first stage (nAGQ = 0: θ alone)."""
+    evaluations: int = field(default=0, repr=False)
+    """Objective evaluations (PIRLS runs) of the whole fit: both stages and the Hessian."""
+    pirls_iterations: int = field(default=0, repr=False)
+    """PIRLS iterations (numeric refactorizations of L) of the whole fit."""
+
+    @property
+    def design(self) -> Design:
+        """Return the model's design."""
+        return self.model.design
+
+    @property
+    def family(self) -> Family:
+        """Return the family."""
+        return self.model.family
+
+    @property
+    def nagq(self) -> int:
+        """Return the number of quadrature points (1: Laplace, 0: the fast fit)."""
+        return self.model.nagq
+
+    @cached_property
+    def ngrps(self) -> dict[str, int]:
+        """Return the number of levels of each grouping factor."""
+        out: dict[str, int] = {}
+        for t in self.design.terms:
+            out.setdefault(t.group, t.n_levels)
+        return out
+
+    # -- estimates ------------------------------------------------------------
+    @cached_property
+    def fixef(self) -> pd.Series:
+        """Return β̂ labelled by the columns of X."""
+        return pd.Series(self.beta, index=list(self.design.x_names), name="Estimate")
+
+    @cached_property
+    def vcov_rx(self) -> pd.DataFrame:
+        """Return (RXᵀRX)⁻¹: β's covariance given the modes (lme4's ``use.hessian = FALSE``)."""
+        p = len(self.beta)
+        rinv = np.linalg.solve(self.rx, np.eye(p)) if p else np.empty((0, 0))
+        names = list(self.design.x_names)
+        return pd.DataFrame(rinv @ rinv.T, index=names, columns=names)
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Return β's covariance: from the Hessian in (θ, β) as lme4 by default, else `vcov_rx`."""
+        if self.vcov_beta is None:
+            return self.vcov_rx
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.vcov_beta, index=names, columns=names)
+
+    @cached_property
+    def stderror(self) -> pd.Series:
+        """Return the standard errors of β̂."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        return pd.Series(se, index=list(self.design.x_names), name="Std. Error")
+
+    def coef_table(self) -> pd.DataFrame:
+        """Return the Wald table: Estimate, Std. Error, z value, Pr(>|z|)."""
+        z = self.beta / self.stderror.to_numpy()
+        return pd.DataFrame(
+            {
+                "Estimate": self.beta,
+                "Std. Error": self.stderror.to_numpy(),
+                "z value": z,
+                "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z)),
+            },
+            index=list(self.design.x_names),
+        )
+
+    def confint_wald(self, level: float = 0.95) -> pd.DataFrame:
+        """Return Wald intervals of β̂ (lme4's ``confint(method = "Wald")``)."""
+        if not 0 < level < 1:
+            raise ArgumentError(f"level must be in (0, 1), not {level!r}")
+        zq = stats.norm.ppf(0.5 + level / 2)
+        se = self.stderror.to_numpy()
+        return pd.DataFrame(
+            {"lower": self.beta - zq * se, "upper": self.beta + zq * se},
+            index=list(self.design.x_names),
+        )
+
+    @property
+    def npar(self) -> int:
+        """Return the number of parameters: θ, β, σ (Gamma) and an estimated NB shape."""
+        extra = int(self.family.has_scale) + int(self.model.shape_estimated)
+        return len(self.theta) + len(self.beta) + extra
+
+    @cached_property
+    def sigma(self) -> float:
+        """Return σ: 1 without a dispersion; Gamma: √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
+        if not self.family.has_scale:
+            return 1.0
+        r = self.resid("pearson").to_numpy()
+        return math.sqrt((float(r @ r) + self.sqr_u) / self.nobs)
+
+    @property
+    def loglik(self) -> float:
+        """Return the log-likelihood (Laplace), −objective / 2."""
+        return -self.objective / 2
+
+    @property
+    def aic(self) -> float:
+        """Return AIC."""
+        return self.objective + 2 * self.npar
+
+    @property
+    def bic(self) -> float:
+        """Return BIC."""
+        return self.objective + self.npar * math.log(self.nobs)
+
+    @property
+    def df_residual(self) -> int:
+        """Return the residual degrees of freedom, n − npar."""
+        return self.nobs - self.npar
+
+    @property
+    def is_singular(self) -> bool:
+        """Whether a θ element bounded by zero is below the tolerance (lme4's ``isSingular``)."""
+        tol = self.optsum.control.singular_tol
+        return bool(np.any(self.theta[self.lower == 0] < tol))
+
+    # -- random effects -------------------------------------------------------
+    @cached_property
+    def covariances(self) -> dict[str, pd.DataFrame]:
+        """Return per term the covariance matrix of its random effects, σ² T Tᵀ (σ: `sigma`)."""
+        out = {}
+        used: dict[str, int] = {}
+        covs = self.design.layout.covariances(self.theta, self.sigma)
+        for t, cov in zip(self.design.terms, covs, strict=True):
+            key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
+            used[t.group] = used.get(t.group, 0) + 1
+            out[key] = pd.DataFrame(cov, index=list(t.cnames), columns=list(t.cnames))
+        return out
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Return the variance components, as lme4's ``as.data.frame(VarCorr(fit))``."""
+        layouts = [t.layout for t in self.design.terms]
+        vc = variance_components(self.covariances, layouts, self.sigma)
+        if self.family.has_scale:
+            return vc
+        return vc[vc["grp"] != "Residual"].reset_index(drop=True)
+
+    @cached_property
+    def ranef(self) -> RandomEffects:
+        """Return the conditional modes and their conditional variances (lme4's ``ranef``)."""
+        return random_effects(self.design, self.b, self.cond_var, self.sigma)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Return fixed plus random effects per level (lme4's ``coef``)."""
+        return coefficients(self.fixef, self.ranef)
+
+    # -- fitted values, residuals, predictions ----------------------------------------
+    @cached_property
+    def fitted(self) -> pd.Series:
+        """Return the fitted means μ (the response scale)."""
+        return pd.Series(self.mu, index=self.design.row_index, name="fitted")
+
+    def resid(self, type: str = "deviance") -> pd.Series:
+        """Return residuals: "deviance" (default), "pearson", "response" or "working"."""
+        y, mu, wt = self.design.y, self.mu, self.model.prior_weights
+        fam = self.family
+        if type == "deviance":
+            d = fam.dev_resids(y, mu, wt)
+            r = np.sign(y - mu) * np.sqrt(np.maximum(d, 0))
+        elif type == "pearson":
+            r = (y - mu) * np.sqrt(wt) / np.sqrt(fam.variance(mu))
+        elif type == "response":
+            r = y - mu
+        elif type == "working":
+            r = (y - mu) / fam.mu_eta(self.eta)
+        else:
+            raise ArgumentError(
+                f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or "
+                "'working'"
+            )
+        return pd.Series(r, index=self.design.row_index, name="residuals")
+
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        type: str = "link",
+        re_form: str | None = None,
+        allow_new_levels: bool = False,
+    ) -> np.ndarray:
+        """Return predictions on the link scale (``type="link"``) or the response scale.
+
+        As lme4's ``predict``: ``re_form="~0"`` (or "NA") for the population
+        level; new levels of a grouping factor, with ``allow_new_levels``,
+        at the population level.
+        """
+        if type not in ("link", "response"):
+            raise ArgumentError(f"type must be 'link' or 'response', not {type!r}")
+        keep = selected_terms(self.design, re_form)
+        if newdata is None:
+            eta = (
+                self.eta.copy()
+                if re_form is None
+                else in_sample_linear_predictor(self.design, self.beta, self.b, keep)
+            )
+        else:
+            eta = new_linear_predictor(
+                self.design, self.beta, self.b, newdata, keep, allow_new_levels
+            )
+        return eta if type == "link" else self.family.linkinv(eta)
+
+    def get_me(self, name: str) -> Any:
+        """Return a quantity by lme4's ``getME`` name (theta, beta, u, b, mu, eta, RX, X, y)."""
+        values: dict[str, Any] = {
+            "theta": self.theta,
+            "beta": self.beta,
+            "u": self.u,
+            "b": self.b,
+            "mu": self.mu,
+            "eta": self.eta,
+            "RX": self.rx,
+            "X": self.design.X,
+            "y": self.design.y,
+            "devcomp": {
+                "dev": self.objective,
+                "sqrL": self.sqr_u,
+                "ldL2": self.ld_l2,
+                "drsum": self.deviance,
+            },
+        }
+        if name not in values:
+            have = ", ".join(values)
+            raise UnknownNameError(f"unknown name {name!r} for a GLMM fit; available: {have}")
+        return values[name]
+
+    def summary(self) -> str:
+        """Return lme4's ``summary(fit)`` layout for a GLMM."""
+        return glmm_summary_text(self)
+
+    def __str__(self) -> str:
+        """Return the summary."""
+        return self.summary()
