@@ -106,6 +106,29 @@ def _distinct_labels(s: pd.Series, values: Any, labels: list[str]) -> None:
         seen[lab] = v
 
 
+_CATEGORY_LABELS: dict[int, tuple[pd.CategoricalDtype, tuple[str, ...]]] = {}
+
+
+def _category_labels(s: pd.Series) -> tuple[str, ...]:
+    """Return the labels of a Categorical's categories, once per dtype.
+
+    A CategoricalDtype is immutable, and a data set's column keeps its dtype
+    object from fit to fit: its labels (checked for collisions) are kept,
+    keyed by the object, the object itself held so that its id stays its own.
+    """
+    dtype = s.dtype
+    hit = _CATEGORY_LABELS.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return hit[1]
+    cats = dtype.categories
+    labels = _labels(cats)
+    _distinct_labels(s, cats, labels)
+    if len(_CATEGORY_LABELS) >= 64:
+        _CATEGORY_LABELS.pop(next(iter(_CATEGORY_LABELS)))
+    _CATEGORY_LABELS[id(dtype)] = (dtype, tuple(labels))
+    return tuple(labels)
+
+
 def factor_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Return the codes and labels of a grouping variable, in R's level order.
 
@@ -113,10 +136,7 @@ def factor_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     values have the same label.
     """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = s.dtype.categories
-        labels = _labels(cats)
-        _distinct_labels(s, cats, labels)
-        return np.asarray(s.array.codes, dtype=np.int64), labels
+        return np.asarray(s.array.codes, dtype=np.int64), list(_category_labels(s))
     if pd.api.types.is_bool_dtype(s) and not s.hasnans:
         return s.to_numpy(np.int64), ["FALSE", "TRUE"]
     codes, uniques = pd.factorize(s, sort=True)
@@ -132,7 +152,7 @@ def value_labels(s: pd.Series) -> np.ndarray:
     on the other values (`_label`), so new data label a level as the fit did.
     """
     if isinstance(s.dtype, pd.CategoricalDtype):
-        labs = np.asarray(_labels(s.dtype.categories), dtype=object)
+        labs = np.asarray(_category_labels(s), dtype=object)
         codes = np.asarray(s.array.codes)
     else:
         codes, uniques = pd.factorize(s, sort=False)
