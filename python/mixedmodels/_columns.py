@@ -117,6 +117,7 @@ def _category_labels(s: pd.Series) -> tuple[str, ...]:
     keyed by the object, the object itself held so that its id stays its own.
     """
     dtype = s.dtype
+    assert isinstance(dtype, pd.CategoricalDtype)
     hit = _CATEGORY_LABELS.get(id(dtype))
     if hit is not None and hit[0] is dtype:
         return hit[1]
