@@ -5,7 +5,7 @@ use faer::{Mat, MatRef};
 use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use crate::core::{CoreError, ReTerm};
+use crate::core::{CoreError, ReTerm, RowData};
 
 /// Three 1-d arrays returned together (CSR arrays).
 pub type Arrays3<'py, A, B, C> = (
@@ -106,4 +106,44 @@ pub fn blocks(py: Python<'_>, v: Vec<f64>, levels: usize, k: usize) -> PyResult<
         .reshape([levels, k, k])?
         .into_any()
         .call_method1("transpose", (0, 2, 1))
+}
+
+/// A model's rows and terms copied from Python, checked by the core when they
+/// become [`RowData`] (with the GIL released).
+pub struct ModelInput {
+    n: usize,
+    p: usize,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    weights: Option<Vec<f64>>,
+    offset: Option<Vec<f64>>,
+    terms: Vec<ReTerm>,
+}
+
+impl ModelInput {
+    /// Copies X (any layout, to column-major), y, the terms, weights and offset.
+    pub fn new(
+        x: &PyReadonlyArray2<'_, f64>,
+        y: &PyReadonlyArray1<'_, f64>,
+        terms: &[(PyReadonlyArray1<'_, i64>, PyReadonlyArray2<'_, f64>, usize)],
+        weights: Option<PyReadonlyArray1<'_, f64>>,
+        offset: Option<PyReadonlyArray1<'_, f64>>,
+    ) -> Result<Self, CoreError> {
+        let (n, p, x) = col_major(x);
+        Ok(Self {
+            n,
+            p,
+            x,
+            y: vec1(y),
+            weights: opt_vec1(weights),
+            offset: opt_vec1(offset),
+            terms: self::terms(terms)?,
+        })
+    }
+
+    /// The checked rows and the terms.
+    pub fn into_parts(self) -> Result<(RowData, Vec<ReTerm>), CoreError> {
+        let rows = RowData::new(self.n, self.p, self.x, self.y, self.weights, self.offset)?;
+        Ok((rows, self.terms))
+    }
 }

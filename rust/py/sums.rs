@@ -15,7 +15,7 @@ use super::convert;
 use super::errors::run;
 use super::workspace::{PyWorkspace, Terms};
 use crate::core::crossprod::{BlockColumns, BlockPattern};
-use crate::core::{BlockSums, FactorKind, RowData, Workspace};
+use crate::core::{BlockSums, FactorKind, Workspace};
 
 /// The cross-product blocks of some rows of a model (no rows kept).
 #[pyclass(name = "BlockSums", module = "mixedmodels._core", frozen)]
@@ -75,15 +75,10 @@ impl PyBlockSums {
         weights: Option<PyReadonlyArray1<'_, f64>>,
         offset: Option<PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<Self> {
-        let (n, p, xv) = convert::col_major(&x);
-        let (yv, w, o) = (
-            convert::vec1(&y),
-            convert::opt_vec1(weights),
-            convert::opt_vec1(offset),
-        );
-        let rterms = convert::terms(&terms)?;
+        let input = convert::ModelInput::new(&x, &y, &terms, weights, offset)?;
         let inner = run(py, move || {
-            BlockSums::from_rows(RowData::new(n, p, xv, yv, w, o)?, rterms)
+            let (rows, terms) = input.into_parts()?;
+            BlockSums::from_rows(rows, terms)
         })?;
         Ok(Self { inner })
     }

@@ -21,7 +21,7 @@ use pyo3::types::PyDict;
 
 use super::convert::{self, Arrays3, Arrays4};
 use super::errors::run;
-use crate::core::{CoreError, Evaluation, FactorKind, RowData, Workspace};
+use crate::core::{CoreError, Evaluation, FactorKind, Workspace};
 
 /// The penalized least-squares workspace of one model (lme4's `merPredD`
 /// plus its deviance function). Built once per model; `objective(theta)` is
@@ -174,15 +174,10 @@ impl PyWorkspace {
         weights: Option<PyReadonlyArray1<'_, f64>>,
         offset: Option<PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<Self> {
-        let (n, p, xv) = convert::col_major(&x);
-        let (yv, w, o) = (
-            convert::vec1(&y),
-            convert::opt_vec1(weights),
-            convert::opt_vec1(offset),
-        );
-        let rterms = convert::terms(&terms)?;
+        let input = convert::ModelInput::new(&x, &y, &terms, weights, offset)?;
         let inner = run(py, move || {
-            Workspace::build(RowData::new(n, p, xv, yv, w, o)?, rterms, FactorKind::Auto)
+            let (rows, terms) = input.into_parts()?;
+            Workspace::build(rows, terms, FactorKind::Auto)
         })?;
         Ok(Self::wrap(inner))
     }
