@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._fit_common import FitAttributes
 from ._glmm_summary import glmm_summary_text
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
-from .design import Design, DesignAttributes
+from .design import Design
 from .exceptions import ArgumentError, UnknownNameError
 from .families import Family
 from .optimize import OptSummary
@@ -52,7 +53,7 @@ def vcov_from_hessian(hessian: np.ndarray, n_theta: int) -> np.ndarray | None:
 
 
 @dataclass(frozen=True, eq=False)
-class GeneralizedLinearMixedModelResult(DesignAttributes):
+class GeneralizedLinearMixedModelResult(FitAttributes):
     """A fitted GLMM: estimates as attributes, derived quantities computed on first use.
 
     Make one with `glmer` or `GeneralizedLinearMixedModel.fit`.
@@ -114,27 +115,11 @@ class GeneralizedLinearMixedModelResult(DesignAttributes):
         """Return the number of quadrature points (1: Laplace, 0: the fast fit)."""
         return self.model.nagq
 
-    @cached_property
-    def ngrps(self) -> dict[str, int]:
-        """Return the number of levels of each grouping factor."""
-        out: dict[str, int] = {}
-        for t in self.design.terms:
-            out.setdefault(t.group, t.n_levels)
-        return out
-
     # -- estimates ------------------------------------------------------------
-    @cached_property
-    def fixef(self) -> pd.Series:
-        """Return β̂ labelled by the columns of X."""
-        return pd.Series(self.beta, index=list(self.design.x_names), name="Estimate")
-
     @cached_property
     def vcov_rx(self) -> pd.DataFrame:
         """Return (RXᵀRX)⁻¹: β's covariance given the modes (lme4's ``use.hessian = FALSE``)."""
-        p = len(self.beta)
-        rinv = np.linalg.solve(self.rx, np.eye(p)) if p else np.empty((0, 0))
-        names = list(self.design.x_names)
-        return pd.DataFrame(rinv @ rinv.T, index=names, columns=names)
+        return self.rx_covariance()
 
     @cached_property
     def vcov(self) -> pd.DataFrame:

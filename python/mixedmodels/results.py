@@ -25,11 +25,12 @@ import scipy.sparse as sp
 
 from . import inference, matrices, predict, profile
 from ._args import check_choice, check_level, check_positive
+from ._fit_common import FitAttributes
 from ._optimum import OptimalityCheck, check_fit
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
-from .design import Design, DesignAttributes, aligned_values
+from .design import Design, aligned_values
 from .exceptions import ArgumentError
 from .matrices import VBlock
 from .optimize import Control, OptSummary
@@ -41,7 +42,7 @@ __all__ = ["LinearMixedModelResult", "RandomEffects"]
 
 
 @dataclass(frozen=True, eq=False)
-class LinearMixedModelResult(DesignAttributes):
+class LinearMixedModelResult(FitAttributes):
     """A fitted linear mixed model (lme4's ``merMod``).
 
     Primary quantities are attributes; derived ones are computed on first use.
@@ -128,28 +129,11 @@ class LinearMixedModelResult(DesignAttributes):
         """Return the number of rows dropped because of missing values."""
         return self.design.n_dropped
 
-    @cached_property
-    def ngrps(self) -> dict[str, int]:
-        """Return the levels per grouping factor (each factor once), lme4's ``ngrps``."""
-        out: dict[str, int] = {}
-        for t in self.design.terms:
-            out.setdefault(t.group, t.n_levels)
-        return out
-
     # -- estimates ------------------------------------------------------------
-    @cached_property
-    def fixef(self) -> pd.Series:
-        """Return the fixed-effects estimates β̂."""
-        return pd.Series(self.beta, index=list(self.design.x_names), name="Estimate")
-
     @cached_property
     def vcov(self) -> pd.DataFrame:
         """Return the covariance of β̂: σ² (RXᵀRX)⁻¹."""
-        p = len(self.beta)
-        rinv = np.linalg.solve(self.rx, np.eye(p)) if p else np.empty((0, 0))
-        v = self.sigma**2 * rinv @ rinv.T
-        names = list(self.design.x_names)
-        return pd.DataFrame(v, index=names, columns=names)
+        return self.rx_covariance(self.sigma**2)
 
     @cached_property
     def stderror(self) -> pd.Series:
