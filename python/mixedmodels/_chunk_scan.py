@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._model_matrix import Variable, evaluate, missing_rows
+from ._model_matrix import Variable, incomplete, model_variables
 from ._model_matrix import sum_offsets as formula_offsets
 from ._reval import Evaluator, Factor, Numeric
 from ._rexpr import BinOp, Call, Const, Name, Node, Paren, Unary, deparse
@@ -121,10 +121,7 @@ def _evaluate(
     response = ev.variable(pf.response_node)
     if isinstance(response, Factor) or response.values.shape[1] != 1:
         raise DataError(f"the response {pf.response!r} must be numeric")
-    values: dict[str, Variable] = {}
-    evaluate(pf.fixed_terms, ev, values)
-    for t in pf.random:
-        evaluate(t.terms, ev, values)
+    values = model_variables([pf.fixed_terms, *(t.terms for t in pf.random)], ev)
     groupings = [[ev.grouping(f) for f in t.factors] for t in pf.random]
     w = None if weights is None else ev.variable(Name(weights))
     o_arg = None if offset is None else ev.variable(Name(offset))
@@ -136,15 +133,8 @@ def _evaluate(
     ov = None if o_arg is None else o_arg.values[:, 0]  # type: ignore[union-attr]
     if off is not None:
         ov = off if ov is None else ov + off
-    missing = np.isnan(response.values[:, 0])
-    for v in values.values():
-        missing |= missing_rows(v)
-    for parts in groupings:
-        for g in parts:
-            missing |= g.codes < 0
-    for extra_v in (wv, ov):
-        if extra_v is not None:
-            missing |= np.isnan(extra_v)
+    codes = [g.codes for parts in groupings for g in parts]
+    missing = incomplete(response.values[:, 0], values, codes, [wv, ov])
     return _Chunk(response.values[:, 0], values, groupings, wv, ov, ~missing)
 
 

@@ -12,6 +12,16 @@ from .design import Design, DesignAttributes
 __all__ = ["FitAttributes"]
 
 
+class _Model(Protocol):
+    @property
+    def design(self) -> Design: ...
+
+
+class _HasModel(Protocol):
+    @property
+    def model(self) -> _Model: ...
+
+
 class _HasFit(Protocol):
     @property
     def design(self) -> Design: ...
@@ -23,6 +33,11 @@ class _HasFit(Protocol):
 
 class FitAttributes(DesignAttributes):
     """The attributes a linear and a generalized fit share (with `DesignAttributes`)."""
+
+    @property
+    def design(self: _HasModel) -> Design:
+        """Return the model's design (its arrays)."""
+        return self.model.design
 
     @property
     def ngrps(self: _HasFit) -> dict[str, int]:

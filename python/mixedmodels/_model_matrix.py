@@ -36,7 +36,9 @@ __all__ = [
     "Variable",
     "drop_unused",
     "evaluate",
+    "incomplete",
     "missing_rows",
+    "model_variables",
     "model_matrix",
     "sum_offsets",
 ]
@@ -49,6 +51,32 @@ def evaluate(tl: TermList, ev: Evaluator, into: dict[str, Variable]) -> None:
     for label, node in tl.variables:
         if label not in into:
             into[label] = ev.variable(node)
+
+
+def model_variables(tls: list[TermList], ev: Evaluator) -> dict[str, Variable]:
+    """Evaluate the variables of every right-hand side (fixed, then random terms), each once."""
+    values: dict[str, Variable] = {}
+    for tl in tls:
+        evaluate(tl, ev, values)
+    return values
+
+
+def incomplete(
+    y: np.ndarray,
+    values: dict[str, Variable],
+    codes: list[np.ndarray],
+    extra: list[np.ndarray | None],
+) -> np.ndarray:
+    """Return the rows missing a value: of y, a variable, a grouping code or an extra column."""
+    missing = np.isnan(y)
+    for v in values.values():
+        missing |= missing_rows(v)
+    for c in codes:
+        missing |= c < 0
+    for e in extra:
+        if e is not None:
+            missing |= np.isnan(e)
+    return missing
 
 
 def missing_rows(v: Variable) -> np.ndarray:

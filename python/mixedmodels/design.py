@@ -23,12 +23,11 @@ from ._columns import check_columns, is_numeric
 from ._layout import TermLayout, ThetaLayout
 from ._model_matrix import (
     ColumnBuilder,
-    Variable,
     drop_dependent_columns,
     drop_unused,
-    evaluate,
-    missing_rows,
+    incomplete,
     model_matrix,
+    model_variables,
     sum_offsets,
 )
 from ._reval import Evaluator, Factor, Numeric
@@ -346,10 +345,7 @@ def build_design(
         raise DataError(f"the response {pf.response!r} must be numeric, but it is {kind}")
     else:
         y_all = response_var.values[:, 0]
-    values: dict[str, Variable] = {}
-    evaluate(pf.fixed_terms, ev, values)
-    for t in pf.random:
-        evaluate(t.terms, ev, values)
+    values = model_variables([pf.fixed_terms, *(t.terms for t in pf.random)], ev)
     f_off = sum_offsets(pf.fixed_terms, ev)
     w_all = _row_values(weights, data, "weights")
     o_all = _row_values(offset, data, "offset")
@@ -357,15 +353,8 @@ def build_design(
         o_all = f_off if o_all is None else o_all + f_off
     if trials is not None:
         w_all = trials if w_all is None else w_all * trials
-    missing = np.isnan(y_all)
-    for v in values.values():
-        missing |= missing_rows(v)
     groupings = [_grouping(t, ev) for t in pf.random]
-    for codes, _ in groupings:
-        missing |= codes < 0
-    for extra in (w_all, o_all):
-        if extra is not None:
-            missing |= np.isnan(extra)
+    missing = incomplete(y_all, values, [codes for codes, _ in groupings], [w_all, o_all])
     n_dropped = int(missing.sum())
     if n_dropped == len(data):
         raise DataError(

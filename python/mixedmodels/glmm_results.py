@@ -23,7 +23,6 @@ from scipy import stats
 from ._fit_common import FitAttributes
 from ._glmm_summary import glmm_summary_text
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
-from .design import Design
 from .exceptions import ArgumentError, UnknownNameError
 from .families import Family
 from .optimize import OptSummary
@@ -99,11 +98,6 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
     """Objective evaluations (PIRLS runs) of the whole fit: both stages and the Hessian."""
     pirls_iterations: int = field(default=0, repr=False)
     """PIRLS iterations (numeric refactorizations of L) of the whole fit."""
-
-    @property
-    def design(self) -> Design:
-        """Return the model's design."""
-        return self.model.design
 
     @property
     def family(self) -> Family:

@@ -30,7 +30,7 @@ from ._optimum import OptimalityCheck, check_fit
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
 from ._state import ModelState
 from ._summary import summary_text
-from .design import Design, aligned_values
+from .design import aligned_values
 from .exceptions import ArgumentError
 from .matrices import VBlock
 from .optimize import Control, OptSummary
@@ -119,11 +119,6 @@ class LinearMixedModelResult(FitAttributes):
         return self.model.state.at(self.theta, self.sigma)
 
     # -- layout -------------------------------------------------------------
-    @property
-    def design(self) -> Design:
-        """Return the model's arrays."""
-        return self.model.design
-
     @property
     def n_dropped(self) -> int:
         """Return the number of rows dropped because of missing values."""
