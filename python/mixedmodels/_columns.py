@@ -109,6 +109,12 @@ def _distinct_labels(s: pd.Series, values: Any, labels: list[str]) -> None:
 _CATEGORY_LABELS: dict[int, tuple[pd.CategoricalDtype, tuple[str, ...]]] = {}
 
 
+def known_category_labels(dtype: pd.CategoricalDtype) -> tuple[str, ...] | None:
+    """Return the labels of a Categorical dtype already read (`_category_labels`), or None."""
+    hit = _CATEGORY_LABELS.get(id(dtype))
+    return hit[1] if hit is not None and hit[0] is dtype else None
+
+
 def _category_labels(s: pd.Series) -> tuple[str, ...]:
     """Return the labels of a Categorical's categories, once per dtype.
 
@@ -118,9 +124,9 @@ def _category_labels(s: pd.Series) -> tuple[str, ...]:
     """
     dtype = s.dtype
     assert isinstance(dtype, pd.CategoricalDtype)
-    hit = _CATEGORY_LABELS.get(id(dtype))
-    if hit is not None and hit[0] is dtype:
-        return hit[1]
+    hit = known_category_labels(dtype)
+    if hit is not None:
+        return hit
     cats = dtype.categories
     labels = _labels(cats)
     _distinct_labels(s, cats, labels)

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._columns import check_columns, factor_codes, is_numeric
+from ._columns import check_columns, factor_codes, is_numeric, known_category_labels
 from ._rexpr import BinOp, Call, Const, Name, Node, Paren, Unary, deparse
 from ._splines import SplineBasis, spline_basis
-from ._tables import plain_column
+from ._tables import column_values, plain_column
 from .exceptions import DataError, DataWarning, FormulaError
 
 __all__ = ["Evaluator", "Factor", "Numeric", "contr_poly"]
@@ -177,11 +177,10 @@ class Evaluator:
             if name == "pi":
                 return float(np.pi)
             check_columns({name}, self.data, self.where)
-        s = self.data[name]
-        dtype = s.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "fiu":  # the usual case, fast
-            return s.to_numpy().astype(np.float64, copy=False)
-        s = plain_column(s)
+        values = column_values(self.data, name)
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":  # the usual case, fast
+            return values.astype(np.float64, copy=False)
+        s = plain_column(self.data[name])
         dtype = s.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
             return s.to_numpy().astype(np.float64, copy=False)
@@ -201,7 +200,16 @@ class Evaluator:
     def grouping(self, name: str) -> Factor:
         """Return a grouping variable: the column's values as levels, whatever its type."""
         if name not in self._groupings:
-            codes, labels = factor_codes(plain_column(self.data[name]))
+            values = column_values(self.data, name)
+            known = (
+                known_category_labels(values.dtype)
+                if isinstance(values, pd.Categorical)
+                else None
+            )
+            if known is not None:  # a Categorical read before: its labels are checked
+                codes, labels = values.codes.astype(np.int64), known
+            else:
+                codes, labels = factor_codes(plain_column(self.data[name]))
             self._groupings[name] = Factor(codes, tuple(labels))
         return self._groupings[name]
 

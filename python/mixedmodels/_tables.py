@@ -175,6 +175,21 @@ def _from_arrow(obj: Any) -> pd.DataFrame:
     return pd.DataFrame(cols, index=pd.RangeIndex(table.num_rows))
 
 
+def column_values(frame: pd.DataFrame, name: str) -> Any:
+    """Return a column's values (a numpy array or a pandas extension array), without a Series.
+
+    Building a Series costs more than a small fit's design; pandas' own
+    accessor of a column's array is used when it exists (pandas 2 and 3), the
+    Series' array otherwise.
+    """
+    get = getattr(frame, "_get_column_array", None)
+    if get is not None:
+        loc = frame.columns.get_loc(name)
+        if isinstance(loc, int):
+            return get(loc)
+    return frame[name].array
+
+
 def plain_column(s: pd.Series) -> pd.Series:
     """Return a column of a pandas frame as the other tables' columns read (ArrowDtype unwrapped).
 

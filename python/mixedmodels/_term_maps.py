@@ -49,11 +49,16 @@ def column_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def column_scales(z: np.ndarray) -> np.ndarray:
-    """Return a power-of-two scale per column: 1 unless its largest magnitude is far from 1."""
+def column_scales(
+    z: np.ndarray, ranges: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Return a power-of-two scale per column: 1 unless its largest magnitude is far from 1.
+
+    ``ranges``: the columns' `column_ranges`, when already computed.
+    """
     if z.shape[0] == 0:
         return np.ones(z.shape[1])
-    lo, hi = column_ranges(z)
+    lo, hi = column_ranges(z) if ranges is None else ranges
     big = np.maximum(np.abs(lo), np.abs(hi))
     if all(_SMALLEST_KEPT < b < _LARGEST_KEPT for b in big.tolist()):  # the usual case, fast
         return np.ones(z.shape[1])
@@ -62,16 +67,22 @@ def column_scales(z: np.ndarray) -> np.ndarray:
     return np.exp2(np.where(np.abs(e) >= 7, e, 0.0))
 
 
-def column_shifts(z: np.ndarray, cnames: Sequence[str], w: np.ndarray | None) -> np.ndarray | None:
+def column_shifts(
+    z: np.ndarray,
+    cnames: Sequence[str],
+    w: np.ndarray | None,
+    ranges: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray | None:
     """Return the mean to take out of each column (0 for the others), or None for none.
 
     Only with an intercept column (all ones), and only for a column whose
-    (weighted) mean is more than twice its range.
+    (weighted) mean is more than twice its range. ``ranges``: the columns'
+    `column_ranges`, when already computed.
     """
     if "(Intercept)" not in cnames or z.shape[1] < 2 or z.shape[0] < 2:
         return None
     i0 = list(cnames).index("(Intercept)")
-    lo, hi = column_ranges(z)
+    lo, hi = column_ranges(z) if ranges is None else ranges
     if lo[i0] != 1.0 or hi[i0] != 1.0:
         return None
     far = np.abs(lo + hi) / 2 > 2.0 * (hi - lo)
@@ -111,9 +122,13 @@ class TermMaps:
         maps: list[np.ndarray | None] = []
         out: list[np.ndarray] = []
         for z, names in zip(zs, cnames, strict=True):
-            shift = column_shifts(z, names, weights)
-            zc = z if shift is None else z - np.outer(z[:, list(names).index("(Intercept)")], shift)
-            s = column_scales(zc)
+            ranges = column_ranges(z) if z.shape[0] else None
+            shift = column_shifts(z, names, weights, ranges)
+            if shift is None:
+                zc, s = z, column_scales(z, ranges)
+            else:
+                zc = z - np.outer(z[:, list(names).index("(Intercept)")], shift)
+                s = column_scales(zc)
             if shift is None and (s == 1.0).all():
                 maps.append(None)
                 out.append(z)
@@ -203,12 +218,16 @@ class Centering:
     def of(cls, design: Design) -> Centering | None:
         """Return the centering a design needs, or None (no intercept, or nothing large)."""
         x, n = design.X, design.n
-        if x.shape[1] == 0 or n < 2 or not np.all(x[:, 0] == 1.0):
+        if x.shape[1] == 0 or n < 2:
             return None
-        m = np.zeros(x.shape[1])  # column 0 is the intercept
-        m[1:] = _large_means(x[:, 1:], design.weights)
+        lo, hi = column_ranges(x)
+        if lo[0] != 1.0 or hi[0] != 1.0:  # column 0 is not the intercept
+            return None
+        m = np.zeros(x.shape[1])
+        m[1:] = _large_means(x[:, 1:], design.weights, (lo[1:], hi[1:]))
         yo = design.y if design.offset is None else design.y - design.offset
-        ys = float(_large_means(yo[:, None], design.weights)[0])
+        y_range = (np.array([yo.min()]), np.array([yo.max()]))
+        ys = float(_large_means(yo[:, None], design.weights, y_range)[0])
         return None if ys == 0.0 and not m.any() else cls(m, ys)
 
     def x(self, x: np.ndarray) -> np.ndarray:
@@ -226,7 +245,9 @@ class Centering:
         return r + np.outer(r[:, 0], self.x_mean)
 
 
-def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+def _large_means(
+    x: np.ndarray, w: np.ndarray | None, ranges: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Return each column's (weighted) mean where it is over 100 times the column's range, else 0.
 
     Reductions only (no temporary arrays): this runs for every model. The range
@@ -234,7 +255,7 @@ def _large_means(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """
     if x.shape[1] == 0:
         return np.zeros(0)
-    lo, hi = column_ranges(x)
+    lo, hi = ranges
     if all(abs(a) <= 100.0 * (b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)):
         return np.zeros(x.shape[1])  # the usual case: no mean is far outside the range
     mean = np.average(x, axis=0, weights=w)

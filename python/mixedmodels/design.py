@@ -10,7 +10,7 @@ column by column) is the design's `ThetaLayout`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
@@ -194,7 +194,7 @@ class DesignAttributes:
         return self.design.layout.lower
 
 
-def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, list[str]]:
+def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, Sequence[str]]:
     """Return the codes (-1 where missing) and labels of the (interaction) grouping factor.
 
     For a:b the levels of a vary slowest, as R's a:b does; only combinations
@@ -202,7 +202,7 @@ def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, list[str]]:
     """
     if len(term.factors) == 1:
         f = ev.grouping(term.factors[0])
-        return f.codes, list(f.levels)
+        return f.codes, f.levels
     combined: np.ndarray = np.zeros(ev.n, dtype=np.int64)
     missing = np.zeros(ev.n, dtype=bool)
     labels: list[tuple[str, ...]] = []
@@ -229,14 +229,36 @@ def _grouping(term: RandomTerm, ev: Evaluator) -> tuple[np.ndarray, list[str]]:
 
 
 def _used_levels(
-    codes: np.ndarray, labels: list[str], rows: np.ndarray | slice
-) -> tuple[np.ndarray, list[str]]:
+    codes: np.ndarray, labels: Sequence[str], rows: np.ndarray | slice
+) -> tuple[np.ndarray, Sequence[str]]:
     """Keep ``rows`` of a grouping factor and drop the levels no kept row uses."""
     codes = codes[rows]
     used = np.bincount(codes, minlength=len(labels)) > 0
     if used.all():
         return codes, labels
     return (np.cumsum(used) - 1)[codes], [lab for lab, u in zip(labels, used, strict=True) if u]
+
+
+_LEVEL_INDEX: dict[tuple[int, str], tuple[Sequence[str], pd.Index]] = {}
+
+
+def _level_index(labels: Sequence[str], name: str) -> pd.Index:
+    """Return the levels as an Index named ``name``.
+
+    A Categorical column's labels are the same tuple from fit to fit
+    (`known_category_labels`): its Index is built once and handed out as a
+    view (a view's name is its own).
+    """
+    if not isinstance(labels, tuple):
+        return pd.Index(labels, dtype=object, name=name)
+    key = (id(labels), name)
+    hit = _LEVEL_INDEX.get(key)
+    if hit is None or hit[0] is not labels:
+        if len(_LEVEL_INDEX) >= 64:
+            _LEVEL_INDEX.pop(next(iter(_LEVEL_INDEX)))
+        hit = (labels, pd.Index(labels, dtype=object, name=name))
+        _LEVEL_INDEX[key] = hit
+    return hit[1].view()
 
 
 def aligned_values(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
@@ -396,7 +418,7 @@ def build_design(
         if not np.isfinite(z).all():
             raise DataError(f"the model matrix of ({t.expr} | {t.group}) has non-finite values")
         codes, labels = _used_levels(all_codes, all_labels, rows)
-        levels = pd.Index(labels, dtype=object, name=t.group)
+        levels = _level_index(labels, t.group)
         nl = len(levels)
         if nl < 2:
             raise DataError(f"grouping factor {t.group!r} must have more than 1 sampled level")
@@ -448,7 +470,10 @@ def build_design(
 
 def _check_names(pf: ParsedFormula, data: pd.DataFrame) -> None:
     """Raise `DataError` naming the first variable of the formula that is not a column."""
-    consts = set() if "pi" in data.columns else {"pi"}
+    have = set(data.columns)
+    if pf.variable_names <= have:  # the usual case: one set test
+        return
+    consts = set() if "pi" in have else {"pi"}
     check_columns(names_in(pf.response_node) - consts, data, "response")
     check_columns(pf.fixed_terms.columns - consts, data, "fixed effects")
     for t in pf.random:

@@ -25,7 +25,7 @@ with a `FormulaError` naming it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from ._rexpr import BinOp, Call, Const, Name, Node, Paren, Unary, deparse, parse_expression
 from .exceptions import FormulaError
@@ -118,6 +118,14 @@ class ParsedFormula:
     def response_name(self) -> str | None:
         """Return the response's variable name, or None when it is an expression."""
         return self.response_node.id if isinstance(self.response_node, Name) else None
+
+    @cached_property
+    def variable_names(self) -> frozenset[str]:
+        """Return every name the formula reads from the data (``pi`` included when used)."""
+        names = names_in(self.response_node) | self.fixed_terms.columns
+        for t in self.random:
+            names |= t.terms.columns | set(t.factors)
+        return frozenset(names)
 
 
 def names_in(node: Node) -> set[str]:
