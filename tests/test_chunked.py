@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.exceptions import ArgumentError, FormulaError, RowsNotKeptError
+from mixedmodels.exceptions import FormulaError, RowsNotKeptError
 from tests.conftest import CASES, SLOW_CASES, load_case
 
 
@@ -83,12 +83,51 @@ def test_what_needs_the_rows_says_so():
     fit.confint("wald")  # reads the cross-products only
 
 
-def test_whole_data_transforms_and_one_shot_iterators_are_refused():
+def test_a_one_shot_iterator_is_read_once_and_its_spool_removed(tmp_path, monkeypatch):
+    d = mm.datasets.load("sleepstudy").assign(dose=lambda x: pd.Categorical(x.Days % 3))
+    f = "Reaction ~ Days + dose + (Days | Subject)"
+    reads = []
+
+    def tables():  # a generator: it can be iterated once only
+        for part in _chunks(d, 5, 3):
+            reads.append(len(part))
+            yield part.assign(unused=1.0)
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    fit = mm.lmer(f, tables())
+    ref = mm.lmer(f, d)
+    assert sum(reads) == 180 and len(reads) == 5  # one pass over the iterator
+    assert fit.nobs == 180 and list(fit.fixef.index) == list(ref.fixef.index)
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
+    del fit
+    import gc
+
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []  # the spooled chunks are gone
+
+
+def test_progress_of_each_pass_on_stderr(tmp_path, capsys):
+    d = mm.datasets.load("sleepstudy")
+    for i, part in enumerate(_chunks(d, 3, 0)):
+        part.to_parquet(tmp_path / f"part{i}.parquet", index=False)
+    mm.lmer("Reaction ~ Days + (1 | Subject)", str(tmp_path), progress=True)
+    err = capsys.readouterr().err
+    assert "levels (pass 1 of 2)" in err and "cross-products (pass 2 of 2)" in err
+    assert "180" in err  # the rows read, of the 180 the files' metadata announce
+    fit = mm.lmer("Reaction ~ Days + (1 | Subject)", str(tmp_path), progress=False)
+    both = mm.lmer("Reaction ~ Days + (1 | Subject)", [tmp_path, tmp_path / "part0.parquet"])
+    assert (fit.nobs, both.nobs) == (180, 180 + len(_chunks(d, 3, 0)[0]))
+    mm.lmer("Reaction ~ Days + (1 | Subject)", _chunks(d, 3, 0))  # stderr is no terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_whole_data_transforms_are_refused():
     d = mm.datasets.load("sleepstudy")
     with pytest.raises(FormulaError, match="poly.*depends on the whole data"):
         mm.lmer("Reaction ~ poly(Days, 2) + (1 | Subject)", _chunks(d, 2, 0))
-    with pytest.raises(ArgumentError, match="read only once"):
-        mm.lmer("Reaction ~ Days + (1 | Subject)", iter(_chunks(d, 2, 0)))
+    with pytest.raises(FormulaError, match="poly.*depends on the whole data"):
+        mm.lmer("Reaction ~ poly(Days, 2) + (1 | Subject)", iter(_chunks(d, 2, 0)))
     fit = mm.lmer("Reaction ~ poly(Days, 2, raw = TRUE) + (1 | Subject)", lambda: _chunks(d, 2, 0))
     ref = mm.lmer("Reaction ~ poly(Days, 2, raw = TRUE) + (1 | Subject)", d)
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ._chunk_scan import Scan, Spec, combined, empty, on_levels, scan_chunk
 from ._model_matrix import ColumnBuilder, Variable, model_matrix
+from ._progress import tracked
 from ._reval import Factor, Numeric
 from ._sources import ChunkSource
 from ._state import BlockSums, ModelState
@@ -224,16 +225,21 @@ def chunked_model(
     source: ChunkSource,
     weights: str | None = None,
     offset: str | None = None,
+    progress: bool = False,
 ) -> tuple[Design, ModelState]:
-    """Return the design (without rows) and the model state of data read in chunks."""
+    """Return the design (without rows) and the model state of data read in chunks.
+
+    ``progress``: report the rows read by each pass on stderr (`_progress`).
+    """
     spec = Spec.of(formula, weights, offset)
     scan = Scan()
-    for chunk in source.chunks(spec.columns):
+    passes = ("levels (pass 1 of 2)", "cross-products (pass 2 of 2)")
+    for chunk in tracked(source.chunks(spec.columns), passes[0], source.rows, progress):
         scan = scan.merge(scan_chunk(spec, chunk))
     plan = Plan.of(spec, scan, source.description)
     stack: list[tuple[int, BlockSums]] = []
     tf: Transforms | None = None
-    for chunk in source.chunks(spec.columns):
+    for chunk in tracked(source.chunks(spec.columns), passes[1], source.rows, progress):
         if tf is None:  # the first chunk with rows decides the centring and scaling
             tf = plan.first_transforms(chunk)
             if tf is None:

@@ -202,15 +202,13 @@ class Evaluator:
         if name not in self._groupings:
             values = column_values(self.data, name)
             known = (
-                known_category_labels(values.dtype)
-                if isinstance(values, pd.Categorical)
-                else None
+                known_category_labels(values.dtype) if isinstance(values, pd.Categorical) else None
             )
             if known is not None:  # a Categorical read before: its labels are checked
-                codes, labels = values.codes.astype(np.int64), known
+                self._groupings[name] = Factor(values.codes.astype(np.int64), known)
             else:
                 codes, labels = factor_codes(plain_column(self.data[name]))
-            self._groupings[name] = Factor(codes, tuple(labels))
+                self._groupings[name] = Factor(codes, tuple(labels))
         return self._groupings[name]
 
     def factor_of(self, s: pd.Series, label: str) -> Factor:

@@ -13,15 +13,22 @@ frames holding only the model's columns:
 - a list or tuple of tables (pandas, pyarrow, polars, dicts), or a function
   that returns a fresh iterable of them on each call.
 
-A one-shot iterator cannot be read twice and is refused with a message
-saying what to pass instead.
+- an iterator of tables (read once): its chunks are kept on disk as they
+  pass, in a private temporary directory removed with the source (`_Spool`),
+  and the second pass reads them from there.
+
+`ChunkSource.rows` is the number of rows when the source knows it without a
+pass (Parquet metadata, a list of tables): the progress bar's total.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sys
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +60,7 @@ def is_chunked(source: Any) -> bool:
             source[0], int | float
         )
     if isinstance(source, Iterator):
-        return True  # refused by `chunk_source`, with what to pass instead
+        return True
     return _is_dask(source) or _is_dataset(source) or callable(source)
 
 
@@ -67,6 +74,8 @@ class ChunkSource:
     """What the source is, for messages."""
     dask: Any = None
     """The Dask DataFrame, when the source is one."""
+    rows: int | None = None
+    """The number of rows, when known without a pass (None: unknown)."""
 
     def chunks(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
         """Iterate over the chunks, each a pandas frame of ``columns``."""
@@ -86,7 +95,18 @@ def _parquet_paths(source: str | os.PathLike[str] | Sequence[Any]) -> list[str]:
         if not found or not all(os.path.exists(p) for p in found):
             raise DataError(f"no Parquet file or directory at {text!r}")
         paths.extend(found)
+    if len(paths) > 1:  # directories among several paths: their files (pyarrow's rule)
+        paths = [f for p in paths for f in (_files_in(p) if os.path.isdir(p) else [p])]
     return paths
+
+
+def _files_in(directory: str) -> list[str]:
+    """Return the data files under a directory, as pyarrow lists them (no ``.`` or ``_`` names)."""
+    out: list[str] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith((".", "_")))
+    return out
 
 
 def _arrow_frames(dataset: Any, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
@@ -128,18 +148,29 @@ def chunk_source(source: Any, batch_rows: int = 1 << 20) -> ChunkSource:
     ):
         import pyarrow.dataset as ds
 
-        dataset = source if _is_dataset(source) else ds.dataset(_parquet_paths(source))
+        if _is_dataset(source):
+            dataset = source
+        else:
+            paths = _parquet_paths(source)
+            # a directory is a dataset of its files (pyarrow's discovery); files are listed
+            one_dir = len(paths) == 1 and os.path.isdir(paths[0])
+            dataset = ds.dataset(paths[0] if one_dir else paths, format="parquet")
         label = "the Arrow dataset" if _is_dataset(source) else f"the Parquet data {source!r}"
-        return ChunkSource(lambda cols: _arrow_frames(dataset, cols, batch_rows), label)
+        return ChunkSource(
+            lambda cols: _arrow_frames(dataset, cols, batch_rows),
+            label,
+            rows=dataset.count_rows(),  # from the files' metadata
+        )
     if isinstance(source, list | tuple):
         tables = list(source)
-        return ChunkSource(lambda cols: _frames(tables, cols), f"the list of {len(tables)} tables")
-    if isinstance(source, Iterator):
-        raise ArgumentError(
-            "an iterator of tables can be read only once, and a fit reads its data twice "
-            "(levels, then cross-products): pass a list of tables, or a function that returns "
-            "a new iterator of them each time it is called"
+        sized = all(not isinstance(t, dict) and hasattr(t, "__len__") for t in tables)
+        return ChunkSource(
+            lambda cols: _frames(tables, cols),
+            f"the list of {len(tables)} tables",
+            rows=sum(len(t) for t in tables) if sized else None,
         )
+    if isinstance(source, Iterator):
+        return ChunkSource(_Spool(source).open, "the iterator of tables")
     if callable(source):
         make: Callable[[], Iterable[Any]] = source
 
@@ -156,4 +187,46 @@ def _frames(tables: Iterable[Any], columns: list[str]) -> Iterator[pd.DataFrame]
     for t in tables:
         frame = as_frame(t)
         if len(frame):
+            yield frame[[c for c in columns if c in frame.columns]]
+
+
+class _Spool:
+    """The chunks of a one-shot iterator, kept on disk as the first pass reads them.
+
+    Each frame (the columns the first pass asks for) is pickled into a private
+    temporary directory, removed when the spool is garbage-collected; later
+    passes read the files back, so memory holds one chunk at a time.
+    """
+
+    def __init__(self, tables: Iterator[Any]):
+        self._tables = tables
+        self._dir = tempfile.mkdtemp(prefix="mixedmodels-chunks-")
+        weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+        self._files: list[str] | None = None
+        self._started = False
+
+    def open(self, columns: list[str]) -> Iterator[pd.DataFrame]:
+        if self._files is not None:
+            return self._again(self._files, columns)
+        if self._started:
+            raise DataError(
+                "the iterator of tables was read only in part (an earlier pass stopped): "
+                "pass a new iterator"
+            )
+        self._started = True
+        return self._first(columns)
+
+    def _first(self, columns: list[str]) -> Iterator[pd.DataFrame]:
+        files: list[str] = []
+        for frame in _frames(self._tables, columns):
+            path = os.path.join(self._dir, f"{len(files):08d}.pkl")
+            frame.to_pickle(path)
+            files.append(path)
+            yield frame
+        self._files = files
+
+    @staticmethod
+    def _again(files: list[str], columns: list[str]) -> Iterator[pd.DataFrame]:
+        for path in files:
+            frame = pd.read_pickle(path)
             yield frame[[c for c in columns if c in frame.columns]]

@@ -37,6 +37,7 @@ from ._args import check_bool
 from ._chunked import Spec, chunked_model
 from ._converge import fit_theta
 from ._distributed import dask_model
+from ._progress import wanted
 from ._sources import chunk_source, is_chunked
 from ._state import ModelState
 from ._tables import Table
@@ -97,6 +98,7 @@ class LinearMixedModel(DesignAttributes):
         data_name: str | None = None,
         weights: str | npt.ArrayLike | None = None,
         offset: str | npt.ArrayLike | None = None,
+        progress: bool | None = None,
     ) -> LinearMixedModel:
         """Build a model from an lme4 formula and a data frame.
 
@@ -111,9 +113,11 @@ class LinearMixedModel(DesignAttributes):
             The data: a pandas, polars or pyarrow table, or a dict of columns; or
             data read in chunks (data larger than memory): a path or glob of
             Parquet files, a ``pyarrow.dataset.Dataset``, a Dask DataFrame, a
-            list of tables or a function returning an iterable of them. Such a
-            fit keeps the cross-products, not the rows (`RowsNotKeptError`
-            for what needs them).
+            list of tables, a function returning an iterable of them, or an
+            iterator of tables (read once, its chunks kept in a temporary
+            directory for the second pass). Such a fit keeps the
+            cross-products, not the rows (`RowsNotKeptError` for what needs
+            them).
         reml
             REML (default) or maximum likelihood.
         data_name
@@ -122,6 +126,10 @@ class LinearMixedModel(DesignAttributes):
             Prior weights: a column name or one value per row.
         offset
             Offset of the linear predictor: a column name or one value per row.
+        progress
+            For data read in chunks (not Dask): report the rows each pass has
+            read on stderr (tqdm's bar when installed). None: when stderr is a
+            terminal.
 
         Returns
         -------
@@ -139,7 +147,9 @@ class LinearMixedModel(DesignAttributes):
             if source.dask is not None:
                 design, state = dask_model(Spec.of(formula, weights, offset), source)
             else:
-                design, state = chunked_model(formula, source, weights, offset)
+                design, state = chunked_model(
+                    formula, source, weights, offset, progress=wanted(progress)
+                )
             return cls(design, reml=reml, data_name=data_name, state=state)
         return cls(
             build_design(formula, data, weights=weights, offset=offset),
@@ -339,6 +349,7 @@ def lmer(
     start: npt.ArrayLike | None = None,
     weights: str | npt.ArrayLike | None = None,
     offset: str | npt.ArrayLike | None = None,
+    progress: bool | None = None,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
@@ -359,6 +370,9 @@ def lmer(
         Prior weights: a column name or one value per row (lme4's ``weights``).
     offset
         Offset of the linear predictor: a column name or one value per row.
+    progress
+        For data read in chunks: report each pass's progress on stderr (None:
+        when stderr is a terminal).
 
     Returns
     -------
@@ -372,5 +386,7 @@ def lmer(
     >>> round(fit.objective, 3)
     1743.628
     """
-    model = LinearMixedModel.from_formula(formula, data, reml=reml, weights=weights, offset=offset)
+    model = LinearMixedModel.from_formula(
+        formula, data, reml=reml, weights=weights, offset=offset, progress=progress
+    )
     return model.fit(control, start)
