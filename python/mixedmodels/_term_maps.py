@@ -49,9 +49,7 @@ def column_ranges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def column_scales(
-    z: np.ndarray, ranges: tuple[np.ndarray, np.ndarray] | None = None
-) -> np.ndarray:
+def column_scales(z: np.ndarray, ranges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Return a power-of-two scale per column: 1 unless its largest magnitude is far from 1.
 
     ``ranges``: the columns' `column_ranges`, when already computed.
