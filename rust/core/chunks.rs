@@ -166,18 +166,78 @@ fn add(a: &mut [f64], b: &[f64]) {
 }
 
 /// The union of two block patterns with the values of both added. Block
-/// columns are merged row block by row block (both are sorted).
+/// columns are merged row block by row block (both are sorted). The output
+/// is counted first and allocated once at its exact size: the merged sums of
+/// a crossed model are the largest arrays of a fit from chunks, and growing
+/// them would hold up to three times their size.
 fn merge_columns(a: &BlockColumns, b: &BlockColumns) -> BlockColumns {
     let (pa, pb) = (&*a.pat, &*b.pat);
     let ncol = pa.ptr.len().max(pb.ptr.len()) - 1;
+    let (mut entries, mut values) = (0usize, 0usize);
+    union_by_column(pa, pb, ncol, |end_of_column, step| {
+        if end_of_column.is_none() {
+            entries += 1;
+            values += step.size();
+        }
+    });
     let mut pat = BlockPattern {
         ptr: Vec::with_capacity(ncol + 1),
-        row: Vec::with_capacity(pa.row.len().max(pb.row.len())),
-        off: Vec::with_capacity(pa.row.len().max(pb.row.len())),
+        row: Vec::with_capacity(entries),
+        off: Vec::with_capacity(entries),
         len: 0,
     };
-    let mut val = Vec::with_capacity(a.val.len().max(b.val.len()));
+    let mut val = Vec::with_capacity(values);
     pat.ptr.push(0);
+    union_by_column(pa, pb, ncol, |end_of_column, step| {
+        if let Some(c) = end_of_column {
+            debug_assert_eq!(pat.ptr.len(), c + 1);
+            pat.ptr.push(pat.row.len());
+            return;
+        }
+        pat.row.push(step.row);
+        pat.off.push(pat.len);
+        match (step.a, step.b) {
+            (Some((i, m)), Some((j, _))) => {
+                let (va, vb) = (&a.val[pa.off[i]..][..m], &b.val[pb.off[j]..][..m]);
+                val.extend(va.iter().zip(vb).map(|(x, y)| x + y));
+            }
+            (Some((i, m)), None) => val.extend_from_slice(&a.val[pa.off[i]..][..m]),
+            (None, Some((j, m))) => val.extend_from_slice(&b.val[pb.off[j]..][..m]),
+            (None, None) => unreachable!("a union entry comes from a or b"),
+        }
+        pat.len += step.size();
+    });
+    debug_assert_eq!((pat.row.len(), val.len()), (entries, values));
+    BlockColumns {
+        pat: Arc::new(pat),
+        val,
+    }
+}
+
+/// One entry of the union of two block patterns: its row block, and the
+/// entry (index, number of values) of a and of b that it comes from.
+#[derive(Clone, Copy)]
+struct UnionEntry {
+    row: usize,
+    a: Option<(usize, usize)>,
+    b: Option<(usize, usize)>,
+}
+
+impl UnionEntry {
+    fn size(&self) -> usize {
+        self.a.or(self.b).map_or(0, |(_, m)| m)
+    }
+}
+
+/// Visits the union of the entries of `pa` and `pb` column by column, in
+/// order; after each column, `visit(Some(column), _)` (with a placeholder
+/// entry) marks its end.
+fn union_by_column(
+    pa: &BlockPattern,
+    pb: &BlockPattern,
+    ncol: usize,
+    mut visit: impl FnMut(Option<usize>, UnionEntry),
+) {
     let range = |p: &BlockPattern, c: usize| {
         if c + 1 < p.ptr.len() {
             p.ptr[c]..p.ptr[c + 1]
@@ -193,38 +253,32 @@ fn merge_columns(a: &BlockColumns, b: &BlockColumns) -> BlockColumns {
         };
         next - p.off[e]
     };
+    let end = UnionEntry {
+        row: usize::MAX,
+        a: None,
+        b: None,
+    };
     for c in 0..ncol {
         let (mut i, ie) = (range(pa, c).start, range(pa, c).end);
         let (mut j, je) = (range(pb, c).start, range(pb, c).end);
         while i < ie || j < je {
             let ra = if i < ie { pa.row[i] } else { usize::MAX };
             let rb = if j < je { pb.row[j] } else { usize::MAX };
-            let rb_row = ra.min(rb);
-            pat.row.push(rb_row);
-            pat.off.push(pat.len);
-            if ra == rb {
-                let m = size(pa, i);
-                let (va, vb) = (&a.val[pa.off[i]..][..m], &b.val[pb.off[j]..][..m]);
-                val.extend(va.iter().zip(vb).map(|(x, y)| x + y));
-                pat.len += m;
+            let mut entry = UnionEntry {
+                row: ra.min(rb),
+                a: None,
+                b: None,
+            };
+            if ra <= rb {
+                entry.a = Some((i, size(pa, i)));
                 i += 1;
-                j += 1;
-            } else if ra < rb {
-                let m = size(pa, i);
-                val.extend_from_slice(&a.val[pa.off[i]..][..m]);
-                pat.len += m;
-                i += 1;
-            } else {
-                let m = size(pb, j);
-                val.extend_from_slice(&b.val[pb.off[j]..][..m]);
-                pat.len += m;
+            }
+            if rb <= ra {
+                entry.b = Some((j, size(pb, j)));
                 j += 1;
             }
+            visit(None, entry);
         }
-        pat.ptr.push(pat.row.len());
-    }
-    BlockColumns {
-        pat: Arc::new(pat),
-        val,
+        visit(Some(c), end);
     }
 }

@@ -407,6 +407,15 @@ impl CrossProducts {
         if with_x {
             xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
         }
+        if find {
+            // the patterns grew entry by entry: give back what growing reserved
+            for blocks in [&mut self.a21, &mut self.a22] {
+                let pat = unshared(&mut blocks.pat);
+                pat.row.shrink_to_fit();
+                pat.off.shrink_to_fit();
+                blocks.val.shrink_to_fit();
+            }
+        }
     }
 
     pub fn rows(&self) -> &RowData {

@@ -74,6 +74,9 @@ impl Pattern {
                 }
             }
             for &(j, e) in &a21t[a21t_ptr[c]..a21t_ptr[c + 1]] {
+                if col.len() == nb - c {
+                    break; // every row block from c on is in: the column is full
+                }
                 // entries of column j below (and at) e have row blocks >= c
                 for &rb in &a21.row[e..a21.ptr[j + 1]] {
                     if marker[rb] != c {

@@ -24,6 +24,9 @@
 //! as InstEval this halves the number of multiply-adds; with 20,000 levels
 //! crossed with 500 it divides it by five.
 
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::{Accum, Mat, Par};
+
 use super::crossprod::BlockPattern;
 use super::schur::{chunk_bounds, for_each_column_chunk, PARALLEL_SCHUR_MIN_WORK};
 
@@ -124,6 +127,41 @@ impl Terms {
 
 type Weights = [f64; 1 << 16];
 
+/// Levels of a class made dense at a time by the dense build (bounds its
+/// scratch: rest levels x this many values).
+const DENSE_SLAB: usize = 2048;
+
+/// How many multiply-adds of a dense matrix product cost as much as one
+/// product of the sparse build (generated, sorted by position, merged).
+const DENSE_PER_SPARSE: usize = 16;
+
+/// Whether the dense build is the cheaper: the Schur complement's lower
+/// triangle is full, and the sparse build's `sparse` products cost more
+/// than the dense product of every class's columns.
+fn dense_build_pays(nb: usize, nnz: usize, n_levels: usize, sparse: usize) -> bool {
+    let full = nb * (nb + 1) / 2;
+    #[cfg(test)]
+    if let Some(forced) = FORCE_DENSE.with(std::cell::Cell::get) {
+        return forced && nnz == full;
+    }
+    nnz == full && sparse.saturating_mul(DENSE_PER_SPARSE) > full.saturating_mul(n_levels)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_DENSE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the dense build forced on or off (where the pattern allows
+/// it) in this thread, for tests of both builds.
+#[cfg(test)]
+pub(crate) fn with_dense_build<T>(dense: bool, f: impl FnOnce() -> T) -> T {
+    FORCE_DENSE.with(|c| c.set(Some(dense)));
+    let out = f();
+    FORCE_DENSE.with(|c| c.set(None));
+    out
+}
+
 /// Σ f(item) in four independent sums: a single running sum is bound by the
 /// latency of its additions.
 #[inline(always)]
@@ -196,6 +234,9 @@ impl ClassSchur {
         let nnz = s.m_row.len();
         if u32::try_from(nnz).is_err() {
             return None;
+        }
+        if dense_build_pays(nb, nnz, s.a11.len(), direct) {
+            return Self::build_dense(s, class_a, &class_of, budget, threads);
         }
         let mut a22 = vec![0.0; nnz];
         let mut ptr = Vec::with_capacity(nnz + 1);
@@ -285,20 +326,125 @@ impl ClassSchur {
                 return None;
             }
         }
+        Some(Self::assemble(
+            s.m_ptr,
+            class_a,
+            a22,
+            ptr,
+            Terms::new(cls, val),
+            threads,
+        ))
+    }
+
+    /// The grouped form from its parts, its positions arranged for `threads`.
+    fn assemble(
+        m_ptr: &[usize],
+        class_a: Vec<f64>,
+        a22: Vec<f64>,
+        ptr: Vec<usize>,
+        terms: Terms,
+        threads: usize,
+    ) -> Self {
+        let nb = m_ptr.len() - 1;
         let work: Vec<usize> = (0..nb)
-            .map(|c| ptr[s.m_ptr[c + 1]] - ptr[s.m_ptr[c]] + s.m_ptr[c + 1] - s.m_ptr[c])
+            .map(|c| ptr[m_ptr[c + 1]] - ptr[m_ptr[c]] + m_ptr[c + 1] - m_ptr[c])
             .collect();
         let mut cs = Self {
             class_a,
             w: vec![0.0; 1 << 16].into_boxed_slice().try_into().unwrap(),
-            order: (0..nnz as u32).collect(),
+            order: (0..a22.len() as u32).collect(),
             a22,
             ptr,
-            terms: Terms::new(cls, val),
+            terms,
             chunks: chunk_bounds(&work, PARALLEL_SCHUR_MIN_WORK, threads),
         };
-        cs.arrange(s.m_ptr);
-        Some(cs)
+        cs.arrange(m_ptr);
+        cs
+    }
+
+    /// [`build`](Self::build) when the Schur complement is dense and every
+    /// rest level meets many first-term levels: each class's B_v = A21_v
+    /// A21_vᵀ as a dense product (the class's columns of A21 made dense, a
+    /// slab of levels at a time), every position keeping a term for every
+    /// class (zeros included). On 100,000 levels crossed with 1,000, 500
+    /// rows per level, the sparse build's 7.7·10⁹ scattered products become
+    /// 5·10¹⁰ multiply-adds of a matrix product, several times faster.
+    fn build_dense(
+        s: &ScalarParts<'_>,
+        class_a: Vec<f64>,
+        class_of: &[u16],
+        budget: usize,
+        threads: usize,
+    ) -> Option<Self> {
+        let (nb, nnz, ncls) = (s.m_ptr.len() - 1, s.m_row.len(), class_a.len());
+        let total = nnz.checked_mul(ncls)?;
+        if total > budget {
+            return None;
+        }
+        let mut a22 = vec![0.0; nnz];
+        let mut loc = vec![0usize; nb];
+        for c in 0..nb {
+            let p0 = s.m_ptr[c];
+            for (i, &r) in s.m_row[p0..s.m_ptr[c + 1]].iter().enumerate() {
+                loc[r] = i;
+            }
+            a22[p0] = s.a22d[c];
+            for e in s.a22.ptr[c]..s.a22.ptr[c + 1] {
+                a22[p0 + loc[s.a22.row[e]]] = s.a22_val[e];
+            }
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); ncls];
+        for (j, &v) in class_of.iter().enumerate() {
+            by_class[usize::from(v)].push(j);
+        }
+        let par = if threads > 1 {
+            Par::rayon(threads)
+        } else {
+            Par::Seq
+        };
+        let mut val = vec![0.0; total];
+        let mut g = Mat::<f64>::zeros(nb, nb);
+        for (v, levels) in by_class.iter().enumerate() {
+            for (i, slab) in levels.chunks(DENSE_SLAB).enumerate() {
+                let mut d = Mat::<f64>::zeros(nb, slab.len());
+                for (col, &j) in slab.iter().enumerate() {
+                    for e in s.a21.ptr[j]..s.a21.ptr[j + 1] {
+                        d[(s.a21.row[e], col)] = s.a21_val[e];
+                    }
+                }
+                let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+                triangular::matmul(
+                    g.as_mut(),
+                    BlockStructure::TriangularLower,
+                    accum,
+                    d.as_ref(),
+                    BlockStructure::Rectangular,
+                    d.transpose(),
+                    BlockStructure::Rectangular,
+                    1.0,
+                    par,
+                );
+            }
+            if levels.is_empty() {
+                continue;
+            }
+            for c in 0..nb {
+                let p0 = s.m_ptr[c];
+                for (i, &r) in s.m_row[p0..s.m_ptr[c + 1]].iter().enumerate() {
+                    val[(p0 + i) * ncls + v] = g[(r, c)];
+                }
+            }
+        }
+        let cls = (0..total).map(|t| (t % ncls) as u16).collect();
+        let ptr = (0..=nnz).map(|k| k * ncls).collect();
+        Some(Self::assemble(
+            s.m_ptr,
+            class_a,
+            a22,
+            ptr,
+            Terms::new(cls, val),
+            threads,
+        ))
     }
 
     /// Puts the positions in the fill's order for the current chunks (see

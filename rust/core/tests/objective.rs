@@ -1,6 +1,7 @@
 //! The objective and the PLS solution against the dense GLS oracle.
 
 use super::*;
+use crate::core::schur_classes::with_dense_build;
 use crate::core::CoreError;
 
 #[test]
@@ -202,6 +203,42 @@ fn grouped_schur_fill_with_three_crossed_terms() {
             let mut ws = workspace(&pr).with_classes(classes);
             let got = ws.objective(&theta, false).unwrap();
             assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+        }
+    }
+}
+
+/// Two crossed intercepts whose Schur complement is dense (every level of
+/// the first term meets every level of the second): the grouped fill built
+/// by the dense product of each class's columns and by the sparse build give
+/// the dense oracle's objective.
+#[test]
+fn dense_and_sparse_class_builds_match_dense_oracle() {
+    let n = 600;
+    let mut pr = problem(n, 17);
+    pr.terms = vec![
+        ReTerm {
+            n_levels: 40,
+            k: 1,
+            codes: (0..n).map(|i| ((i * 7 + i / 13) % 40) as u32).collect(),
+            z: vec![1.0; n],
+        },
+        ReTerm {
+            n_levels: 6,
+            k: 1,
+            codes: (0..n).map(|i| ((i * 5 + i / 7) % 6) as u32).collect(),
+            z: vec![1.0; n],
+        },
+    ];
+    for theta in [[0.8, 1.4], [1.3, 0.2]] {
+        let want = dense_objective(&pr, &theta, false);
+        for dense in [false, true] {
+            let mut ws = with_dense_build(dense, || workspace(&pr).with_classes(true));
+            assert!(ws.class_work() > 0);
+            let got = ws.objective(&theta, false).unwrap();
+            assert!(
+                (got - want).abs() < 1e-9 * want.abs(),
+                "{dense}: {got} vs {want}"
+            );
         }
     }
 }
