@@ -62,10 +62,10 @@ class _Levels:
                 self.categories = cats
             elif self.categories != cats:
                 self.same_categories = False
-        for code in np.flatnonzero(np.bincount(used[used >= 0], minlength=len(fac.levels))):
-            lab = fac.levels[code]
-            if lab not in self.keys:
-                self.keys[lab] = float(lab) if kind == "number" else lab
+        present = np.flatnonzero(np.bincount(used[used >= 0], minlength=len(fac.levels)))
+        labels = _as_objects(fac.levels)[present].tolist()
+        for lab in set(labels).difference(self.keys):  # set arithmetic: few new per chunk
+            self.keys[lab] = float(lab) if kind == "number" else lab
 
     def merge(self, other: _Levels) -> None:
         """Add another scan's levels of the same factor."""
@@ -76,8 +76,8 @@ class _Levels:
             elif self.categories != other.categories:
                 self.same_categories = False
         self.same_categories &= other.same_categories
-        for lab, key in other.keys.items():
-            self.keys.setdefault(lab, key)
+        for lab in other.keys.keys() - self.keys.keys():
+            self.keys[lab] = other.keys[lab]
 
     def levels(self) -> tuple[str, ...]:
         if self.logical:
@@ -140,10 +140,30 @@ def _evaluate(
 
 def on_levels(fac: Factor, levels: tuple[str, ...]) -> Factor:
     """Return a chunk's factor coded on the whole data's levels."""
-    index = {lab: i for i, lab in enumerate(levels)}
-    remap = np.array([index.get(lab, -1) for lab in fac.levels], dtype=np.int64)
+    remap = _level_index(levels).get_indexer(_as_objects(fac.levels)).astype(np.int64)
     codes = np.where(fac.codes < 0, -1, remap[np.maximum(fac.codes, 0)] if len(remap) else -1)
     return Factor(codes, levels, fac.ordered, fac.logical)
+
+
+_INDEXES: dict[int, tuple[tuple[str, ...], pd.Index]] = {}
+
+
+def _level_index(levels: tuple[str, ...]) -> pd.Index:
+    """Return the whole data's levels as an Index (hashed once, not once per chunk)."""
+    hit = _INDEXES.get(id(levels))
+    if hit is None or hit[0] is not levels:
+        if len(_INDEXES) >= 16:
+            _INDEXES.pop(next(iter(_INDEXES)))
+        hit = (levels, pd.Index(_as_objects(levels)))
+        _INDEXES[id(levels)] = hit
+    return hit[1]
+
+
+def _as_objects(labels: tuple[str, ...]) -> np.ndarray:
+    """Return labels as a numpy object array (no conversion of the strings)."""
+    out = np.empty(len(labels), dtype=object)
+    out[:] = labels
+    return out
 
 
 def combined(parts: list[Factor], levels: list[tuple[str, ...]], keep: np.ndarray) -> np.ndarray:
