@@ -46,6 +46,9 @@ use super::terms::ReTerm;
 use super::workspace::Workspace;
 use super::FactorKind;
 
+mod grad;
+mod minv;
+
 /// What one PIRLS run found.
 #[derive(Clone, Debug, Default)]
 pub struct Pirls {
@@ -96,6 +99,11 @@ pub struct Glmm {
     xb: Vec<f64>,
     /// Whether A's X blocks are stale (PIRLS on u leaves them so).
     x_stale: bool,
+    /// Whether the last evaluation had β inside PIRLS (nAGQ = 0).
+    fast: bool,
+    /// Per row, the offsets of its blocks in A21's layout (`minv::row_slots`),
+    /// found at the first gradient.
+    slots: Option<Vec<usize>>,
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -169,6 +177,8 @@ impl Glmm {
             eta: vec![0.0; n],
             xb: vec![0.0; n],
             x_stale: false,
+            fast: false,
+            slots: None,
             tol: 1e-12,
             max_iter: 300,
             max_halvings: 30,
@@ -445,6 +455,7 @@ impl Glmm {
     fn run(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
         self.ws.terms().set_templates(theta, &mut self.templates)?;
         self.theta = theta.to_vec();
+        self.fast = with_beta;
         let first = self.pirls(theta, with_beta);
         match first {
             Err(CoreError::Pirls(_)) if self.u.iter().any(|&v| v != 0.0) || self.have_beta => {
