@@ -197,6 +197,17 @@ impl RowData {
     }
 }
 
+/// Mutable views of A's blocks with X (on the scale of the data), for
+/// [`CrossProducts::blocks_mut`].
+pub(crate) struct BlocksMut<'a> {
+    pub x: &'a [f64],
+    pub a11: &'a mut [f64],
+    pub a21: &'a mut [f64],
+    pub a22d: &'a mut [f64],
+    pub ztxy: &'a mut [f64],
+    pub xyxy: &'a mut Mat<f64>,
+}
+
 /// The cross-product blocks A of a model, with the rows they came from.
 #[derive(Clone, Debug)]
 pub struct CrossProducts {
@@ -411,6 +422,22 @@ impl CrossProducts {
 
     pub fn rows(&self) -> &RowData {
         &self.rows
+    }
+    /// The blocks to be refilled by a caller that computes them itself (the
+    /// GLMM's fused PIRLS step, `glmm/fused.rs`), in this module's layouts.
+    /// The rows' weights and response are then stale: the caller refills
+    /// through [`set_weights_response`](Self::set_weights_response) before
+    /// anything reads them.
+    pub(crate) fn blocks_mut(&mut self) -> BlocksMut<'_> {
+        self.log_det_w = f64::NAN;
+        BlocksMut {
+            x: &self.rows.x,
+            a11: &mut self.a11,
+            a21: &mut self.a21.val,
+            a22d: &mut self.a22d,
+            ztxy: &mut self.ztxy,
+            xyxy: &mut self.xyxy,
+        }
     }
     /// The blocks without the rows, for summing chunks of a model's rows
     /// (`shapes`: each term's levels and coefficients per level).

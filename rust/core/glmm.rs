@@ -46,8 +46,11 @@ use super::terms::ReTerm;
 use super::workspace::Workspace;
 use super::FactorKind;
 
+mod fused;
 mod grad;
 mod minv;
+
+use fused::ScalarRows;
 
 /// What one PIRLS run found.
 #[derive(Clone, Debug, Default)]
@@ -104,6 +107,9 @@ pub struct Glmm {
     /// Per row, the offsets of its blocks in A21's layout (`minv::row_slots`),
     /// found at the first gradient.
     slots: Option<Vec<usize>>,
+    /// The rows of one or two scalar terms, for the one-pass PIRLS step
+    /// (`fused.rs`; None for other models).
+    scalar: Option<Box<ScalarRows>>,
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -162,7 +168,9 @@ impl Glmm {
         )?;
         let ws = Workspace::build(rows, terms, FactorKind::Auto)?;
         let q = ws.q();
+        let scalar = ScalarRows::new(&ws).map(Box::new);
         Ok(Self {
+            scalar,
             templates: ws.terms().zero_templates(),
             theta: Vec::new(),
             ws,
@@ -297,6 +305,15 @@ impl Glmm {
 
     /// Xβ + ZΛu + o at the current templates.
     fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
+        if let Some(sr) = &self.scalar {
+            let mut base = if with_beta {
+                self.linear_predictor_x(beta)
+            } else {
+                self.xb.clone()
+            };
+            base.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
+            return self.fused_eta(sr, &base, u);
+        }
         let mut b = u.to_vec();
         self.ws.terms().lambda_mul(&self.templates, &mut b);
         // β fixed: Xβ was formed once for the evaluation
@@ -318,6 +335,19 @@ impl Glmm {
     /// Sets the working weights and response at η and refactors at θ.
     /// Returns log det(LLᵀ) (and, with `with_beta`, forms R for β̂).
     fn working_step(&mut self, theta: &[f64], eta: &[f64], with_beta: bool) -> Result<f64> {
+        if let Some(sr) = self.scalar.take() {
+            // one pass into A; the rows' weights and response are left stale
+            // (`at_last` refills through the general path)
+            let filled = self.fused_fill(&sr, eta, with_beta);
+            self.scalar = Some(sr);
+            filled?;
+            self.x_stale = true;
+            return if with_beta {
+                Ok(self.ws.update(theta)?.ld_l2)
+            } else {
+                self.ws.refactor_at(theta)
+            };
+        }
         let (w, mut z) = self.working_vectors(eta)?;
         if with_beta {
             self.ws.set_weights_response(w, z, true)?;
