@@ -197,8 +197,7 @@ impl RowData {
     }
 }
 
-/// Mutable views of A's blocks with X (on the scale of the data), for
-/// [`CrossProducts::blocks_mut`].
+/// A's blocks and X (data scale): [`CrossProducts::blocks_mut`].
 pub(crate) struct BlocksMut<'a> {
     pub x: &'a [f64],
     pub a11: &'a mut [f64],
@@ -423,13 +422,8 @@ impl CrossProducts {
     pub fn rows(&self) -> &RowData {
         &self.rows
     }
-    /// The blocks to be refilled by a caller that computes them itself (the
-    /// GLMM's fused PIRLS step, `glmm/fused.rs`), in this module's layouts.
-    /// The rows' weights and response are then stale: the caller refills
-    /// through [`set_weights_response`](Self::set_weights_response) before
-    /// anything reads them.
+    /// The blocks for `glmm/fused.rs` (rows stale until `set_weights_response`).
     pub(crate) fn blocks_mut(&mut self) -> BlocksMut<'_> {
-        self.log_det_w = f64::NAN;
         BlocksMut {
             x: &self.rows.x,
             a11: &mut self.a11,

@@ -305,14 +305,8 @@ impl Glmm {
 
     /// Xβ + ZΛu + o at the current templates.
     fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
-        if let Some(sr) = &self.scalar {
-            let mut base = if with_beta {
-                self.linear_predictor_x(beta)
-            } else {
-                self.xb.clone()
-            };
-            base.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
-            return self.fused_eta(sr, &base, u);
+        if let Some(eta) = self.fused_linear_predictor(beta, u, with_beta) {
+            return eta;
         }
         let mut b = u.to_vec();
         self.ws.terms().lambda_mul(&self.templates, &mut b);
@@ -335,18 +329,8 @@ impl Glmm {
     /// Sets the working weights and response at η and refactors at θ.
     /// Returns log det(LLᵀ) (and, with `with_beta`, forms R for β̂).
     fn working_step(&mut self, theta: &[f64], eta: &[f64], with_beta: bool) -> Result<f64> {
-        if let Some(sr) = self.scalar.take() {
-            // one pass into A; the rows' weights and response are left stale
-            // (`at_last` refills through the general path)
-            let filled = self.fused_fill(&sr, eta, with_beta);
-            self.scalar = Some(sr);
-            filled?;
-            self.x_stale = true;
-            return if with_beta {
-                Ok(self.ws.update(theta)?.ld_l2)
-            } else {
-                self.ws.refactor_at(theta)
-            };
+        if let Some(ld) = self.fused_working_step(theta, eta, with_beta) {
+            return ld;
         }
         let (w, mut z) = self.working_vectors(eta)?;
         if with_beta {

@@ -61,6 +61,46 @@ impl ScalarRows {
 }
 
 impl Glmm {
+    /// Xβ + o + ZΛu in one pass (Xβ formed once for the evaluation when β
+    /// is fixed); None unless the model's terms are scalar.
+    pub(super) fn fused_linear_predictor(
+        &self,
+        beta: &[f64],
+        u: &[f64],
+        with_beta: bool,
+    ) -> Option<Vec<f64>> {
+        let sr = self.scalar.as_deref()?;
+        let mut base = if with_beta {
+            self.linear_predictor_x(beta)
+        } else {
+            self.xb.clone()
+        };
+        base.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
+        Some(self.fused_eta(sr, &base, u))
+    }
+
+    /// `working_step` in one pass into A; None unless the model's terms are
+    /// scalar. The rows' weights and response are left stale (`at_last`
+    /// refills through the general path).
+    pub(super) fn fused_working_step(
+        &mut self,
+        theta: &[f64],
+        eta: &[f64],
+        with_beta: bool,
+    ) -> Option<Result<f64>> {
+        let sr = self.scalar.take()?;
+        let filled = self.fused_fill(&sr, eta, with_beta);
+        self.scalar = Some(sr);
+        self.x_stale = true;
+        Some(filled.and_then(|()| {
+            if with_beta {
+                Ok(self.ws.update(theta)?.ld_l2)
+            } else {
+                self.ws.refactor_at(theta)
+            }
+        }))
+    }
+
     /// η = `base` + ZΛu (base: Xβ + o), in one pass.
     pub(super) fn fused_eta(&self, sr: &ScalarRows, base: &[f64], u: &[f64]) -> Vec<f64> {
         let f = &sr.first;
