@@ -5,7 +5,13 @@ one run and prints median times, ratios (their time / ours), objectives, and our
 evaluations and PIRLS iterations (whole fit: both stages and the Hessian). lme4 is skipped when
 Rscript or lme4 is missing, glmm when it is not importable.
 
-    python benches/bench_glmm.py [--reps 5] [--lme4-reps 3]
+The large case (``--big``, on by default; ``--no-big`` skips it) is a simulated Bernoulli model
+``y ~ x + (1 | g)`` with 1,000,000 rows and 10,000 groups (fixed seed): ours and glmm each fit it
+in a fresh subprocess, which reports the fit's wall time and the process's peak resident memory
+(data included; the data alone is printed beside it). Target: at least 2x faster than glmm and
+under 1 GiB.
+
+    python benches/bench_glmm.py [--reps 5] [--lme4-reps 3] [--no-big]
 
 What is timed: ours, `mm.glmer(formula, df, family)` from the pandas DataFrame; lme4,
 `glmer(...)` inside R with `proc.time()`, data loaded; glmm, `glmm.fit(df, formula, family)`
@@ -19,6 +25,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -128,11 +135,81 @@ def run_glmm(ref: dict, data: pd.DataFrame, reps: int) -> dict | None:
     return {"time": statistics.median(times), "objective": float(-2 * fit.loglik)}
 
 
+BIG_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np, pandas as pd
+rng = np.random.default_rng(1)
+n, G = 1_000_000, 10_000
+g = rng.integers(0, G, n); x = rng.normal(size=n); b = rng.normal(scale=0.5, size=G)
+eta = -0.5 + 0.8 * x + b[g]
+y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+d = pd.DataFrame({"y": y, "x": x, "g": np.char.add("g", g.astype(str))})
+del g, x, b, eta, y
+data_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out = {"data_mib": data_mib}
+if sys.argv[1] == "ours":
+    import mixedmodels as mm
+    t = time.perf_counter()
+    fit = mm.glmer("y ~ x + (1 | g)", d, family="binomial")
+    out["time"] = time.perf_counter() - t
+    out.update(objective=fit.objective, evals=fit.evaluations, pirls=fit.pirls_iterations)
+else:
+    import glmm
+    t = time.perf_counter()
+    fit = glmm.fit(d, "y ~ x + (1 | g)", family="binomial", satterthwaite=False)
+    out["time"] = time.perf_counter() - t
+    out["objective"] = float(-2 * fit.loglik)
+out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def run_big(which: str) -> dict | None:
+    """Fit the 1,000,000-row Bernoulli model in a fresh process: time, peak memory, objective."""
+    out = subprocess.run([sys.executable, "-c", BIG_SCRIPT, which], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{which} (1M rows): failed\n{out.stderr[-1000:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def big_case() -> None:
+    try:
+        import glmm  # noqa: F401
+    except ImportError:
+        glmm_res = None
+        print("glmm: skipped (not importable)")
+    else:
+        glmm_res = run_big("glmm")
+    ours = run_big("ours")
+    if ours is None:
+        return
+    print(
+        f"\n1,000,000-row Bernoulli, y ~ x + (1 | g), 10,000 groups (fresh process each; "
+        f"data alone {ours['data_mib']:.0f} MiB)"
+    )
+    print(f"{'':8s} {'time s':>8s} {'peak MiB':>9s} {'objective':>16s} {'evals':>6s} {'PIRLS':>6s}")
+    print(
+        f"{'ours':8s} {ours['time']:8.3f} {ours['peak_mib']:9.0f} {ours['objective']:16.6f} "
+        f"{ours['evals']:6d} {ours['pirls']:6d}"
+    )
+    if glmm_res is not None:
+        print(
+            f"{'glmm':8s} {glmm_res['time']:8.3f} {glmm_res['peak_mib']:9.0f} "
+            f"{glmm_res['objective']:16.6f}"
+        )
+        ratio = glmm_res["time"] / ours["time"]
+        print(
+            f"glmm/ours {ratio:.2f}x (target 2x); our peak under 1 GiB: {ours['peak_mib'] < 1024}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--lme4-reps", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--big", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
     rows = []
     for name in args.cases.split(","):
@@ -161,6 +238,8 @@ def main() -> None:
             f"{f(other, 'objective', '12.4f'):>12s} {ours['evals']:6d} {ours['pirls']:6d} "
             f"{f(lme4, 'evals', 'd'):>11s}"
         )
+    if args.big:
+        big_case()
 
 
 if __name__ == "__main__":

@@ -148,6 +148,14 @@ class GlmmWorkspace:
     def laplace_beta(
         self, theta: npt.NDArray[np.float64]
     ) -> tuple[float, float, float, float, int, int]: ...
+    @property
+    def has_gradient(self) -> bool: ...
+    def laplace_grad(
+        self, theta: npt.NDArray[np.float64], beta: npt.NDArray[np.float64]
+    ) -> tuple[tuple[float, float, float, float, int, int], npt.NDArray[np.float64]]: ...
+    def laplace_beta_grad(
+        self, theta: npt.NDArray[np.float64]
+    ) -> tuple[tuple[float, float, float, float, int, int], npt.NDArray[np.float64]]: ...
     def agq(
         self,
         theta: npt.NDArray[np.float64],

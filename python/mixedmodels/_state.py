@@ -466,6 +466,22 @@ class GlmmState:
         th = np.ascontiguousarray(theta, dtype=np.float64)
         return self._count(PirlsRun(*self._ws.laplace_beta(th)))
 
+    @property
+    def has_gradient(self) -> bool:
+        """Whether the exact gradient is available (binomial-logit, Poisson-log)."""
+        return bool(self._ws.has_gradient)
+
+    def laplace_grad(self, theta: np.ndarray, beta: np.ndarray) -> tuple[PirlsRun, np.ndarray]:
+        """Run PIRLS on u at (θ, β); return its record and the gradient in (θ, β)."""
+        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
+        run, grad = self._ws.laplace_grad(th, b)
+        return self._count(PirlsRun(*run)), np.asarray(grad)
+
+    def laplace_beta_grad(self, theta: np.ndarray) -> tuple[PirlsRun, np.ndarray]:
+        """Run PIRLS on β and u at θ; return its record and the nAGQ = 0 objective's gradient."""
+        run, grad = self._ws.laplace_beta_grad(np.ascontiguousarray(theta, dtype=np.float64))
+        return self._count(PirlsRun(*run)), np.asarray(grad)
+
     def state(self) -> dict[str, np.ndarray]:
         """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""
         return {k: np.asarray(v) for k, v in self._ws.state().items()}

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._glmm_fit import gradient_hessian, quasi_newton
 from ._state import GlmmState, PirlsRun
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ArgumentError, ControlError, ConvergenceWarning, DataError, ThetaError
@@ -255,7 +256,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         Parameters
         ----------
         control
-            Optimizer settings, for both stages (default `Control()`).
+            Optimizer settings, for both stages (default `default_control`).
         start
             Starting θ, or a dict with ``theta`` and/or ``beta`` (a given β
             skips the nAGQ = 0 stage's β, as lme4's ``start = list(...)``).
@@ -265,10 +266,38 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         GeneralizedLinearMixedModelResult
             The fit.
         """
-        control = control or Control()
+        control = control or self.default_control()
         counts = (self.state.evaluations, self.state.pirls_iterations)
         theta, beta, optsum, optsum0 = self.optimize(control, start)
         return self._result(theta, beta, optsum, optsum0, counts)
+
+    @property
+    def has_gradient(self) -> bool:
+        """Whether the exact gradient of the objective is available.
+
+        For canonical links (binomial-logit, Poisson-log) with nAGQ <= 1.
+        """
+        return self.nagq <= 1 and self.state.has_gradient
+
+    def default_control(self) -> Control:
+        """Return the default settings: L-BFGS-B on the exact gradient where there is one.
+
+        ``Control(optimizer="lbfgsb")`` when `has_gradient` (`_glmm_fit`),
+        else ``Control()`` (BOBYQA, lme4's). ``Control(optimizer="bobyqa")``
+        runs lme4's derivative-free stages on any model.
+        """
+        return Control(optimizer="lbfgsb") if self.has_gradient else Control()
+
+    def _fg(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return the objective at (θ, β) = x and its exact gradient."""
+        nt = self.n_theta
+        run, grad = self.state.laplace_grad(x[:nt], x[nt:])
+        return run.laplace + self.constant, grad
+
+    def _fg_nagq0(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return the nAGQ = 0 objective at θ and its exact gradient."""
+        run, grad = self.state.laplace_beta_grad(theta)
+        return run.laplace + self.constant, grad
 
     def optimize(
         self, control: Control, start: npt.ArrayLike | dict | None = None
@@ -276,14 +305,22 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         """Run lme4's two stages (``optimizeGlmer``) and return θ̂, β̂ and both records.
 
         `fit` without the result (no Hessian): what the negative binomial's
-        shape search repeats.
+        shape search repeats. With ``control.optimizer == "lbfgsb"`` (and
+        `has_gradient`) both stages run on the exact gradient (`_glmm_fit`).
         """
         theta0, beta0 = self._start(start)
         lower = self.design.lower
         theta0 = check_start(theta0, lower)
         nt = self.n_theta
+        grad = control.optimizer == "lbfgsb" and self.has_gradient
         # stage 1: θ alone, β inside PIRLS
-        optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
+        b0 = None
+        if grad:
+            # a start for the second stage: 1e-9 of the objective is near enough
+            rel = 1e-12 if self.nagq == 0 else 1e-9
+            optsum0, b0 = quasi_newton(self._fg_nagq0, theta0, lower, control, rel_tol=rel)
+        else:
+            optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
         st = self.state.state()
         beta_fast = st["beta"]
@@ -297,6 +334,16 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         def f(x: np.ndarray) -> float:
             return self._evaluate(x[:nt], x[nt:])[0]
 
+        if grad:
+            # β = β₀ + RX⁻¹y/√2: the Hessian in y is about the identity
+            # and in θ about the first stage's (the profiled Hessian's approximation)
+            transform, hess0 = np.eye(len(x0)), np.eye(len(x0))
+            transform[nt:, nt:] = np.linalg.inv(st["rx"]) / math.sqrt(2)
+            if b0 is not None:
+                hess0[:nt, :nt] = b0
+            optsum, _ = quasi_newton(self._fg, x0, lower2, control, transform, hess0)
+            _warn(optsum)
+            return optsum.final[:nt], optsum.final[nt:], optsum, optsum0
         # steps as MixedModels.jl's: a third of β's standard errors (RX-based, at the
         # first stage's optimum) and 0.05 for θ, unless the control sets one
         if control.initial_step is None:
@@ -326,7 +373,10 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         st = self.state.state()
         cond_var = self.state.cond_var()
         hessian = None
-        if self.nagq > 0:
+        if self.has_gradient and self.nagq > 0:
+            hessian = gradient_hessian(lambda v: self._fg(v)[1], np.concatenate([theta, beta]))
+            self.state.laplace(theta, beta)
+        elif self.nagq > 0:
             x = np.concatenate([theta, beta])
 
             def f(v: np.ndarray) -> float:

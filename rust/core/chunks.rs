@@ -45,7 +45,17 @@ impl BlockSums {
         let shapes = terms.iter().map(|t| (t.n_levels, t.k)).collect();
         let terms = Terms::new(rows.n(), terms)?;
         let order = BlockOrder::new(&terms);
-        Ok(CrossProducts::new(rows, &terms, &order).into_sums(shapes))
+        let mut sums = CrossProducts::new(rows, &terms, &order).into_sums(shapes);
+        // the patterns grew entry by entry: give back what growing reserved
+        // (a fit from chunks holds several partial sums at once)
+        for blocks in [&mut sums.a21, &mut sums.a22] {
+            if let Some(pat) = Arc::get_mut(&mut blocks.pat) {
+                pat.row.shrink_to_fit();
+                pat.off.shrink_to_fit();
+            }
+            blocks.val.shrink_to_fit();
+        }
+        Ok(sums)
     }
 
     /// The sums of two disjoint sets of rows of the same model.

@@ -197,6 +197,16 @@ impl RowData {
     }
 }
 
+/// A's blocks and X (data scale): [`CrossProducts::blocks_mut`].
+pub(crate) struct BlocksMut<'a> {
+    pub x: &'a [f64],
+    pub a11: &'a mut [f64],
+    pub a21: &'a mut [f64],
+    pub a22d: &'a mut [f64],
+    pub ztxy: &'a mut [f64],
+    pub xyxy: &'a mut Mat<f64>,
+}
+
 /// The cross-product blocks A of a model, with the rows they came from.
 #[derive(Clone, Debug)]
 pub struct CrossProducts {
@@ -407,19 +417,21 @@ impl CrossProducts {
         if with_x {
             xy_blocks(&xs, &ys, n, &mut self.xyxy, true);
         }
-        if find {
-            // the patterns grew entry by entry: give back what growing reserved
-            for blocks in [&mut self.a21, &mut self.a22] {
-                let pat = unshared(&mut blocks.pat);
-                pat.row.shrink_to_fit();
-                pat.off.shrink_to_fit();
-                blocks.val.shrink_to_fit();
-            }
-        }
     }
 
     pub fn rows(&self) -> &RowData {
         &self.rows
+    }
+    /// The blocks for `glmm/fused.rs` (rows stale until `set_weights_response`).
+    pub(crate) fn blocks_mut(&mut self) -> BlocksMut<'_> {
+        BlocksMut {
+            x: &self.rows.x,
+            a11: &mut self.a11,
+            a21: &mut self.a21.val,
+            a22d: &mut self.a22d,
+            ztxy: &mut self.ztxy,
+            xyxy: &mut self.xyxy,
+        }
     }
     /// The blocks without the rows, for summing chunks of a model's rows
     /// (`shapes`: each term's levels and coefficients per level).

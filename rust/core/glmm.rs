@@ -46,6 +46,12 @@ use super::terms::ReTerm;
 use super::workspace::Workspace;
 use super::FactorKind;
 
+mod fused;
+mod grad;
+mod minv;
+
+use fused::ScalarRows;
+
 /// What one PIRLS run found.
 #[derive(Clone, Debug, Default)]
 pub struct Pirls {
@@ -96,6 +102,14 @@ pub struct Glmm {
     xb: Vec<f64>,
     /// Whether A's X blocks are stale (PIRLS on u leaves them so).
     x_stale: bool,
+    /// Whether the last evaluation had β inside PIRLS (nAGQ = 0).
+    fast: bool,
+    /// Per row, the offsets of its blocks in A21's layout (`minv::row_slots`),
+    /// found at the first gradient.
+    slots: Option<Vec<usize>>,
+    /// The rows of one or two scalar terms, for the one-pass PIRLS step
+    /// (`fused.rs`; None for other models).
+    scalar: Option<Box<ScalarRows>>,
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -154,7 +168,9 @@ impl Glmm {
         )?;
         let ws = Workspace::build(rows, terms, FactorKind::Auto)?;
         let q = ws.q();
+        let scalar = ScalarRows::new(&ws).map(Box::new);
         Ok(Self {
+            scalar,
             templates: ws.terms().zero_templates(),
             theta: Vec::new(),
             ws,
@@ -169,6 +185,8 @@ impl Glmm {
             eta: vec![0.0; n],
             xb: vec![0.0; n],
             x_stale: false,
+            fast: false,
+            slots: None,
             tol: 1e-12,
             max_iter: 300,
             max_halvings: 30,
@@ -287,6 +305,9 @@ impl Glmm {
 
     /// Xβ + ZΛu + o at the current templates.
     fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
+        if let Some(eta) = self.fused_linear_predictor(beta, u, with_beta) {
+            return eta;
+        }
         let mut b = u.to_vec();
         self.ws.terms().lambda_mul(&self.templates, &mut b);
         // β fixed: Xβ was formed once for the evaluation
@@ -308,6 +329,9 @@ impl Glmm {
     /// Sets the working weights and response at η and refactors at θ.
     /// Returns log det(LLᵀ) (and, with `with_beta`, forms R for β̂).
     fn working_step(&mut self, theta: &[f64], eta: &[f64], with_beta: bool) -> Result<f64> {
+        if let Some(ld) = self.fused_working_step(theta, eta, with_beta) {
+            return ld;
+        }
         let (w, mut z) = self.working_vectors(eta)?;
         if with_beta {
             self.ws.set_weights_response(w, z, true)?;
@@ -445,6 +469,7 @@ impl Glmm {
     fn run(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
         self.ws.terms().set_templates(theta, &mut self.templates)?;
         self.theta = theta.to_vec();
+        self.fast = with_beta;
         let first = self.pirls(theta, with_beta);
         match first {
             Err(CoreError::Pirls(_)) if self.u.iter().any(|&v| v != 0.0) || self.have_beta => {

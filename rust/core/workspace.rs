@@ -460,6 +460,15 @@ impl Workspace {
         Ok(())
     }
 
+    /// A, to be refilled in place by the caller (the GLMM's fused PIRLS
+    /// step): as [`set_weights_response`](Self::set_weights_response), the
+    /// evaluation is dropped and the Schur complement filled directly.
+    pub(crate) fn cross_products_mut(&mut self) -> &mut CrossProducts {
+        self.eval = None;
+        self.factor.schur_mut().ungroup();
+        &mut self.a
+    }
+
     /// The direct scalar Schur fill (no classes) or the grouped one whatever
     /// it saves, for tests of both paths.
     #[cfg(test)]

@@ -135,6 +135,45 @@ impl PyGlmm {
         run(py, move || g.laplace(&th, &b).map(tuple))
     }
 
+    /// Whether the exact gradient is available (a canonical link:
+    /// binomial-logit, Poisson-log).
+    #[getter]
+    fn has_gradient(&self) -> bool {
+        self.inner.has_gradient()
+    }
+
+    /// `laplace` and the gradient of its objective in (θ, β), in one call.
+    fn laplace_grad<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        beta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(PirlsTuple, Bound<'py, PyArray1<f64>>)> {
+        let (th, b) = (convert::vec1(&theta), convert::vec1(&beta));
+        let g = &mut self.inner;
+        let (r, grad) = run(py, move || {
+            let r = g.laplace(&th, &b)?;
+            Ok((tuple(r), g.gradient()?))
+        })?;
+        Ok((r, convert::array1(py, grad)))
+    }
+
+    /// `laplace_beta` and the gradient of the nAGQ = 0 objective in θ, in
+    /// one call.
+    fn laplace_beta_grad<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(PirlsTuple, Bound<'py, PyArray1<f64>>)> {
+        let th = convert::vec1(&theta);
+        let g = &mut self.inner;
+        let (r, grad) = run(py, move || {
+            let r = g.laplace_beta(&th)?;
+            Ok((tuple(r), g.gradient()?))
+        })?;
+        Ok((r, convert::array1(py, grad)))
+    }
+
     /// Adaptive Gauss-Hermite quadrature at (θ, β) (a single scalar term):
     /// (value, PIRLS's tuple), with the rule's nodes and weights for the
     /// standard normal density (Σ weights = 1).
