@@ -140,7 +140,7 @@ def _evaluate(
 
 def on_levels(fac: Factor, levels: tuple[str, ...]) -> Factor:
     """Return a chunk's factor coded on the whole data's levels."""
-    remap = _level_index(levels).get_indexer(_as_objects(fac.levels)).astype(np.int64)
+    remap = _level_index(levels).get_indexer(pd.Index(_as_objects(fac.levels))).astype(np.int64)
     codes = np.where(fac.codes < 0, -1, remap[np.maximum(fac.codes, 0)] if len(remap) else -1)
     return Factor(codes, levels, fac.ordered, fac.logical)
 
