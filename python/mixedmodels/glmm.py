@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._glmm_check import checked
 from ._state import GlmmState, PirlsRun
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ArgumentError, ControlError, ConvergenceWarning, DataError, ThetaError
@@ -99,6 +100,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         family.check_response(design.y, wt)
         self.prior_weights = wt
         """Prior weights of the rows (binomial: the numbers of trials times the given weights)."""
+        self.trials = trials
+        """Numbers of trials of a ``cbind(successes, failures)`` response (None: not one)."""
         self.constant = family.loglik_constant(
             design.y, wt, np.ones(n) if trials is None else trials
         )
@@ -268,7 +271,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         control = control or Control()
         counts = (self.state.evaluations, self.state.pirls_iterations)
         theta, beta, optsum, optsum0 = self.optimize(control, start)
-        return self._result(theta, beta, optsum, optsum0, counts)
+        return checked(self._result(theta, beta, optsum, optsum0, counts))
 
     def optimize(
         self, control: Control, start: npt.ArrayLike | dict | None = None
