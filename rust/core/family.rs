@@ -201,8 +201,8 @@ impl Distribution {
     /// lme4's `aic(μ)` minus the deviance, where that depends on μ: for
     /// Gamma, −2 Σ wᵢ log dgamma(yᵢ; 1/φ, μᵢφ) + 2 − Σ dᵢ with the dispersion
     /// φ = Σ dᵢ / Σ wᵢ; for the inverse Gaussian (R's `inverse.gaussian()$aic`,
-    /// lme4's `inverseGaussianDist::aic`) Σ wᵢ (log(2πφ) + 1) + 3 Σ wᵢ log yᵢ
-    /// + 2 − Σ dᵢ; for the negative binomial, lme4's aic − Σ dᵢ. 0 for
+    /// lme4's `inverseGaussianDist::aic`) Σ wᵢ (log(2πφ) + 1) + 3 Σ wᵢ log yᵢ +
+    /// 2 − Σ dᵢ; for the negative binomial, lme4's aic − Σ dᵢ. 0 for
     /// binomial and Poisson, whose difference is a constant (added by the
     /// caller).
     pub fn aic_minus_deviance(self, y: &[f64], mu: &[f64], wt: &[f64], dev: f64) -> f64 {
