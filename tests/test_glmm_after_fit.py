@@ -90,8 +90,8 @@ def test_simulated_responses_have_the_fitted_models_moments(kind):
     mean, var = moments(fit)
     z = (y.mean(axis=1) - mean) / np.sqrt(var / nsim)
     assert np.abs(z).max() < 5.0
-    # the variances pooled over the rows (lme4 1.1-31's Gamma shape σ·w would be 8 times off
-    # here, its inverse Gaussian shape w/σ more than twice)
+    # the variances pooled over the rows (lme4 1.1-31's Gamma shape σ·w would make the
+    # conditional variances 3.7 times these here, its inverse Gaussian shape w/σ 2.4 times)
     ratio = y.var(axis=1, ddof=1).sum() / var.sum()
     assert ratio == pytest.approx(1.0, abs=0.05)
 
