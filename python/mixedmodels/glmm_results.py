@@ -234,13 +234,13 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
 
     @property
     def npar(self) -> int:
-        """Return the number of parameters: θ, β, σ (Gamma) and an estimated NB shape."""
+        """Return the number of parameters: θ, β, σ (a dispersion) and an estimated NB shape."""
         extra = int(self.family.has_scale) + int(self.model.shape_estimated)
         return len(self.theta) + len(self.beta) + extra
 
     @cached_property
     def sigma(self) -> float:
-        """Return σ: 1 without a dispersion; Gamma: √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
+        """Return σ: 1 without a dispersion; else √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
         if not self.family.has_scale:
             return 1.0
         r = self.resid("pearson").to_numpy()
