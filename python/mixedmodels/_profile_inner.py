@@ -21,6 +21,10 @@ by clipping:
 - nothing held (kind "free"): θ free, σ profiled out. The profile of β_j is
   this problem for the model without the column x_j, fitted to y − x_j b.
 
+Without a state (``state=None``: a model without σ, a GLMM) the problem is
+only the map from free variables to θ, σ being 1: an sd held is then the
+length of its template row, with no log σ among the free variables.
+
 Each inner problem is minimized by BOBYQA (NLopt), restarted from where it
 stopped until a restart gains nothing, from each of the starts the profile
 gives, keeping the lowest.
@@ -62,7 +66,7 @@ class InnerProblem:
     or a correlation (row > col) in the layout.
     """
 
-    state: ModelState
+    state: ModelState | None
     layout: ThetaLayout
     kind: str
     value: float = 0.0
@@ -85,7 +89,7 @@ class InnerProblem:
 
     def _row_scale(self) -> float:
         """Return the factor of the core's row over the model's (`ModelState.theta_scale`)."""
-        scale = self.state.theta_scale
+        scale = None if self.state is None else self.state.theta_scale
         if scale is None:
             return 1.0
         t = self.layout.terms[self.term]
@@ -123,7 +127,7 @@ class InnerProblem:
             # the free row whose image has T_r's length and the correlation ρ
             tm[r, : r + 1] = size * math.sqrt(1 - rho * rho) * e if abs(rho) < 1 else size * w
         x = [tms[t][r, : r + 1] for t, r in self._free_rows()]
-        if self.kind == "sd" and self.value > 0:
+        if self.kind == "sd" and self.value > 0 and self.state is not None:
             x.append(np.array([math.log(point.sigma)]))
         return np.concatenate([np.zeros(0), *x])
 
@@ -151,7 +155,7 @@ class InnerProblem:
             sigma = self.value
         elif self.kind == "sd" and self.value > 0:
             j = self.row
-            sigma = math.exp(x[-1])
+            sigma = 1.0 if self.state is None else math.exp(x[-1])
             length = self.value * self._row_scale() / sigma
             tm[j] = self._direction(tm[j], j, tm.shape[0] - 1) * length
         elif self.kind == "cor":
@@ -168,6 +172,7 @@ class InnerProblem:
 
     def deviance(self, x: np.ndarray) -> float:
         """Return the ML deviance at the point of ``x`` (β, and σ when free, profiled out)."""
+        assert self.state is not None, "the ML deviance needs the model's state"
         theta, sigma = self.point(x)
         model_theta = self.state.model_theta(theta)
         if sigma is not None and not (0 < sigma < math.inf):
@@ -183,6 +188,7 @@ class InnerProblem:
 
     def full_point(self, x: np.ndarray) -> Point:
         """Return the point of ``x``, σ included (profiled, when the constraint leaves it free)."""
+        assert self.state is not None, "σ needs the model's state"
         theta, sigma = self.point(x)
         if sigma is None:
             pwrss, _, _ = self.state.components(self.state.model_theta(theta))

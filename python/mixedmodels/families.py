@@ -36,7 +36,15 @@ from scipy import special, stats
 from ._reval import Factor, Numeric
 from .exceptions import ArgumentError, DataError
 
-__all__ = ["Family", "binomial", "family", "gamma", "negative_binomial", "poisson"]
+__all__ = [
+    "Family",
+    "binomial",
+    "family",
+    "gamma",
+    "inverse_gaussian",
+    "negative_binomial",
+    "poisson",
+]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -45,6 +53,7 @@ LINKS: dict[str, tuple[str, ...]] = {
     "poisson": ("log", "identity", "sqrt"),
     "Gamma": ("inverse", "identity", "log"),
     "negative.binomial": ("log", "identity", "sqrt"),
+    "inverse.gaussian": ("1/mu^2", "inverse", "identity", "log"),
 }
 """The links of each family (R's), the first the default."""
 
@@ -59,6 +68,7 @@ def _linkfun(link: str, mu: np.ndarray) -> np.ndarray:
         "identity": lambda m: m,
         "sqrt": np.sqrt,
         "inverse": lambda m: 1 / m,
+        "1/mu^2": lambda m: 1 / (m * m),
     }
     return np.asarray(funs[link](mu), dtype=np.float64)
 
@@ -79,6 +89,8 @@ def _linkinv(link: str, eta: np.ndarray) -> np.ndarray:
         return eta * eta
     if link == "inverse":
         return 1 / eta
+    if link == "1/mu^2":
+        return 1 / np.sqrt(eta)
     return eta
 
 
@@ -99,6 +111,8 @@ def _mu_eta(link: str, eta: np.ndarray) -> np.ndarray:
         return 2 * eta
     if link == "inverse":
         return -1 / (eta * eta)
+    if link == "1/mu^2":
+        return -0.5 / (eta * np.sqrt(eta))
     return np.ones_like(eta)
 
 
@@ -116,7 +130,8 @@ class Family:
     """
 
     name: str
-    """R's name of the distribution: ``"binomial"``, ``"poisson"`` or ``"Gamma"``."""
+    """R's name of the distribution: ``"binomial"``, ``"poisson"``, ``"Gamma"``,
+    ``"inverse.gaussian"`` or ``"negative.binomial"``."""
     link: str
     """R's name of the link: ``"logit"``, ``"probit"``, ``"log"``, ..."""
     shape: float | None = None
@@ -157,8 +172,8 @@ class Family:
 
     @property
     def has_scale(self) -> bool:
-        """Whether the family has a dispersion (Gamma): lme4 then reports σ."""
-        return self.name == "Gamma"
+        """Whether the family has a dispersion (Gamma, inverse Gaussian): lme4 then reports σ."""
+        return self.name in ("Gamma", "inverse.gaussian")
 
     def variance(self, mu: np.ndarray) -> np.ndarray:
         """Return the variance function V(μ)."""
@@ -168,6 +183,8 @@ class Family:
             return np.asarray(mu * mu, dtype=np.float64)
         if self.name == "negative.binomial":
             return np.asarray(mu + mu * mu / self._shape, dtype=np.float64)
+        if self.name == "inverse.gaussian":
+            return np.asarray(mu * mu * mu, dtype=np.float64)
         return np.asarray(mu, dtype=np.float64)
 
     @property
@@ -184,13 +201,15 @@ class Family:
         if self.name == "negative.binomial":
             th = self._shape
             return 2 * wt * (_ylogy(y, mu) - (y + th) * np.log((y + th) / (mu + th)))
+        if self.name == "inverse.gaussian":
+            return np.asarray(wt * (y - mu) ** 2 / (y * mu * mu), dtype=np.float64)
         return 2 * wt * (_ylogy(y, mu) - (y - mu))
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Return R's starting means (the family's ``initialize``)."""
         if self.name == "binomial":
             return (wt * y + 0.5) / (wt + 1)
-        if self.name == "Gamma":
+        if self.name in ("Gamma", "inverse.gaussian"):
             return np.asarray(y, dtype=np.float64)
         if self.name == "negative.binomial":
             return y + (y == 0) / 6
@@ -246,11 +265,12 @@ class Family:
                     f"{y[i]!r} of {wt[i]!r} trials (a proportion needs weights = its "
                     "numbers of trials)"
                 )
-        elif self.name == "Gamma":
+        elif self.name in ("Gamma", "inverse.gaussian"):
             bad = np.flatnonzero(~(y > 0))
             if bad.size:
                 raise DataError(
-                    f"a Gamma response must be positive; observation {bad[0]} is {y[bad[0]]!r}"
+                    f"a {self.name} response must be positive; observation {bad[0]} is "
+                    f"{y[bad[0]]!r}"
                 )
         else:
             bad = np.flatnonzero((y < 0) | (np.abs(y - np.round(y)) > 1e-7 * np.maximum(1, y)))
@@ -265,10 +285,11 @@ class Family:
 
         Binomial: m = n (the trials of cbind) when any exceeds one, else the
         weights, as lme4's ``binomialDist::aic``; −2 Σ (wt/m) log C(m, k).
-        Poisson: 2 Σ wt (log y! − y log y + y). Gamma and negative binomial: 0
-        (lme4's aic − deviance is computed with the modes, in the core).
+        Poisson: 2 Σ wt (log y! − y log y + y). Gamma, inverse Gaussian and
+        negative binomial: 0 (lme4's aic − deviance depends on the dispersion or
+        the modes: computed in the core).
         """
-        if self.name in ("Gamma", "negative.binomial"):
+        if self.name in ("Gamma", "inverse.gaussian", "negative.binomial"):
             return 0.0
         if self.name == "binomial":
             m = np.round(n if (n > 1).any() else wt)
@@ -295,6 +316,11 @@ def gamma(link: str = "inverse") -> Family:
     return Family("Gamma", link)
 
 
+def inverse_gaussian(link: str = "1/mu^2") -> Family:
+    """Return the inverse Gaussian family (links: 1/mu^2, inverse, identity, log), R's."""
+    return Family("inverse.gaussian", link)
+
+
 def negative_binomial(shape: float, link: str = "log") -> Family:
     """Return the negative binomial family of a given shape (MASS's ``negative.binomial``)."""
     return Family("negative.binomial", link, float(shape))
@@ -308,7 +334,9 @@ def family(spec: str | Family, link: str | None = None) -> Family:
         return spec
     if not isinstance(spec, str):
         raise ArgumentError(f"family must be a name or a Family, not {type(spec).__name__}")
-    name = {"gamma": "Gamma"}.get(spec.lower(), spec.lower())
+    name = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian"}.get(
+        spec.lower(), spec.lower()
+    )
     if name not in LINKS:
         have = ", ".join(map(repr, LINKS))
         raise ArgumentError(f"unknown family {spec!r}; available families: {have}")

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._glmm_check import checked
 from ._glmm_fit import gradient_hessian, quasi_newton
 from ._state import GlmmState, PirlsRun
 from .design import Design, DesignAttributes, build_design
@@ -100,6 +101,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         family.check_response(design.y, wt)
         self.prior_weights = wt
         """Prior weights of the rows (binomial: the numbers of trials times the given weights)."""
+        self.trials = trials
+        """Numbers of trials of a ``cbind(successes, failures)`` response (None: not one)."""
         self.constant = family.loglik_constant(
             design.y, wt, np.ones(n) if trials is None else trials
         )
@@ -269,7 +272,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         control = control or self.default_control()
         counts = (self.state.evaluations, self.state.pirls_iterations)
         theta, beta, optsum, optsum0 = self.optimize(control, start)
-        return self._result(theta, beta, optsum, optsum0, counts)
+        return checked(self._result(theta, beta, optsum, optsum0, counts))
 
     @property
     def has_gradient(self) -> bool:
@@ -288,14 +291,14 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         """
         return Control(optimizer="lbfgsb") if self.has_gradient else Control()
 
-    def _fg(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Return the objective at (θ, β) = x and its exact gradient."""
+    def value_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return the objective at (θ, β) = x and its exact gradient (when `has_gradient`)."""
         nt = self.n_theta
         run, grad = self.state.laplace_grad(x[:nt], x[nt:])
         return run.laplace + self.constant, grad
 
-    def _fg_nagq0(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Return the nAGQ = 0 objective at θ and its exact gradient."""
+    def value_gradient_nagq0(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return the nAGQ = 0 objective at θ and its exact gradient (when `has_gradient`)."""
         run, grad = self.state.laplace_beta_grad(theta)
         return run.laplace + self.constant, grad
 
@@ -318,7 +321,9 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         if grad:
             # a start for the second stage: 1e-9 of the objective is near enough
             rel = 1e-12 if self.nagq == 0 else 1e-9
-            optsum0, b0 = quasi_newton(self._fg_nagq0, theta0, lower, control, rel_tol=rel)
+            optsum0, b0 = quasi_newton(
+                self.value_gradient_nagq0, theta0, lower, control, rel_tol=rel
+            )
         else:
             optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
@@ -341,7 +346,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             transform[nt:, nt:] = np.linalg.inv(st["rx"]) / math.sqrt(2)
             if b0 is not None:
                 hess0[:nt, :nt] = b0
-            optsum, _ = quasi_newton(self._fg, x0, lower2, control, transform, hess0)
+            optsum, _ = quasi_newton(self.value_gradient, x0, lower2, control, transform, hess0)
             _warn(optsum)
             return optsum.final[:nt], optsum.final[nt:], optsum, optsum0
         # steps as MixedModels.jl's: a third of β's standard errors (RX-based, at the
@@ -374,7 +379,9 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         cond_var = self.state.cond_var()
         hessian = None
         if self.has_gradient and self.nagq > 0:
-            hessian = gradient_hessian(lambda v: self._fg(v)[1], np.concatenate([theta, beta]))
+            hessian = gradient_hessian(
+                lambda v: self.value_gradient(v)[1], np.concatenate([theta, beta])
+            )
             self.state.laplace(theta, beta)
         elif self.nagq > 0:
             x = np.concatenate([theta, beta])

@@ -7,6 +7,11 @@ Which "deviance" is which (lme4's conventions, values for cbpp):
   printed as "deviance" in the summary's AIC line.
 - ``laplace_deviance`` (100.10): the same without the constant (MixedModels.jl's).
 - ``deviance`` (73.47): Σ dᵢ at the conditional modes (lme4's ``deviance(fit)``).
+
+Computations after the fit live in their own modules: `glmm_profile`
+(profile intervals), `_glmm_boot` (simulate, refit, bootstrap),
+`_glmm_matrices` (V of the linearized model), `_glmm_check` (the optimality
+check recorded in ``optsum.check``), `_glmm_summary` (the printed summary).
 """
 
 from __future__ import annotations
@@ -17,15 +22,20 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 
+from . import _glmm_boot, _glmm_matrices, glmm_profile
+from ._args import check_choice, check_level, check_positive
 from ._fit_common import FitAttributes
 from ._glmm_summary import glmm_summary_text
 from ._ranef import RandomEffects, coefficients, random_effects, variance_components
+from ._state import ModelState
 from .exceptions import ArgumentError, UnknownNameError
 from .families import Family
-from .optimize import OptSummary
+from .optimize import Control, OptSummary
 from .predict import in_sample_linear_predictor, new_linear_predictor, selected_terms
 
 if TYPE_CHECKING:
@@ -153,15 +163,84 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
             index=list(self.design.x_names),
         )
 
+    def confint(
+        self,
+        method: str = "wald",
+        level: float = 0.95,
+        nsim: int = 500,
+        seed: int | np.random.Generator | None = None,
+    ) -> pd.DataFrame:
+        """Return confidence intervals in lme4's order: the sds and correlations, then β.
+
+        ``method``: ``"wald"`` (β ± z SE; none for the sds and correlations, as
+        lme4), ``"profile"`` (profile likelihood, lme4's ``profile``:
+        `glmm_profile`) or ``"boot"`` (parametric bootstrap percentile
+        intervals of ``nsim`` refits to responses simulated with ``seed``,
+        lme4's ``bootMer``; a family with a dispersion adds a σ row).
+        Columns lower and upper.
+        """
+        method = check_choice(method, "method", ("wald", "profile", "boot"))
+        level = check_level(level)
+        if method == "profile":
+            return glmm_profile.glmm_profile_confint(self, level)
+        if method == "boot":
+            samples = self.bootstrap(nsim, seed)
+            alpha = (1 - level) / 2
+            return pd.DataFrame(
+                {
+                    "lower": np.nanquantile(samples, alpha, axis=0),
+                    "upper": np.nanquantile(samples, 1 - alpha, axis=0),
+                },
+                index=list(samples.columns),
+            )
+        wald = self.confint_wald(level)
+        sd = pd.DataFrame(np.nan, index=self.design.layout.sdcor_names, columns=wald.columns)
+        return pd.concat([sd, wald])
+
+    def profile(self, level: float = 0.99, points: int = 15) -> pd.DataFrame:
+        """Return profile traces (lme4's ``profile``): columns param, value, zeta."""
+        return glmm_profile.glmm_profile(self, check_level(level), points)
+
+    def bootstrap(
+        self, nsim: int = 500, seed: int | np.random.Generator | None = None
+    ) -> pd.DataFrame:
+        """Return a parametric bootstrap (lme4's ``bootMer``): a row of parameters per refit.
+
+        The sds and correlations (θ's, σ = 1), σ for a family with a
+        dispersion, and β, as lme4's ``confint(method = "boot")`` takes them.
+        """
+        return _glmm_boot.bootstrap(self, nsim, seed)
+
+    def simulate(
+        self, nsim: int = 1, seed: int | np.random.Generator | None = None
+    ) -> pd.DataFrame:
+        """Simulate responses from the fitted model (lme4's ``simulate``, new random effects).
+
+        One column per simulation (sim_1, ...), on the model's scale: a binomial
+        response as the proportion of its trials (what `refit` takes).
+        See `_glmm_boot` for each family's draw.
+        """
+        return _glmm_boot.simulate(self, nsim, seed)
+
+    def refit(
+        self, y: npt.ArrayLike, control: Control | None = None
+    ) -> GeneralizedLinearMixedModelResult:
+        """Fit the same model to a new response (lme4's ``refit``), from this fit's (θ, β).
+
+        ``y``: one value per fitted row, on the model's scale (a binomial
+        response as proportions of the same trials).
+        """
+        return _glmm_boot.refit(self, y, control)
+
     @property
     def npar(self) -> int:
-        """Return the number of parameters: θ, β, σ (Gamma) and an estimated NB shape."""
+        """Return the number of parameters: θ, β, σ (a dispersion) and an estimated NB shape."""
         extra = int(self.family.has_scale) + int(self.model.shape_estimated)
         return len(self.theta) + len(self.beta) + extra
 
     @cached_property
     def sigma(self) -> float:
-        """Return σ: 1 without a dispersion; Gamma: √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
+        """Return σ: 1 without a dispersion; else √((Σ Pearson residuals² + ‖û‖²)/n), lme4's."""
         if not self.family.has_scale:
             return 1.0
         r = self.resid("pearson").to_numpy()
@@ -301,6 +380,42 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
             have = ", ".join(values)
             raise UnknownNameError(f"unknown name {name!r} for a GLMM fit; available: {have}")
         return values[name]
+
+    # -- the linearized model (the working scale) -----------------------------------
+    @cached_property
+    def working_weights(self) -> np.ndarray:
+        """Return PIRLS's working weights at the fit, W = w (dμ/dη)²/V(μ)."""
+        return _glmm_matrices.working_weights(self)
+
+    @cached_property
+    def _linearized(self) -> ModelState:
+        return _glmm_matrices.linearized_state(self)
+
+    def V(self, dense: bool = False, max_bytes: int | None = None) -> sp.csr_array | np.ndarray:
+        """Return V = W⁻¹ + ZΛΛᵀZᵀ of the linearized model, on the working (link) scale.
+
+        The marginal covariance of the working response z = η + (y − μ)/(dμ/dη)
+        in the penalized least squares problem PIRLS solves at the fit (see
+        `_glmm_matrices`); not the covariance of y. Sparse (scipy CSR), or a
+        dense array with ``dense=True``; refused (`MemoryBudgetError`) when it
+        could exceed ``max_bytes`` (default 2 GiB).
+        """
+        budget = int(check_positive(max_bytes, "max_bytes")) if max_bytes is not None else None
+        if budget is None:
+            return _glmm_matrices.v_matrix(self._linearized, dense)
+        return _glmm_matrices.v_matrix(self._linearized, dense, budget)
+
+    def V_solve(self, B: npt.ArrayLike) -> np.ndarray:
+        """Return V⁻¹B (V of the linearized model, `V`) without forming V. B: n or n x m."""
+        return _glmm_matrices.v_product(self._linearized, B, solve=True)
+
+    def V_matvec(self, B: npt.ArrayLike) -> np.ndarray:
+        """Return VB (V of the linearized model, `V`) without forming V. B: n or n x m."""
+        return _glmm_matrices.v_product(self._linearized, B, solve=False)
+
+    def V_logdet(self) -> float:
+        """Return log det V (V of the linearized model, `V`)."""
+        return self._linearized.v_logdet()
 
     def summary(self) -> str:
         """Return lme4's ``summary(fit)`` layout for a GLMM."""

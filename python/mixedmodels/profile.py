@@ -24,21 +24,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
 from ._params import param_names
-from ._profile_inner import InnerProblem, Point, minimize
+from ._profile_inner import InnerProblem as ThetaProblem
+from ._profile_inner import Point, minimize
 from .exceptions import NumericalError
 
 if TYPE_CHECKING:
     from .model import LinearMixedModel
     from .results import LinearMixedModelResult
 
-__all__ = ["profile", "profile_confint"]
+__all__ = [
+    "Continuation",
+    "HeldProblem",
+    "Profiles",
+    "Zeta",
+    "profile",
+    "profile_confint",
+    "zeta_confint",
+    "zeta_traces",
+]
 
 _LOWER_BY = 1e-6
 """A profile point this far below the optimum's deviance is a better optimum."""
@@ -51,65 +61,48 @@ _MOVED_BY = 1e-7
 class _LowerOptimum(Exception):
     """The profile found a point with a lower deviance than the optimum it started from."""
 
-    def __init__(self, point: Point):
+    def __init__(self, point: Any):
         super().__init__()
         self.point = point
 
 
-class _Profiler:
-    """The ML deviance minimized over all parameters but one, with continuation.
+class HeldProblem(Protocol):
+    """A deviance with one parameter held: a map from free variables to the model's points."""
 
-    The optimum is the ML refit's, polished by the inner minimizer (so that
-    every profile is measured from the lowest deviance it can find). A
-    profiled value starts its inner minimization from the solution at the
+    def x_from(self, point: Any) -> np.ndarray:
+        """Return free variables whose point keeps as much of ``point`` as the constraint allows."""
+        ...
+
+    def deviance(self, x: np.ndarray) -> float:
+        """Return the deviance at the point of ``x``."""
+        ...
+
+    def full_point(self, x: np.ndarray) -> Any:
+        """Return the point of ``x``."""
+        ...
+
+
+class Continuation:
+    """A deviance minimized over all parameters but one, with continuation (any model).
+
+    A profiled value starts its inner minimization from the solution at the
     nearest value already profiled (continuation); a thorough one also from
-    the optimum and from lme4's start (1 on the template diagonals) at σ̂, a
-    point away from the boundary: at a singular optimum the templates' zero
-    rows are a stationary point of every inner problem (TTᵀ is quadratic in
-    T), often a local minimum beside a lower one.
-
-    Parameters are indexed in lme4's confint order: the sds and correlations
-    (θ order), σ, then β.
+    each of ``anchors``. A subclass sets ``d_hat`` (the minimum, measured
+    from) and ``anchors``, and gives each parameter's inner problem (`problem`).
     """
 
-    def __init__(self, fit: LinearMixedModelResult, start: Point | None = None):
-        self.fit = ml = fit.refit_ml()
-        self.state = state = ml.model.state.model_space()
-        self.layout = layout = ml.design.layout
-        self.kinds: list[str] = [*layout.kinds, "sigma"]
-        self.slots = [(t, r, c) for t, tl in enumerate(layout.terms) for r, c in tl.entries]
-        if start is None:
-            start = Point(state.core_theta(ml.theta), ml.sigma)
-        free = InnerProblem(state, layout, "free")
-        self.d_hat, x = minimize(free.deviance, [free.x_from(start)])
-        self.hat = free.full_point(x)
-        theta = state.model_theta(self.hat.theta)
-        self.psi_hat = np.array([*layout.sdcor(theta, self.hat.sigma), self.hat.sigma])
-        self.anchors = [self.hat, Point(state.core_theta(layout.start()), self.hat.sigma)]
-        self.solved: dict[int, dict[float, tuple[float, Point, bool]]] = {}
-        self.reduced: dict[int, LinearMixedModel] = {}
+    d_hat: float
+    anchors: list[Any]
 
-    def problem(self, i: int, value: float) -> InnerProblem:
+    def __init__(self) -> None:
+        self.solved: dict[int, dict[float, tuple[float, Any, bool]]] = {}
+
+    def problem(self, i: int, value: float) -> HeldProblem:
         """Return the inner problem of parameter i held at value."""
-        if i < len(self.slots):
-            t, r, c = self.slots[i]
-            return InnerProblem(self.state, self.layout, self.kinds[i], value, t, r, c)
-        if i == len(self.slots):
-            return InnerProblem(self.state, self.layout, "sigma", value)
-        # β_j: the model without x_j fitted to y − x_j b, whose θ is the full model's (same
-        # layout, same column scales)
-        j = i - len(self.kinds)
-        d = self.fit.design
-        if j not in self.reduced:
-            keep = [c for c in range(d.p) if c != j]
-            x_names = tuple(d.x_names[c] for c in keep)
-            design = replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=x_names)
-            self.reduced[j] = self.fit.model.with_design(design)
-        state = self.reduced[j].with_response(d.y - d.X[:, j] * value).state.model_space()
-        return InnerProblem(state, self.layout, "free")
+        raise NotImplementedError
 
     def deviance(self, i: int, value: float, thorough: bool) -> float:
-        """Return the ML deviance minimized with parameter i held at value."""
+        """Return the deviance minimized with parameter i held at value."""
         done = self.solved.setdefault(i, {})
         if value in done and (done[value][2] or not thorough):
             return done[value][0]
@@ -137,7 +130,59 @@ class _Profiler:
         return math.copysign(math.sqrt(max(d - self.d_hat, 0.0)), value - hat)
 
 
-class _Zeta(NamedTuple):
+class _Profiler(Continuation):
+    """The ML deviance of a linear mixed model minimized over all parameters but one.
+
+    The optimum is the ML refit's, polished by the inner minimizer (so that
+    every profile is measured from the lowest deviance it can find). The
+    anchors of a thorough minimization are the optimum and lme4's start (1
+    on the template diagonals) at σ̂, a point away from the boundary: at a
+    singular optimum the templates' zero rows are a stationary point of every
+    inner problem (TTᵀ is quadratic in T), often a local minimum beside a
+    lower one.
+
+    Parameters are indexed in lme4's confint order: the sds and correlations
+    (θ order), σ, then β.
+    """
+
+    def __init__(self, fit: LinearMixedModelResult, start: Point | None = None):
+        super().__init__()
+        self.fit = ml = fit.refit_ml()
+        self.state = state = ml.model.state.model_space()
+        self.layout = layout = ml.design.layout
+        self.kinds: list[str] = [*layout.kinds, "sigma"]
+        self.slots = [(t, r, c) for t, tl in enumerate(layout.terms) for r, c in tl.entries]
+        if start is None:
+            start = Point(state.core_theta(ml.theta), ml.sigma)
+        free = ThetaProblem(state, layout, "free")
+        self.d_hat, x = minimize(free.deviance, [free.x_from(start)])
+        self.hat = free.full_point(x)
+        theta = state.model_theta(self.hat.theta)
+        self.psi_hat = np.array([*layout.sdcor(theta, self.hat.sigma), self.hat.sigma])
+        self.anchors = [self.hat, Point(state.core_theta(layout.start()), self.hat.sigma)]
+        self.reduced: dict[int, LinearMixedModel] = {}
+
+    def problem(self, i: int, value: float) -> ThetaProblem:
+        """Return the inner problem of parameter i held at value."""
+        if i < len(self.slots):
+            t, r, c = self.slots[i]
+            return ThetaProblem(self.state, self.layout, self.kinds[i], value, t, r, c)
+        if i == len(self.slots):
+            return ThetaProblem(self.state, self.layout, "sigma", value)
+        # β_j: the model without x_j fitted to y − x_j b, whose θ is the full model's (same
+        # layout, same column scales)
+        j = i - len(self.kinds)
+        d = self.fit.design
+        if j not in self.reduced:
+            keep = [c for c in range(d.p) if c != j]
+            x_names = tuple(d.x_names[c] for c in keep)
+            design = replace(d, X=np.asfortranarray(d.X[:, keep]), x_names=x_names)
+            self.reduced[j] = self.fit.model.with_design(design)
+        state = self.reduced[j].with_response(d.y - d.X[:, j] * value).state.model_space()
+        return ThetaProblem(state, self.layout, "free")
+
+
+class Zeta(NamedTuple):
     """One parameter's profile: where it is and where to look."""
 
     name: str
@@ -148,7 +193,7 @@ class _Zeta(NamedTuple):
     hi: float
 
 
-def _roots(pr: _Profiler, pz: _Zeta, z: float) -> tuple[float, float]:
+def _roots(pr: Continuation, pz: Zeta, z: float) -> tuple[float, float]:
     """Find the points where ζ = -z (below the estimate) and ζ = +z (above it).
 
     The bracketing points and the root are minimized thoroughly (from every
@@ -208,7 +253,7 @@ def _first_step(
     return min(max(predicted, 1e-3 * abs(step)), 8 * abs(step))
 
 
-def _solve(pr: _Profiler, pz: _Zeta, target: float, a: float, b: float) -> float:
+def _solve(pr: Continuation, pz: Zeta, target: float, a: float, b: float) -> float:
     """Return the root of ζ = target between a and b, checked by a thorough minimization.
 
     When the thorough minimization at the root finds a lower deviance than
@@ -233,7 +278,7 @@ def _solve(pr: _Profiler, pz: _Zeta, target: float, a: float, b: float) -> float
     return float(root)
 
 
-def _zeta_functions(pr: _Profiler) -> list[_Zeta]:
+def _zeta_functions(pr: _Profiler) -> list[Zeta]:
     """Return the profile of each parameter, in lme4's confint order."""
     names = param_names(pr.fit)
     out = []
@@ -247,12 +292,24 @@ def _zeta_functions(pr: _Profiler) -> list[_Zeta]:
             lo, hi, scale = 0.0, math.inf, 0.25 * max(hat, 0.1 * sigma_hat)
         else:
             lo, hi, scale = 1e-12 * max(sigma_hat, 1.0), math.inf, 0.25 * sigma_hat
-        out.append(_Zeta(names[i], i, hat, scale, lo, hi))
+        out.append(Zeta(names[i], i, hat, scale, lo, hi))
     se = pr.fit.stderror.to_numpy()
     for j in range(pr.fit.design.p):
         i = len(pr.kinds) + j
-        out.append(_Zeta(names[i], i, float(pr.fit.beta[j]), se[j], -math.inf, math.inf))
+        out.append(Zeta(names[i], i, float(pr.fit.beta[j]), se[j], -math.inf, math.inf))
     return out
+
+
+Profiles = Callable[[Any], tuple[Continuation, list[Zeta]]]
+"""Given a start (None: the fit's optimum), a model's profiler and its parameters' profiles."""
+
+
+def _lmm_profiles(fit: LinearMixedModelResult) -> Profiles:
+    def make(start: Point | None) -> tuple[Continuation, list[Zeta]]:
+        pr = _Profiler(fit, start)
+        return pr, _zeta_functions(pr)
+
+    return make
 
 
 _RESTARTS = 3
@@ -260,14 +317,13 @@ _RESTARTS = 3
 
 
 def _with_restarts(
-    fit: LinearMixedModelResult, run: Callable[[_Profiler, list[_Zeta]], pd.DataFrame]
+    make: Profiles, run: Callable[[Continuation, list[Zeta]], pd.DataFrame]
 ) -> pd.DataFrame:
     """Run ``run`` on the profiles, starting again from any lower optimum a profile finds."""
     start = None
     for _ in range(_RESTARTS + 1):
         try:
-            pr = _Profiler(fit, start)
-            return run(pr, _zeta_functions(pr))
+            return run(*make(start))
         except _LowerOptimum as e:
             start = e.point
     raise NumericalError(
@@ -276,27 +332,22 @@ def _with_restarts(
     )
 
 
-def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
-    """Return profile-likelihood intervals: columns lower and upper, in lme4's confint order."""
+def zeta_confint(make: Profiles, level: float) -> pd.DataFrame:
+    """Return the profile intervals of the parameters of ``make``: columns lower and upper."""
     z = stats.norm.ppf(1 - (1 - level) / 2)
 
-    def run(pr: _Profiler, zetas: list[_Zeta]) -> pd.DataFrame:
+    def run(pr: Continuation, zetas: list[Zeta]) -> pd.DataFrame:
         rows = {pz.name: _roots(pr, pz, z) for pz in zetas}
         return pd.DataFrame(rows.values(), index=list(rows), columns=["lower", "upper"])
 
-    return _with_restarts(fit, run)
+    return _with_restarts(make, run)
 
 
-def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) -> pd.DataFrame:
-    """Return profile traces (lme4's ``profile``).
-
-    ζ at ``points`` values of each parameter spanning its ``level`` profile
-    interval. Columns: param, value, zeta. A correlation that is undefined at
-    the estimate (one of its sds is 0) has a flat profile and is left out.
-    """
+def zeta_traces(make: Profiles, level: float, points: int) -> pd.DataFrame:
+    """Return ζ at ``points`` values spanning each parameter's ``level`` profile interval."""
     z = stats.norm.ppf(1 - (1 - level) / 2)
 
-    def run(pr: _Profiler, zetas: list[_Zeta]) -> pd.DataFrame:
+    def run(pr: Continuation, zetas: list[Zeta]) -> pd.DataFrame:
         parts = []
         for pz in zetas:
             if math.isnan(pz.hat):
@@ -307,4 +358,19 @@ def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) 
             parts.append(pd.DataFrame({"param": pz.name, "value": values, "zeta": zeta}))
         return pd.concat(parts, ignore_index=True)
 
-    return _with_restarts(fit, run)
+    return _with_restarts(make, run)
+
+
+def profile_confint(fit: LinearMixedModelResult, level: float = 0.95) -> pd.DataFrame:
+    """Return profile-likelihood intervals: columns lower and upper, in lme4's confint order."""
+    return zeta_confint(_lmm_profiles(fit), level)
+
+
+def profile(fit: LinearMixedModelResult, level: float = 0.99, points: int = 15) -> pd.DataFrame:
+    """Return profile traces (lme4's ``profile``).
+
+    ζ at ``points`` values of each parameter spanning its ``level`` profile
+    interval. Columns: param, value, zeta. A correlation that is undefined at
+    the estimate (one of its sds is 0) has a flat profile and is left out.
+    """
+    return zeta_traces(_lmm_profiles(fit), level, points)

@@ -27,6 +27,8 @@ pub enum Link {
     Identity,
     Sqrt,
     Inverse,
+    /// η = 1/μ², the inverse Gaussian's canonical link (R's `"1/mu^2"`).
+    InverseSquare,
 }
 
 /// The distribution of the response given the random effects.
@@ -40,6 +42,8 @@ pub enum Distribution {
     /// Negative binomial with a given shape θ (MASS's `negative.binomial(θ)`):
     /// V(μ) = μ + μ²/θ.
     NegativeBinomial(f64),
+    /// Inverse Gaussian, V(μ) = μ³, with a dispersion (as Gamma's).
+    InverseGaussian,
 }
 
 /// A family: a distribution with a link.
@@ -81,6 +85,7 @@ impl Link {
             "identity" => Self::Identity,
             "sqrt" => Self::Sqrt,
             "inverse" => Self::Inverse,
+            "1/mu^2" => Self::InverseSquare,
             _ => return Err(CoreError::Dimension(format!("unknown link {name:?}"))),
         })
     }
@@ -97,6 +102,7 @@ impl Link {
             Self::Identity => eta,
             Self::Sqrt => eta * eta,
             Self::Inverse => 1.0 / eta,
+            Self::InverseSquare => 1.0 / eta.sqrt(),
         }
     }
 
@@ -128,6 +134,7 @@ impl Link {
             Self::Identity => 1.0,
             Self::Sqrt => 2.0 * eta,
             Self::Inverse => -1.0 / (eta * eta),
+            Self::InverseSquare => -0.5 / (eta * eta.sqrt()),
         }
     }
 }
@@ -143,12 +150,14 @@ fn y_log_y(y: f64, mu: f64) -> f64 {
 }
 
 impl Distribution {
-    /// Parses R's name of a family (`binomial`, `poisson`, `Gamma`).
+    /// Parses R's name of a family (`binomial`, `poisson`, `Gamma`,
+    /// `inverse.gaussian`).
     pub fn from_name(name: &str) -> Result<Self> {
         Ok(match name {
             "binomial" => Self::Binomial,
             "poisson" => Self::Poisson,
             "Gamma" => Self::Gamma,
+            "inverse.gaussian" => Self::InverseGaussian,
             _ => return Err(CoreError::Dimension(format!("unknown family {name:?}"))),
         })
     }
@@ -171,6 +180,7 @@ impl Distribution {
             Self::Poisson => mu,
             Self::Gamma => mu * mu,
             Self::NegativeBinomial(th) => mu + mu * mu / th,
+            Self::InverseGaussian => mu * mu * mu,
         }
     }
 
@@ -184,12 +194,15 @@ impl Distribution {
             Self::NegativeBinomial(th) => {
                 2.0 * wt * (y_log_y(y, mu) - (y + th) * ((y + th) / (mu + th)).ln())
             }
+            Self::InverseGaussian => wt * (y - mu) * (y - mu) / (y * mu * mu),
         }
     }
 
     /// lme4's `aic(μ)` minus the deviance, where that depends on μ: for
     /// Gamma, −2 Σ wᵢ log dgamma(yᵢ; 1/φ, μᵢφ) + 2 − Σ dᵢ with the dispersion
-    /// φ = Σ dᵢ / Σ wᵢ; for the negative binomial, lme4's aic − Σ dᵢ. 0 for
+    /// φ = Σ dᵢ / Σ wᵢ; for the inverse Gaussian (R's `inverse.gaussian()$aic`,
+    /// lme4's `inverseGaussianDist::aic`) Σ wᵢ (log(2πφ) + 1) + 3 Σ wᵢ log yᵢ +
+    /// 2 − Σ dᵢ; for the negative binomial, lme4's aic − Σ dᵢ. 0 for
     /// binomial and Poisson, whose difference is a constant (added by the
     /// caller).
     pub fn aic_minus_deviance(self, y: &[f64], mu: &[f64], wt: &[f64], dev: f64) -> f64 {
@@ -220,6 +233,11 @@ impl Distribution {
                     })
                     .sum();
                 -2.0 * ll + 2.0 - dev
+            }
+            Self::InverseGaussian => {
+                let wsum: f64 = wt.iter().sum();
+                let ly: f64 = y.iter().zip(wt).map(|(&y, &w)| w * y.ln()).sum();
+                wsum * ((dev / wsum * 2.0 * std::f64::consts::PI).ln() + 1.0) + 3.0 * ly + 2.0 - dev
             }
         }
     }
@@ -254,5 +272,37 @@ impl Family {
             .zip(prior)
             .map(|((&e, &y), &w)| self.dist.dev_resid(y, self.link.inv(e), w))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_square_link_inverts_and_differentiates() {
+        let l = Link::from_name("1/mu^2").unwrap();
+        for &mu in &[0.3, 1.0, 2.5] {
+            let eta = 1.0 / (mu * mu);
+            assert!((l.inv(eta) - mu).abs() < 1e-14 * mu);
+            let h = 1e-6 * eta;
+            let num = (l.inv(eta + h) - l.inv(eta - h)) / (2.0 * h);
+            assert!((l.mu_eta(eta) - num).abs() < 1e-6 * num.abs());
+        }
+    }
+
+    #[test]
+    fn inverse_gaussian_deviance_and_aic() {
+        let d = Distribution::from_name("inverse.gaussian").unwrap();
+        assert_eq!(d.variance(2.0), 8.0);
+        // R: inverse.gaussian()$dev.resids(2, 1.5, 3) = 3 * 0.25 / (2 * 2.25)
+        assert!((d.dev_resid(2.0, 1.5, 3.0) - 0.75 / 4.5).abs() < 1e-15);
+        // R: y = c(1, 2), mu = c(1.5, 1.5), wt = 1: inverse.gaussian()$aic(y, 1, mu, 1, dev)
+        // with dev = sum(dev.resids) = 0.25/2.25 + 0.25/4.5
+        let (y, mu, wt) = ([1.0, 2.0], [1.5, 1.5], [1.0, 1.0]);
+        let dev = 0.25 / 2.25 + 0.25 / 4.5;
+        let aic =
+            2.0 * ((dev / 2.0 * 2.0 * std::f64::consts::PI).ln() + 1.0) + 3.0 * 2.0_f64.ln() + 2.0;
+        assert!((d.aic_minus_deviance(&y, &mu, &wt, dev) - (aic - dev)).abs() < 1e-13);
     }
 }

@@ -526,7 +526,9 @@ impl Glmm {
                 out.deviance = self.family.deviance(&eta, &self.y, &self.prior);
                 if matches!(
                     self.family.dist,
-                    Distribution::Gamma | Distribution::NegativeBinomial(_)
+                    Distribution::Gamma
+                        | Distribution::InverseGaussian
+                        | Distribution::NegativeBinomial(_)
                 ) {
                     let mu: Vec<f64> = eta.iter().map(|&e| self.family.link.inv(e)).collect();
                     out.scale_term = self.family.dist.aic_minus_deviance(

@@ -25,7 +25,9 @@ fn glmm_problem(dist: Distribution, seed: u64) -> (Problem, Vec<f64>) {
             Distribution::Poisson | Distribution::NegativeBinomial(_) => {
                 pr.y[i] = (eta.exp() * 3.0 * rng.next()).round()
             }
-            Distribution::Gamma => pr.y[i] = eta.exp() * (0.2 + 2.0 * rng.next()),
+            Distribution::Gamma | Distribution::InverseGaussian => {
+                pr.y[i] = eta.exp() * (0.2 + 2.0 * rng.next())
+            }
         }
     }
     (pr, trials)
@@ -129,6 +131,11 @@ fn negative_binomial_modes_and_laplace_match_dense() {
 #[test]
 fn gamma_log_modes_and_laplace_match_dense() {
     check(Distribution::Gamma, Link::Log, 15);
+}
+
+#[test]
+fn inverse_gaussian_log_modes_and_laplace_match_dense() {
+    check(Distribution::InverseGaussian, Link::Log, 17);
 }
 
 /// Gamma's dispersion term against R's dgamma written out: −2 Σ log dgamma(y; 1/φ, μφ) + 2.
