@@ -114,7 +114,10 @@ def _arrow_frames(dataset: Any, columns: list[str], batch_rows: int) -> Iterator
     absent = [c for c in columns if c not in names]
     if absent:
         raise DataError(f"column {absent[0]!r} is not in the Parquet data")
-    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+    # little readahead: pyarrow's default (16 batches, 4 files) holds half a GiB of batches
+    for batch in dataset.to_batches(
+        columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+    ):
         if batch.num_rows:
             yield as_frame(batch)
 
