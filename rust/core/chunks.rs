@@ -59,7 +59,13 @@ impl BlockSums {
     }
 
     /// The sums of two disjoint sets of rows of the same model.
-    pub fn merge(mut self, other: &Self) -> Result<Self> {
+    pub fn merge(self, other: &Self) -> Result<Self> {
+        self.merged(other)
+    }
+
+    /// [`merge`](Self::merge) without consuming either: the off-diagonal
+    /// blocks are rebuilt anyway, so only the small blocks are copied.
+    pub fn merged(&self, other: &Self) -> Result<Self> {
         if self.shapes != other.shapes || self.p != other.p {
             return Err(CoreError::Dimension(format!(
                 "cannot merge the cross-products of different models: terms {:?} and {:?}, \
@@ -67,15 +73,20 @@ impl BlockSums {
                 self.shapes, other.shapes, self.p, other.p
             )));
         }
-        self.n += other.n;
-        self.log_det_w += other.log_det_w;
-        add(&mut self.a11, &other.a11);
-        add(&mut self.a22d, &other.a22d);
-        add(&mut self.ztxy, &other.ztxy);
-        self.xyxy += &other.xyxy;
-        self.a21 = merge_columns(&self.a21, &other.a21);
-        self.a22 = merge_columns(&self.a22, &other.a22);
-        Ok(self)
+        let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect();
+        Ok(Self {
+            n: self.n + other.n,
+            p: self.p,
+            log_det_w: self.log_det_w + other.log_det_w,
+            shapes: self.shapes.clone(),
+            a11: sum(&self.a11, &other.a11),
+            a21: merge_columns(&self.a21, &other.a21),
+            a22d: sum(&self.a22d, &other.a22d),
+            a22d_off: self.a22d_off.clone(),
+            a22: merge_columns(&self.a22, &other.a22),
+            ztxy: sum(&self.ztxy, &other.ztxy),
+            xyxy: &self.xyxy + &other.xyxy,
+        })
     }
 }
 
@@ -169,10 +180,6 @@ fn check_pattern(
         return fail();
     }
     Ok(())
-}
-
-fn add(a: &mut [f64], b: &[f64]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
 
 /// The union of two block patterns with the values of both added. Block

@@ -92,7 +92,7 @@ impl PyBlockSums {
     /// The sums of these rows and `other`'s (disjoint rows of the same model).
     fn merge(&self, py: Python<'_>, other: &Self) -> PyResult<Self> {
         let (a, b) = (&self.inner, &other.inner);
-        let inner = run(py, move || a.clone().merge(b))?;
+        let inner = run(py, move || a.merged(b))?;
         Ok(Self { inner })
     }
 
