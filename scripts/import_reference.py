@@ -5,7 +5,8 @@ Run from the repository root with the shared reference folder beside it:
     python scripts/import_reference.py ../shared/reference
 
 It writes
-- python/mixedmodels/datasets/data/<name>.csv.gz: the data, as R wrote it;
+- python/mixedmodels/datasets/data/<name>.csv.gz: the data, as R wrote it (the
+  linear and the generalized cases' data sets);
 - python/mixedmodels/datasets/data/datasets.json: per data set, which columns
   are factors (R's write.csv quotes them) and their level order (lme4's, where
   the reference gives it; otherwise R's default: sorted, numerically when
@@ -50,7 +51,7 @@ def main(ref: Path) -> None:
     data_out = root / "python" / "mixedmodels" / "datasets" / "data"
     data_out.mkdir(parents=True, exist_ok=True)
     levels_from_cases: dict[str, dict[str, list[str]]] = {}
-    for case in sorted((ref / "cases").glob("*.json")):
+    for case in sorted([*(ref / "cases").glob("*.json"), *(ref / "glmm").glob("*.json")]):
         d = json.loads(case.read_text())
         name = Path(d["dataset"]).stem
         levels_from_cases.setdefault(name, {}).update(d.get("factor_levels") or {})
@@ -60,12 +61,13 @@ def main(ref: Path) -> None:
         header, quoted = quoted_columns(csv)
         import pandas as pd
 
-        df = pd.read_csv(csv, dtype={c: str for c in quoted}, keep_default_na=True)
+        given_cols = set(levels_from_cases.get(name, {}))
+        df = pd.read_csv(csv, dtype={c: str for c in quoted | given_cols}, keep_default_na=True)
         factors = {}
         for col in header:
-            if col not in quoted:
-                continue
             given = levels_from_cases.get(name, {}).get(col)
+            if col not in quoted and given is None:  # factors: quoted, or levels given
+                continue
             present = set(df[col].dropna().unique())
             factors[col] = given if given is not None else default_levels(present)
             missing = present - set(factors[col])

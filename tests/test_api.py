@@ -132,6 +132,22 @@ def test_datasets_have_lme4_level_order():
     }
 
 
+def test_glmer_data_sets_as_lme4_and_mlmRev_ship_them():
+    # sizes and factors as R's lme4 (cbpp, grouseticks, VerbAgg) and mlmRev (Contraception) give them
+    cbpp = mm.datasets.load("cbpp")
+    assert cbpp.shape == (56, 5) and len(cbpp.herd.cat.categories) == 15
+    assert list(cbpp.period.cat.categories) == ["1", "2", "3", "4"]
+    grouse = mm.datasets.load("grouseticks")
+    assert len(grouse) == 403
+    assert [len(grouse[c].cat.categories) for c in ("BROOD", "LOCATION", "YEAR")] == [118, 63, 3]
+    verb = mm.datasets.load("verbagg")
+    assert len(verb) == 7584 and (verb.id.nunique(), verb.item.nunique()) == (316, 24)
+    assert list(verb.resp.cat.categories) == ["no", "perhaps", "yes"]
+    contra = mm.datasets.load("contraception")
+    assert len(contra) == 1934 and len(contra.district.cat.categories) == 60
+    assert list(contra.livch.cat.categories) == ["0", "1", "2", "3+"]
+
+
 def test_gil_is_released_for_threads():
     from concurrent.futures import ThreadPoolExecutor
 

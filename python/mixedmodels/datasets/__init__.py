@@ -1,8 +1,8 @@
 """Data sets from lme4 and mlmRev, with lme4's factor level order.
 
 >>> import mixedmodels as mm
->>> mm.datasets.names()[:3]
-['dyestuff', 'dyestuff2', 'insteval']
+>>> mm.datasets.names()[:4]
+['cbpp', 'contraception', 'dyestuff', 'dyestuff2']
 >>> mm.datasets.load("sleepstudy").shape
 (180, 3)
 """
@@ -37,7 +37,9 @@ def load(name: str) -> pd.DataFrame:
     ``sleepstudy``, ``dyestuff``, ``dyestuff2``, ``penicillin``, ``pastes``,
     ``insteval`` (lme4); ``three_level`` and ``star_k_sample`` (the examples of
     the V-matrix notes: three-level nested data and a 20% sample of mlmRev's
-    kindergarten ``star`` data).
+    kindergarten ``star`` data); for `glmer`, ``cbpp``, ``grouseticks`` and
+    ``verbagg`` (lme4's) and ``contraception`` (mlmRev's, with its 0/1
+    ``use01``).
     """
     key = name.lower()
     key = _ALIASES.get(key, key)
