@@ -21,6 +21,10 @@ Transforms whose columns depend on the whole data (``poly``, ``scale``,
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,21 +241,56 @@ def chunked_model(
     for chunk in tracked(source.chunks(spec.columns), passes[0], source.rows, progress):
         scan = scan.merge(scan_chunk(spec, chunk))
     plan = Plan.of(spec, scan, source.description)
+    chunks = tracked(source.chunks(spec.columns), passes[1], source.rows, progress)
+    total, tf = _summed(plan, chunks, _WORKERS)
+    return plan.design(), ModelState.from_sums(total, tf.maps, tf.center)
+
+
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Chunks whose cross-products are formed at once (threads: the core releases the GIL)."""
+
+
+def _summed(
+    plan: Plan, chunks: Iterator[pd.DataFrame], workers: int
+) -> tuple[BlockSums, Transforms]:
+    """Return the merged sums of the chunks and the transforms the first chunk decided.
+
+    The first chunk with rows decides the centring and scaling; the others are
+    formed by ``workers`` threads, at most that many chunks in flight, and
+    merged pairwise in the order they were read (so the rounding does not
+    depend on the threads).
+    """
     stack: list[tuple[int, BlockSums]] = []
     tf: Transforms | None = None
-    for chunk in tracked(source.chunks(spec.columns), passes[1], source.rows, progress):
-        if tf is None:  # the first chunk with rows decides the centring and scaling
-            tf = plan.first_transforms(chunk)
-            if tf is None:
-                continue
-        sums = plan.sums(chunk, tf)
-        if sums is not None:
-            _merge_pairwise(stack, sums)
+    for chunk in chunks:
+        tf = plan.first_transforms(chunk)
+        if tf is not None:
+            _merge_pairwise(stack, _some(plan.sums(chunk, tf)))
+            break
+    if tf is None:
+        raise DataError("no complete rows in the chunks")  # the first pass found some
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[BlockSums | None]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(plan.sums, chunk, tf))
+            if len(pending) >= workers:
+                _push(stack, pending.popleft().result())
+        while pending:
+            _push(stack, pending.popleft().result())
     total = stack.pop()[1]
     while stack:
         total = stack.pop()[1].merge(total)
-    assert tf is not None
-    return plan.design(), ModelState.from_sums(total, tf.maps, tf.center)
+    return total, tf
+
+
+def _push(stack: list[tuple[int, BlockSums]], sums: BlockSums | None) -> None:
+    if sums is not None:
+        _merge_pairwise(stack, sums)
+
+
+def _some(sums: BlockSums | None) -> BlockSums:
+    assert sums is not None  # the chunk has rows: it decided the transforms
+    return sums
 
 
 def _rows(v: Variable, keep: np.ndarray) -> Variable:
