@@ -59,9 +59,9 @@ def test_unknown_family_and_link(cbpp):
         mm.families.binomial("log2")
 
 
-def test_nagq_above_one_needs_a_single_scalar_term(cbpp):
+def test_nagq_above_one_needs_a_single_term(cbpp):
     d = cbpp.assign(g2=np.arange(len(cbpp)) % 7)
-    with pytest.raises(ArgumentError, match="single scalar random-effects term"):
+    with pytest.raises(ArgumentError, match="single random-effects term"):
         mm.GeneralizedLinearMixedModel.from_formula(
             "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | g2)", d, nagq=5
         )

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._agq import check_quadrature
 from ._glmm_check import checked
 from ._glmm_fit import gradient_hessian, quasi_newton
 from ._state import GlmmState, PirlsRun
@@ -55,8 +56,10 @@ class GeneralizedLinearMixedModel(DesignAttributes):
     nagq
         1: the Laplace approximation (lme4's default); 0: lme4's fast fit
         (β estimated inside PIRLS, θ alone optimized); 2 to 25: adaptive
-        Gauss-Hermite quadrature with that many nodes (a single scalar
-        random-effects term only, as lme4).
+        Gauss-Hermite quadrature with that many nodes per dimension: a single
+        random-effects term, scalar as lme4 or, beyond lme4, with up to 3
+        effects per level (the glmm package's rule of nagq^k nodes per level,
+        at most 15³ = 3375).
     data_name
         Name of the data, printed by the summary.
     trials
@@ -81,12 +84,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
                 f"nagq = {nagq}: quadrature is available for binomial and Poisson models, "
                 f"not {family.name}"
             )
-        if nagq > 1 and (len(design.terms) != 1 or design.terms[0].k != 1):
-            raise ArgumentError(
-                f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
-                f"random-effects term; this model has {len(design.terms)} term(s) with "
-                f"{', '.join(str(t.k) for t in design.terms)} effect(s) per level"
-            )
+        if nagq > 1:
+            check_quadrature(design, int(nagq))
         # the Gauss-Hermite rule of the standard normal density (weights sum to 1)
         nodes, weights = np.polynomial.hermite_e.hermegauss(max(int(nagq), 1))
         self._rule = (nodes, weights / math.sqrt(2 * math.pi))

@@ -33,8 +33,9 @@
 //! default, so the objective is a smooth function of (θ, β) down to rounding.
 //! Each evaluation starts from the last evaluation's modes.
 //!
-//! With a single scalar random-effects term, [`Glmm::agq`] replaces the
-//! Laplace approximation by adaptive Gauss-Hermite quadrature (lme4's
+//! With a single random-effects term (a scalar one as lme4, or up to three
+//! effects per level as the glmm package), [`Glmm::agq`] (`agq.rs`) replaces
+//! the Laplace approximation by adaptive Gauss-Hermite quadrature (lme4's
 //! `glmerAGQ`, nAGQ > 1). Families with a dispersion or a shape (Gamma,
 //! negative binomial) add lme4's μ-dependent part of −2 log L
 //! ([`Pirls::scale_term`]).
@@ -46,6 +47,7 @@ use super::terms::ReTerm;
 use super::workspace::Workspace;
 use super::FactorKind;
 
+mod agq;
 mod fused;
 mod grad;
 mod minv;
@@ -385,79 +387,6 @@ impl Glmm {
         self.have_beta = false;
         self.xb = self.linear_predictor_x(beta);
         self.run(theta, false)
-    }
-
-    /// Adaptive Gauss-Hermite quadrature at (θ, β) for a model with a single
-    /// scalar random-effects term (lme4's `glmerAGQ`): PIRLS for the modes,
-    /// then per level j, with `sdⱼ = 1/Lⱼⱼ` and the conditional deviance
-    /// `devcⱼ(u) = uⱼ² + Σ_{i in j} dᵢ`,
-    ///
-    /// ```text
-    /// multⱼ = Σₖ wₖ exp(−(devcⱼ(ûⱼ + zₖ sdⱼ) − devcⱼ(ûⱼ))/2 + zₖ²/2)
-    /// −2 log L = Σⱼ devcⱼ(û) + log det(LLᵀ) − 2 Σⱼ log multⱼ
-    /// ```
-    ///
-    /// with (zₖ, wₖ) the Gauss-Hermite rule of the standard normal density
-    /// (Σ wₖ = 1). Without the likelihood's constant, as lme4.
-    pub fn agq(
-        &mut self,
-        theta: &[f64],
-        beta: &[f64],
-        nodes: &[f64],
-        weights: &[f64],
-    ) -> Result<(f64, Pirls)> {
-        check_len("the quadrature weights", weights.len(), nodes.len())?;
-        let tt = self.ws.terms().terms();
-        if tt.len() != 1 || tt[0].k != 1 {
-            return Err(CoreError::Dimension(
-                "adaptive Gauss-Hermite quadrature needs a single scalar random-effects term"
-                    .into(),
-            ));
-        }
-        let run = self.laplace(theta, beta)?;
-        let term = &self.ws.terms().terms()[0];
-        let (q, lam) = (term.n_levels, self.templates[0][0]);
-        let (fam, n) = (self.family, self.n());
-        // per level: Σ wᵢ zᵢ² (the diagonal of ZᵀWZ) and the conditional deviance at û
-        let (mut zwz, mut devc0) = (
-            vec![0.0; q],
-            self.u.iter().map(|u| u * u).collect::<Vec<_>>(),
-        );
-        for i in 0..n {
-            let (j, z, e) = (term.codes[i] as usize, term.z[i], self.eta[i]);
-            let (mu, d) = (fam.link.inv(e), fam.link.mu_eta(e));
-            zwz[j] += self.prior[i] * d * d / fam.dist.variance(mu) * z * z;
-            devc0[j] += fam.dist.dev_resid(self.y[i], mu, self.prior[i]);
-        }
-        let sd: Vec<f64> = zwz
-            .iter()
-            .map(|s| 1.0 / (1.0 + lam * lam * s).sqrt())
-            .collect();
-        let mut mult = vec![0.0; q];
-        let mut devc = vec![0.0; q];
-        for (&zk, &wk) in nodes.iter().zip(weights) {
-            if zk == 0.0 {
-                mult.iter_mut().for_each(|m| *m += wk);
-                continue;
-            }
-            for j in 0..q {
-                let uj = self.u[j] + zk * sd[j];
-                devc[j] = uj * uj;
-            }
-            for i in 0..n {
-                let j = term.codes[i] as usize;
-                let e = self.eta[i] + term.z[i] * lam * zk * sd[j];
-                devc[j] += fam
-                    .dist
-                    .dev_resid(self.y[i], fam.link.inv(e), self.prior[i]);
-            }
-            for j in 0..q {
-                mult[j] += wk * (-0.5 * (devc[j] - devc0[j]) + 0.5 * zk * zk).exp();
-            }
-        }
-        let value =
-            devc0.iter().sum::<f64>() + run.ld_l2 - 2.0 * mult.iter().map(|m| m.ln()).sum::<f64>();
-        Ok((value, run))
     }
 
     /// The fast mode (nAGQ = 0) at θ: PIRLS on β and u together. β̂ is

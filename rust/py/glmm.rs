@@ -174,9 +174,10 @@ impl PyGlmm {
         Ok((r, convert::array1(py, grad)))
     }
 
-    /// Adaptive Gauss-Hermite quadrature at (θ, β) (a single scalar term):
-    /// (value, PIRLS's tuple), with the rule's nodes and weights for the
-    /// standard normal density (Σ weights = 1).
+    /// Adaptive Gauss-Hermite quadrature at (θ, β) (a single term with at
+    /// most 3 effects per level; the tensor product of the rule, at most 3375
+    /// nodes per level): (value, PIRLS's tuple), with the one-dimensional
+    /// rule's nodes and weights for the standard normal density (Σ weights = 1).
     fn agq(
         &mut self,
         py: Python<'_>,

@@ -9,6 +9,7 @@ use faer::{Mat, Side};
 use super::chol::FactorKind;
 use super::{ReTerm, RowData, Workspace};
 
+mod agq;
 mod chunks;
 mod factor;
 mod glmm;
