@@ -212,3 +212,24 @@ def test_a_fit_cut_short_warns_with_its_gap():
     assert fit.optsum.check.gap > fit.optsum.check.tol
     off = mm.glmer(ref["formula"], d, family="poisson")
     assert fit.objective - off.objective >= 0  # the gap estimates a real shortfall
+
+
+def test_get_me_has_lme4s_names_and_L_factors_the_working_system():
+    # crossed terms (VerbAgg's design on a subset): L Lᵀ = P(ΛᵀZᵀWZΛ + I)Pᵀ with PIRLS's working
+    # weights W = w (dμ/dη)² / V(μ), computed here from μ for the logit link
+    d = mm.datasets.load("verbagg")
+    d = d[d.item.cat.codes < 6]
+    fit = mm.glmer("r2 ~ Anger + btype + (1 | id) + (1 | item)", d)
+    z, lam = fit.get_me("Z").toarray(), fit.get_me("Lambda").toarray()
+    mu = fit.get_me("mu")
+    np.testing.assert_allclose(mu, 1 / (1 + np.exp(-fit.get_me("eta"))), rtol=1e-12)
+    w = mu * (1 - mu)
+    m = lam.T @ z.T @ (w[:, None] * z) @ lam + np.eye(z.shape[1])
+    lf = fit.get_me("L")
+    low = lf.L.toarray()
+    np.testing.assert_allclose(low @ low.T, m[np.ix_(lf.perm, lf.perm)], atol=1e-9)
+    assert [g for g, _ in fit.get_me("cnms")] == ["id", "item"]
+    assert fit.get_me("Gp").tolist() == [0, 316, 322]
+    assert fit.get_me("flist").shape == (len(d), 2) and fit.get_me("n_rtrms") == 2
+    with pytest.raises(mm.exceptions.UnknownNameError, match="available"):
+        fit.get_me("nonsense")

@@ -35,6 +35,7 @@ from ._ranef import RandomEffects, coefficients, random_effects, variance_compon
 from ._state import ModelState
 from .exceptions import ArgumentError, UnknownNameError
 from .families import Family
+from .matrices import GET_ME_NAMES, get_me
 from .optimize import Control, OptSummary
 from .predict import in_sample_linear_predictor, new_linear_predictor, selected_terms
 
@@ -358,28 +359,29 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
         return eta if type == "link" else self.family.linkinv(eta)
 
     def get_me(self, name: str) -> Any:
-        """Return a quantity by lme4's ``getME`` name (theta, beta, u, b, mu, eta, RX, X, y)."""
-        values: dict[str, Any] = {
-            "theta": self.theta,
-            "beta": self.beta,
-            "u": self.u,
-            "b": self.b,
-            "mu": self.mu,
-            "eta": self.eta,
-            "RX": self.rx,
-            "X": self.design.X,
-            "y": self.design.y,
-            "devcomp": {
+        """Return a quantity by lme4's ``getME`` name.
+
+        The linear model's names (`matrices.get_me`: X, y, Z, Zt, Lambda,
+        Lambdat, Lind, theta, beta, u, b, sigma, flist, cnms, Gp, L, RX, RZX,
+        lower, n_rtrms; ``L`` and ``RZX`` of the system PIRLS solves at the
+        fit, with the working weights), and ``mu``, ``eta`` and ``devcomp``.
+        """
+        extra: dict[str, Any] = {
+            "mu": lambda: self.mu.copy(),
+            "eta": lambda: self.eta.copy(),
+            "devcomp": lambda: {
                 "dev": self.objective,
                 "sqrL": self.sqr_u,
                 "ldL2": self.ld_l2,
                 "drsum": self.deviance,
             },
         }
-        if name not in values:
-            have = ", ".join(values)
+        if name in extra:
+            return extra[name]()
+        if name not in GET_ME_NAMES:
+            have = ", ".join([*GET_ME_NAMES, *extra])
             raise UnknownNameError(f"unknown name {name!r} for a GLMM fit; available: {have}")
-        return values[name]
+        return get_me(self, name, self._linearized)  # type: ignore[arg-type]
 
     # -- the linearized model (the working scale) -----------------------------------
     @cached_property

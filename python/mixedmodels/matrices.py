@@ -35,6 +35,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from ._state import ModelState
     from .results import LinearMixedModelResult
 
 __all__ = [
@@ -261,7 +262,7 @@ GET_ME_NAMES = (
 """The names `get_me` knows."""
 
 
-def get_me(fit: LinearMixedModelResult, name: str) -> Any:
+def get_me(fit: LinearMixedModelResult, name: str, state: ModelState | None = None) -> Any:
     """Return one of a fit's quantities by lme4's ``getME(fit, name)``.
 
     ``X`` (n x p array), ``y``, ``Z`` and ``Zt`` (scipy sparse, columns in
@@ -274,8 +275,12 @@ def get_me(fit: LinearMixedModelResult, name: str) -> Any:
     sparse Cholesky factor of ΛᵀZᵀZΛ + I with its permutation, an
     `LFactor`), ``RX`` (p x p upper triangular), ``RZX`` (q x p, rows in
     L's order), ``lower``, ``n_rtrms``. `z_columns` labels Z's columns.
+
+    ``state``: the workspace ``L`` and ``RZX`` come from (default the fit's;
+    a GLMM passes its linearized model's, with the working weights).
     """
     d = fit.design
+    st = fit.state if state is None else state
     layout = d.layout
     getters: dict[str, Any] = {
         "X": lambda: d.X.copy(),
@@ -296,9 +301,9 @@ def get_me(fit: LinearMixedModelResult, name: str) -> Any:
         ).loc[:, lambda f: ~f.columns.duplicated()],
         "cnms": lambda: [(t.group, list(t.cnames)) for t in d.terms],
         "Gp": lambda: np.concatenate([[0], np.cumsum([t.n_levels * t.k for t in d.terms])]),
-        "L": lambda: LFactor(*fit.state.factor_l()),
+        "L": lambda: LFactor(*st.factor_l()),
         "RX": lambda: fit.rx.copy(),
-        "RZX": lambda: fit.state.solve().rzx,
+        "RZX": lambda: st.solve().rzx,
         "lower": lambda: layout.lower.copy(),
         "n_rtrms": lambda: len(d.terms),
     }
