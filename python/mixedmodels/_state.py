@@ -264,6 +264,28 @@ class ModelState:
         jac = self.theta_jacobian(theta)
         return g if jac is None else jac.T @ g
 
+    def minimizer(self, reml: bool) -> Callable[..., tuple]:
+        """Return the core's minimizer of the objective over the CORE's θ.
+
+        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step)`` runs
+        the projected BFGS of the core (`optimize.Control`'s ``"bfgs"``)
+        without a call into Python per evaluation.
+        """
+        ws = self._ws
+
+        def minimize(
+            start: np.ndarray,
+            ftol_abs: float,
+            ftol_rel: float,
+            xtol_abs: float,
+            maxeval: int,
+            step: float,
+        ) -> tuple:
+            th = np.ascontiguousarray(start, dtype=np.float64)
+            return ws.minimize(th, reml, ftol_abs, ftol_rel, xtol_abs, maxeval, step)
+
+        return minimize
+
     def core_objective(self, core_theta: np.ndarray, reml: bool) -> float:
         """Return the objective at the core's θ (see `core_theta`)."""
         return self._ws.objective(np.ascontiguousarray(core_theta, dtype=np.float64), reml)
