@@ -3,8 +3,9 @@
 For each case the model is built once and ``model.fit(control)`` is timed (median of ``--reps``)
 with:
 
-- ``bobyqa-nocheck``: BOBYQA, ``Control(check=False)`` (the fit as it was before the check);
+- ``bobyqa-nocheck``: BOBYQA, ``check=False`` (the fit as it was before the check);
 - ``bobyqa``: BOBYQA with the check (the default);
+- ``bfgs``: the core's projected BFGS on the exact gradient, with the check;
 - ``lbfgsb``: scipy's L-BFGS-B on the exact gradient, with the check.
 
 It prints the objective reached (difference to lme4's where a reference exists), the objective
@@ -39,8 +40,9 @@ from bench_fit import CASES as BENCH_CASES  # noqa: E402
 from bench_fit import load_data  # noqa: E402
 
 VARIANTS = {
-    "bobyqa-nocheck": mm.Control(check=False),
-    "bobyqa": mm.Control(),
+    "bobyqa-nocheck": mm.Control(optimizer="bobyqa", check=False),
+    "bobyqa": mm.Control(optimizer="bobyqa"),
+    "bfgs": mm.Control(optimizer="bfgs"),
     "lbfgsb": mm.Control(optimizer="lbfgsb"),
 }
 

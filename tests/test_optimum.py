@@ -37,6 +37,43 @@ def test_reference_fits_reach_lme4s_optimum_without_a_warning(cache, name):
 
 
 @pytest.mark.parametrize("name", case_params())
+def test_bobyqa_reaches_lme4s_optimum_without_a_warning(cache, name):
+    # lme4's optimizer, no longer the default for linear models: still right
+    model = cache.model(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = model.fit(mm.Control(optimizer="bobyqa"))
+    ref = load_case(name)["objective"]
+    assert fit.objective <= ref + 1e-9 * abs(ref)
+    assert fit.optsum.optimizer == "NLopt LN_BOBYQA" and fit.optsum.check.optimal
+
+
+@pytest.mark.parametrize("name", case_params())
+def test_the_cores_bfgs_needs_fewer_evaluations_than_bobyqa(cache, name):
+    model = cache.model(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = model.fit(mm.Control(optimizer="auto"))
+    bobyqa = model.fit(mm.Control(optimizer="bobyqa"))
+    assert fit.optsum.optimizer == "projected BFGS (core)" and fit.optsum.geval > 0
+    ref = load_case(name)["objective"]
+    assert fit.objective <= ref + 1e-9 * abs(ref) and fit.optsum.check.optimal
+    assert fit.optsum.feval < bobyqa.optsum.feval
+    # as low as BOBYQA's, to the objective's rounding
+    assert fit.objective <= bobyqa.objective + 1e-12 * abs(bobyqa.objective)
+
+
+def test_bfgs_cut_short_warns_and_says_how_far():
+    d = mm.datasets.load("sleepstudy")
+    with pytest.warns(ConvergenceWarning, match="MAXEVAL_REACHED.*deviance units above"):
+        fit = mm.lmer(SLEEP, d, control=mm.Control(optimizer="bfgs", maxeval=3))
+    check = fit.optsum.check
+    assert not check.optimal and check.restarts == 0
+    assert fit.optsum.feval - check.feval == 3
+    assert fit.objective > load_case("sleepstudy_reml")["objective"] + 0.01
+
+
+@pytest.mark.parametrize("name", case_params())
 def test_lbfgsb_reaches_lme4s_optimum_without_a_warning(cache, name):
     model = cache.model(name)
     with warnings.catch_warnings():
@@ -51,7 +88,7 @@ def test_lbfgsb_reaches_lme4s_optimum_without_a_warning(cache, name):
 def test_a_fit_cut_short_warns_with_a_true_bound_on_the_gap():
     d = mm.datasets.load("sleepstudy")
     with pytest.warns(ConvergenceWarning, match="did not converge") as rec:
-        fit = mm.lmer(SLEEP, d, control=mm.Control(maxeval=5))
+        fit = mm.lmer(SLEEP, d, control=mm.Control(optimizer="bobyqa", maxeval=5))
     (msg,) = [str(w.message) for w in rec]
     assert "deviance units above the optimum" in msg
     check = fit.optsum.check
@@ -76,7 +113,7 @@ def test_other_optimizers_cut_short_warn_without_restarting(optimizer):
 def test_the_on_demand_check_finds_a_proven_decrease_from_a_cut_short_fit():
     d = mm.datasets.load("sleepstudy")
     with pytest.warns(ConvergenceWarning):
-        fit = mm.lmer(SLEEP, d, control=mm.Control(maxeval=5))
+        fit = mm.lmer(SLEEP, d, control=mm.Control(optimizer="bobyqa", maxeval=5))
     check = fit.check_optimum()
     assert not check.optimal and check.decrease > 1.0
     assert fit.model.objective(check.better_theta) == pytest.approx(
@@ -85,12 +122,19 @@ def test_the_on_demand_check_finds_a_proven_decrease_from_a_cut_short_fit():
     assert "deviance units above the optimum" in check.describe()
 
 
-@pytest.mark.parametrize("settings", [{"xtol_rel": 0.1}, {"ftol_abs": 1.0, "xtol_rel": 0.05}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"optimizer": "bobyqa", "xtol_rel": 0.1},
+        {"optimizer": "bobyqa", "ftol_abs": 1.0, "xtol_rel": 0.05},
+        {"optimizer": "bfgs", "ftol_abs": 1.0, "xtol_abs": 1.0},
+    ],
+)
 def test_an_optimizer_stopping_short_is_finished_by_the_check(settings):
     d = mm.datasets.load("sleepstudy")
     ref = load_case("sleepstudy_reml")["objective"]
     short = mm.lmer(SLEEP, d, control=mm.Control(check=False, **settings))
-    assert short.objective > ref + 0.01  # BOBYQA alone stops well short
+    assert short.objective > ref + 0.01  # the optimizer alone stops well short
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit = mm.lmer(SLEEP, d, control=mm.Control(**settings))
@@ -100,7 +144,7 @@ def test_an_optimizer_stopping_short_is_finished_by_the_check(settings):
 
 def test_check_off_is_the_optimizer_alone():
     d = mm.datasets.load("sleepstudy")
-    fit = mm.lmer(SLEEP, d, control=mm.Control(check=False))
+    fit = mm.lmer(SLEEP, d, control=mm.Control(optimizer="bobyqa", check=False))
     assert fit.optsum.check is None and fit.optsum.feval == len(fit.optsum.fitlog) == 43
 
 

@@ -48,7 +48,7 @@ from functools import lru_cache
 import numpy as np
 
 from ._optimum import check_optimum, fd_hessian
-from .optimize import Control, OptSummary, optimize_theta
+from .optimize import Control, NativeMinimizer, OptSummary, optimize_theta
 
 __all__ = ["ConvergenceCheck", "fit_theta", "polish"]
 
@@ -122,6 +122,7 @@ def fit_theta(
     start: np.ndarray,
     lower: np.ndarray,
     control: Control,
+    native: NativeMinimizer | None = None,
 ) -> OptSummary:
     """Minimize ``fun`` over θ >= lower and check the optimum (θ: the core's).
 
@@ -132,7 +133,7 @@ def fit_theta(
     for a proven decrease), not polished or restarted. Every evaluation of
     the check is in the returned ``fitlog``.
     """
-    opt = optimize_theta(fun, start, lower, control, grad)
+    opt = optimize_theta(fun, start, lower, control, grad, native=native)
     if not control.check:
         return opt
     t0 = time.perf_counter()
@@ -171,7 +172,7 @@ def fit_theta(
     while p.gap > tol and restarts < control.max_restarts:
         restarts += 1
         tight = replace(control, ftol_rel=1e-12, ftol_abs=1e-10, xtol_rel=0.0, xtol_abs=1e-10)
-        again = optimize_theta(fun, p.theta, lower, tight, grad)
+        again = optimize_theta(fun, p.theta, lower, tight, grad, native=native)
         fitlog.extend(again.fitlog)
         geval += again.geval
         n0 += again.feval

@@ -52,6 +52,26 @@ class Workspace:
     def with_weights(self, weights: npt.NDArray[np.float64]) -> Workspace: ...
     def objective(self, theta: npt.NDArray[np.float64], reml: bool) -> float: ...
     def gradient(self, theta: npt.NDArray[np.float64], reml: bool) -> npt.NDArray[np.float64]: ...
+    def minimize(
+        self,
+        theta: npt.NDArray[np.float64],
+        reml: bool,
+        ftol_abs: float,
+        ftol_rel: float,
+        xtol_abs: float,
+        maxeval: int,
+        initial_step: float,
+    ) -> tuple[
+        npt.NDArray[np.float64],
+        float,
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        int,
+        int,
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        str,
+    ]: ...
     def components(self, theta: npt.NDArray[np.float64]) -> tuple[float, float, float]: ...
     def rx(self, theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
     def solve(self, theta: npt.NDArray[np.float64]) -> dict[str, object]: ...

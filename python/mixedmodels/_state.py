@@ -1,12 +1,11 @@
 """The one door to the Rust core: `ModelState` (and `GlmmState` for GLMMs).
 
 Every call into ``_core.Workspace`` goes through `ModelState`, every call into
-``_core.GlmmWorkspace`` through `GlmmState`. The core takes
-the prior weights W and the offset itself: its objective is the model's
-(lme4's, −log det W included), its fitted values are on the scale of y with
-the offset, and its V is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the
-statistics of W that do not need the core: Pearson residuals, simulated
-noise, the residual variances and the deviance at a given σ.
+``_core.GlmmWorkspace`` through `GlmmState`. The core takes the prior weights W
+and the offset itself: its objective is the model's (lme4's, −log det W
+included), its fitted values are on the scale of y with the offset, and its V
+is σ²(ZΛΛᵀZᵀ + W⁻¹). What stays here are the statistics of W that do not need
+the core: Pearson residuals, simulated noise, residual variances, deviance.
 
 Random-effect columns reach the core centred and scaled where that helps
 (`_term_maps.TermMaps`): a column far from zero relative to its spread is
@@ -16,12 +15,11 @@ that the optimizer works on a θ of sensible size and place. The optimizer
 works on the core's θ; `core_theta` and `model_theta` map between the two
 exactly, and b and the conditional variances are mapped back.
 
-Likewise, when the model has an intercept and a column of X, or the
-response, has a mean far larger than its spread (y + 10⁶, a date in seconds),
-the core gets the columns centred (`Centering`): the cross-products then lose
-no digits to cancellation. It is a reparametrization of β (X_c = X C with C
-unit upper triangular), mapped back exactly in β, RX, RZX and the fitted
-values; θ and the objective do not change.
+Likewise, when the model has an intercept and a column of X, or the response,
+has a mean far larger than its spread (y + 10⁶, a date in seconds), the core
+gets the columns centred (`Centering`): the cross-products lose no digits to
+cancellation. It reparametrizes β (X_c = X C, C unit upper triangular),
+mapped back exactly in β, RX, RZX and fitted values; θ and the objective stay.
 """
 
 from __future__ import annotations
@@ -263,6 +261,17 @@ class ModelState:
         g = np.asarray(self._ws.gradient(self._to_core(theta), reml))
         jac = self.theta_jacobian(theta)
         return g if jac is None else jac.T @ g
+
+    def minimizer(self, reml: bool) -> Callable[..., tuple]:
+        """Return the core's minimizer over the CORE's θ (`optimize.Control`'s ``"bfgs"``).
+
+        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step)``
+        runs the core's projected BFGS with no call into Python per evaluation.
+        """
+        ws = self._ws
+        return lambda start, *settings: ws.minimize(
+            np.ascontiguousarray(start, dtype=np.float64), reml, *settings
+        )
 
     def core_objective(self, core_theta: np.ndarray, reml: bool) -> float:
         """Return the objective at the core's θ (see `core_theta`)."""

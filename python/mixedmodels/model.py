@@ -13,7 +13,9 @@ V = σ²(ZΛΛᵀZᵀ + I). For a given θ the penalized least-squares (PLS) pro
 is solved through the sparse Cholesky factor P(ΛᵀZᵀZΛ + I)Pᵀ = LLᵀ and the
 dense factor RX of the fixed effects; β and σ are profiled out, leaving the
 REML criterion or the ML deviance as a function of θ alone, which is
-minimized by a bound-constrained derivative-free optimizer. The four stages
+minimized over θ's bounds (by default NLopt's BOBYQA, derivative-free, as
+lme4; `Control(optimizer="bfgs")`: a projected BFGS on the exact gradient, in
+the core). The four stages
 mirror lme4's ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``:
 `build_design`, `LinearMixedModel` (its `ModelState`, the Rust workspace with
 the prior weights, evaluates the objective), `optimize_theta`, and
@@ -235,7 +237,12 @@ class LinearMixedModel(DesignAttributes):
         reml = self.reml
         fun = state.objective_function(reml)  # of the core's θ
         optsum = fit_theta(
-            fun, lambda th: state.core_gradient(th, reml), start, self.lower, control
+            fun,
+            lambda th: state.core_gradient(th, reml),
+            start,
+            self.lower,
+            control,
+            state.minimizer(reml),
         )
         if not (state.theta_scale is None and state.linear_theta_map):
             optsum = _model_units(optsum, state)

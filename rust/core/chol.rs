@@ -373,6 +373,24 @@ impl SparseCholesky {
         self.perm_fwd.clone()
     }
 
+    /// The values of [`factor_csc`](Self::factor_csc) alone, in its order.
+    pub fn factor_values(&self) -> Vec<f64> {
+        match self.symbolic.raw() {
+            SymbolicCholeskyRaw::Simplicial(_) => self.l_values.clone(),
+            SymbolicCholeskyRaw::Supernodal(sym) => {
+                let l = supernodal::SupernodalLltRef::new(sym, &self.l_values);
+                let mut vals = Vec::with_capacity(self.l_values.len());
+                for s in 0..sym.n_supernodes() {
+                    let v = l.supernode(s).val();
+                    for c in 0..v.ncols() {
+                        vals.extend(v.col(c).iter().skip(c).copied());
+                    }
+                }
+                vals
+            }
+        }
+    }
+
     /// `L` as compressed-column triplets (col_ptr, row_idx, values), rows in
     /// the permuted order, lower triangle.
     pub fn factor_csc(&self) -> (Vec<usize>, Vec<usize>, Vec<f64>) {

@@ -15,7 +15,7 @@
 //! order. [`BlockedFactor::l_solve`] applies L⁻¹P̃, [`BlockedFactor::lt_solve`]
 //! P̃ᵀL⁻ᵀ, and [`BlockedFactor::solve`] both: M⁻¹ in lme4's order.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Mat, MatMut, MatRef};
@@ -23,6 +23,7 @@ use faer::{Mat, MatMut, MatRef};
 use super::chol::SparseCholesky;
 use super::crossprod::{BlockColumns, CrossProducts};
 use super::error::{CoreError, Result};
+use super::grad_scalar::Z22Plan;
 use super::order::BlockOrder;
 use super::pattern::Pattern;
 use super::schur::{FillInputs, SchurFill};
@@ -151,6 +152,10 @@ pub struct BlockedFactor {
     l22: Option<SparseCholesky>,
     schur: SchurFill,
     logdet: f64,
+    /// The plan of the selected inverse of L22 for the gradient
+    /// (`grad_scalar.rs`), found once; shared by copies, whose factors have
+    /// the same pattern.
+    z22_plan: Arc<OnceLock<Z22Plan>>,
 }
 
 impl BlockedFactor {
@@ -173,6 +178,7 @@ impl BlockedFactor {
             l22,
             schur: SchurFill::new(scalar, &order, pattern, a),
             logdet: f64::NAN,
+            z22_plan: Arc::new(OnceLock::new()),
             order,
         }
     }
@@ -195,6 +201,7 @@ impl BlockedFactor {
             l22,
             schur,
             logdet,
+            ..
         } = self;
         let order = &**order;
         let (tf, kf) = (&templates[order.first()], order.kf());
@@ -262,6 +269,10 @@ impl BlockedFactor {
         let kk = self.order.kf() * self.order.kf();
         &self.l11[j * kk..(j + 1) * kk]
     }
+    /// Every L11 block, level after level.
+    pub fn l11_block_all(&self) -> &[f64] {
+        &self.l11
+    }
     pub fn l21(&self) -> &L21 {
         &self.l21
     }
@@ -271,6 +282,11 @@ impl BlockedFactor {
     }
     pub fn schur(&self) -> &SchurFill {
         &self.schur
+    }
+    /// The plan of the selected inverse of L22, made by `init` the first
+    /// time.
+    pub(crate) fn z22_plan(&self, init: impl FnOnce() -> Z22Plan) -> &Z22Plan {
+        self.z22_plan.get_or_init(init)
     }
     pub fn schur_mut(&mut self) -> &mut SchurFill {
         &mut self.schur

@@ -57,7 +57,8 @@ impl Workspace {
 
     /// The gradient of the objective at the last θ.
     pub fn gradient_from(&self, reml: bool) -> Result<Vec<f64>> {
-        let parts = self.parts()?;
+        // the ML deviance does not read log det RXᵀRX
+        let parts = self.parts(reml)?;
         let (n, p) = (self.n() as f64, self.p() as f64);
         let (dof, ldrx) = if reml { (n - p, 1.0) } else { (n, 0.0) };
         Ok((0..self.n_theta())
@@ -70,38 +71,78 @@ impl Workspace {
     /// The gradients of log det M, log det RXᵀRX and pwrss at θ.
     pub fn gradient_parts(&mut self, theta: &[f64]) -> Result<GradientParts> {
         self.update(theta)?;
-        self.parts()
+        self.parts(true)
     }
 
-    /// [`gradient_parts`](Self::gradient_parts) at the last θ.
-    fn parts(&self) -> Result<GradientParts> {
+    /// [`gradient_parts`](Self::gradient_parts) at the last θ; `ld_rx2` is
+    /// left at zero without `with_rx`.
+    fn parts(&self, with_rx: bool) -> Result<GradientParts> {
+        if let Some(parts) = self.gradient_one_term(with_rx)? {
+            return Ok(parts);
+        }
         let ev = self.evaluation()?.clone();
         let (q, p) = (self.q(), self.p());
         let beta = self.beta();
-        // B = Λ M⁻¹ ΛᵀZ̃ᵀX̃ (p columns) and Λû, then A_ZZ B
+        // B = Λ M⁻¹ ΛᵀZ̃ᵀX̃ (p columns, with_rx only) and Λû, then A_ZZ B
         let c = self.c();
-        let mut rhs = c.to_owned();
+        let p0 = if with_rx { 0 } else { p };
+        let mut rhs = c.subcols(p0, p + 1 - p0).to_owned();
         for i in 0..q {
             let s: f64 = (0..p).map(|j| c[(i, j)] * beta[j]).sum();
-            rhs[(i, p)] -= s;
+            rhs[(i, p - p0)] -= s;
         }
         let mut b = self.factor().lt_solve(rhs.as_ref());
-        // column p is û (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
-        let u = col(b.as_ref(), p).to_vec();
-        for j in 0..=p {
+        // the last column is û (u = P̃ᵀL⁻ᵀ(c_y − c_X β̂))
+        let u = col(b.as_ref(), p - p0).to_vec();
+        for j in 0..=p - p0 {
             self.terms()
                 .lambda_mul(self.templates(), col_mut(b.as_mut(), j));
         }
         let ab = self.a_zz_mul(&b);
         let ztxy = self.cross_products().ztxy();
-        // Q = Z̃ᵀX̃ − A_ZZ B (q x p), Z̃ᵀr = Z̃ᵀỹ − Z̃ᵀX̃β̂ − A_ZZ Λû
-        let qm = Mat::from_fn(q, p, |i, j| ztxy[(i, j)] - ab[(i, j)]);
+        // Z̃ᵀr = Z̃ᵀỹ − Z̃ᵀX̃β̂ − A_ZZ Λû
         let ztr: Vec<f64> = (0..q)
             .map(|i| {
                 let xb: f64 = (0..p).map(|j| ztxy[(i, j)] * beta[j]).sum();
-                ztxy[(i, p)] - xb - ab[(i, p)]
+                ztxy[(i, p)] - xb - ab[(i, p - p0)]
             })
             .collect();
+        let nt = self.n_theta();
+        let d_ldrx = if with_rx {
+            self.ld_rx2_gradient(&ab)
+        } else {
+            vec![0.0; nt]
+        };
+        let mut d_pwrss = vec![0.0; nt];
+        for lay in self.layout() {
+            let k = lay.k;
+            let mut idx = lay.theta_offset;
+            for ci in 0..k {
+                for ri in ci..k {
+                    let mut sp = 0.0;
+                    for l in 0..lay.n_levels {
+                        let (r, c) = (lay.offset + l * k + ri, lay.offset + l * k + ci);
+                        sp += ztr[r] * u[c];
+                    }
+                    d_pwrss[idx] = -2.0 * sp;
+                    idx += 1;
+                }
+            }
+        }
+        Ok(GradientParts {
+            ld_l2: self.logdet_m_gradient()?,
+            ld_rx2: d_ldrx,
+            pwrss: d_pwrss,
+            pwrss_value: ev.pwrss,
+        })
+    }
+
+    /// ∂ log det RXᵀRX / ∂θ from `ab` = A_ZZ B (its first p columns).
+    fn ld_rx2_gradient(&self, ab: &Mat<f64>) -> Vec<f64> {
+        let (q, p) = (self.q(), self.p());
+        let ztxy = self.cross_products().ztxy();
+        // Q = Z̃ᵀX̃ − A_ZZ B (q x p)
+        let qm = Mat::from_fn(q, p, |i, j| ztxy[(i, j)] - ab[(i, j)]);
         // P = Q RX⁻¹ (row by row: P RX = Q), U = ΛᵀP
         let rx = self.rx();
         let mut pm = qm;
@@ -119,33 +160,25 @@ impl Workspace {
             self.terms()
                 .lambdat_mul(self.templates(), col_mut(um.as_mut(), j));
         }
-        let nt = self.n_theta();
-        let (mut d_pwrss, mut d_ldrx) = (vec![0.0; nt], vec![0.0; nt]);
+        let mut d_ldrx = vec![0.0; self.n_theta()];
         for lay in self.layout() {
             let k = lay.k;
             let mut idx = lay.theta_offset;
             for ci in 0..k {
                 for ri in ci..k {
-                    let (mut sp, mut sr) = (0.0, 0.0);
+                    let mut sr = 0.0;
                     for l in 0..lay.n_levels {
                         let (r, c) = (lay.offset + l * k + ri, lay.offset + l * k + ci);
-                        sp += ztr[r] * u[c];
                         for j in 0..p {
                             sr += pm[(r, j)] * um[(c, j)];
                         }
                     }
-                    d_pwrss[idx] = -2.0 * sp;
                     d_ldrx[idx] = -2.0 * sr;
                     idx += 1;
                 }
             }
         }
-        Ok(GradientParts {
-            ld_l2: self.logdet_m_gradient()?,
-            ld_rx2: d_ldrx,
-            pwrss: d_pwrss,
-            pwrss_value: ev.pwrss,
-        })
+        d_ldrx
     }
 
     /// A_ZZ B for B (q x m, rows in lme4's order).

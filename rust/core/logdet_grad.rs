@@ -86,6 +86,9 @@ fn half(
 impl Workspace {
     /// ∂ log det M / ∂θ at the last θ.
     pub fn logdet_m_gradient(&self) -> Result<Vec<f64>> {
+        if let Some(g) = self.logdet_m_gradient_scalar()? {
+            return Ok(g);
+        }
         self.evaluation()?;
         let (layout, fac) = (self.layout(), self.factor());
         let order = fac.order();

@@ -77,9 +77,13 @@
 //! - `factor`: [`BlockedFactor`]: L at θ, its solves, log det and CSC form.
 //! - `workspace`: [`Workspace`]: θ → L → objective, and the PLS solution.
 //! - `marginal`: V, V⁻¹B, VB, log det V, condVar, through the factor.
-//! - `selinv`, `logdet_grad`, `gradient`: M⁻¹ on the pattern of L (selected
-//!   inversion, blockwise as L) and the exact gradient of the objective with
-//!   respect to θ.
+//! - `selinv`, `logdet_grad`, `grad_scalar`, `grad_one_term`, `gradient`:
+//!   M⁻¹ on the pattern of L (selected inversion, blockwise as L) and the
+//!   exact gradient of the objective with respect to θ (through the Schur
+//!   complement of the first term when every term is scalar; level by level
+//!   for a single term).
+//! - `qn`: the projected BFGS minimizer over θ on the exact gradient, run in
+//!   the core ([`Workspace::minimize`]).
 //! - `family`, `glmm`: GLMMs. [`Family`] (binomial, Poisson, Gamma and
 //!   negative binomial with lme4's links: the per-row link and variance
 //!   functions, deviance residuals and lme4's aic, with lme4's clamps) and
@@ -100,11 +104,14 @@ pub mod error;
 pub mod factor;
 pub mod family;
 pub mod glmm;
+mod grad_one_term;
+mod grad_scalar;
 pub mod gradient;
 mod logdet_grad;
 pub mod marginal;
 pub mod order;
 pub mod pattern;
+pub mod qn;
 pub mod schur;
 mod schur_classes;
 pub mod selinv;

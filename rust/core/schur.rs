@@ -228,6 +228,52 @@ impl SchurFill {
         self.classes.as_ref().is_some_and(|c| c.chunks.len() > 2)
     }
 
+    /// For the gradient when every term is scalar (`grad_scalar.rs`): with
+    /// w_j = θ_f² / (θ_f² a11_j + 1) and w'_j = ∂w_j/∂θ_f, the values of
+    /// `g = A22 − A21 diag(w) A21ᵀ` and `h = A21 diag(w') A21ᵀ` in the
+    /// pattern's positions (M22 − L21L21ᵀ = Θ g Θ + I, Θ the rest's θ).
+    pub fn scalar_derivatives(&self, inp: &FillInputs<'_>, g: &mut [f64], h: &mut [f64]) {
+        debug_assert!(self.scalar);
+        let theta_f = inp.templates[inp.order.first()][0];
+        if let Some(cl) = &self.classes {
+            return cl.derivatives(theta_f, g, h);
+        }
+        let (pattern, a) = (inp.pattern, inp.a);
+        let t2 = theta_f * theta_f;
+        let (w, w2): (Vec<f64>, Vec<f64>) = a
+            .a11()
+            .iter()
+            .map(|&v| {
+                let den = t2 * v + 1.0;
+                (t2 / den, 2.0 * theta_f / (den * den))
+            })
+            .unzip();
+        let (a21, a22, a22d) = (a.a21(), a.a22(), a.a22d());
+        let nb = inp.order.n_blocks();
+        let (mut acc_g, mut acc_h) = (vec![0.0; nb], vec![0.0; nb]);
+        for c in 0..nb {
+            acc_g[c] = a22d[c];
+            for e in a22.pat.ptr[c]..a22.pat.ptr[c + 1] {
+                acc_g[a22.pat.row[e]] += a22.val[e];
+            }
+            for &(j, ec) in pattern.a21_row(c) {
+                let end = a21.pat.ptr[j + 1];
+                let (ag, ah) = (a21.val[ec] * w[j], a21.val[ec] * w2[j]);
+                for (&r, &v) in a21.pat.row[ec..end].iter().zip(&a21.val[ec..end]) {
+                    acc_g[r] -= v * ag;
+                    acc_h[r] += v * ah;
+                }
+            }
+            let p0 = pattern.m_col_ptr[c];
+            for (e, &r) in pattern.m_rows(c).iter().enumerate() {
+                g[p0 + e] = acc_g[r];
+                h[p0 + e] = acc_h[r];
+                acc_g[r] = 0.0;
+                acc_h[r] = 0.0;
+            }
+        }
+    }
+
     /// Fills the values of the lower triangle of M22 − L21 L21ᵀ at θ.
     pub fn fill(&mut self, inp: &FillInputs<'_>) {
         if !self.scalar {

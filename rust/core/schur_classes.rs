@@ -105,6 +105,28 @@ impl Terms {
         }
     }
 
+    /// Σ over terms e0..e1 of (w[class] · value, w2[class] · value).
+    #[inline(always)]
+    fn dot2(&self, w: &[f64], w2: &[f64], e0: usize, e1: usize) -> (f64, f64) {
+        let (mut s, mut s2) = (0.0, 0.0);
+        match self {
+            Terms::Packed(p) => {
+                for &t in &p[e0..e1] {
+                    let (c, v) = ((t & 0xffff) as usize, f64::from(t >> 16));
+                    s += w[c] * v;
+                    s2 += w2[c] * v;
+                }
+            }
+            Terms::Wide { cls, val } => {
+                for (&c, &v) in cls[e0..e1].iter().zip(&val[e0..e1]) {
+                    s += w[usize::from(c)] * v;
+                    s2 += w2[usize::from(c)] * v;
+                }
+            }
+        }
+        (s, s2)
+    }
+
     /// Σ over terms e0..e1 of w[class] · value. `w` has an entry for every
     /// possible class, so that indexing it needs no bounds check.
     #[inline(always)]
@@ -502,6 +524,27 @@ impl ClassSchur {
         let work: Vec<usize> = (0..nb).map(|c| m_ptr[c + 1] - m_ptr[c]).collect();
         self.chunks = chunk_bounds(&work, 0, parts);
         self.arrange(m_ptr);
+    }
+
+    /// The derivative pieces of the gradient (`grad_scalar.rs`): at θ_f,
+    /// `g = A22 − Σ_v w(a_v) B_v` and `h = Σ_v w'(a_v) B_v` with
+    /// w' = ∂w/∂θ_f = 2θ_f / (θ_f² a + 1)², in the pattern's positions.
+    pub(super) fn derivatives(&self, theta_f: f64, g: &mut [f64], h: &mut [f64]) {
+        let t2 = theta_f * theta_f;
+        let (w, w2): (Vec<f64>, Vec<f64>) = self
+            .class_a
+            .iter()
+            .map(|&a| {
+                let den = t2 * a + 1.0;
+                (t2 / den, 2.0 * theta_f / (den * den))
+            })
+            .unzip();
+        let (terms, ptr) = (&self.terms, &self.ptr);
+        for (k, (&pos, &a22)) in self.order.iter().zip(&self.a22).enumerate() {
+            let (s, s2) = terms.dot2(&w, &w2, ptr[k], ptr[k + 1]);
+            g[pos as usize] = a22 - s;
+            h[pos as usize] = s2;
+        }
     }
 
     /// Fills `m_val` (the lower triangle of M22 − L21L21ᵀ in the pattern

@@ -20,13 +20,17 @@
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
+
+use std::sync::Arc;
 
 use super::factor::FactorL;
 
-/// M⁻¹ on the pattern of L (lower triangle, in L order), by supernodes, with
-/// the map from lme4's order.
-pub struct SelectedInverse {
+/// The structure of the selected inverse for one pattern of L (its
+/// supernodes and where Z's values go), found once and reused for every
+/// factor with that pattern.
+pub struct SelinvPlan {
     /// Position in L order of each random effect (lme4's order; usize::MAX
     /// for those L does not hold).
     pinv: Vec<usize>,
@@ -39,25 +43,40 @@ pub struct SelectedInverse {
     row_ptr: Vec<usize>,
     rows: Vec<usize>,
     z_ptr: Vec<usize>,
-    z: Vec<f64>,
+    /// L's column pointers, and, when L's rows are not sorted within its
+    /// columns, the stored value that comes at each sorted position.
+    col_ptr: Vec<usize>,
+    sorted_from: Option<Vec<usize>>,
 }
 
-/// The rows of column j (sorted, the diagonal first) and their values.
-fn column(l: &FactorL, j: usize) -> (&[usize], &[f64]) {
-    let (p0, p1) = (l.col_ptr[j], l.col_ptr[j + 1]);
-    (&l.row_idx[p0..p1], &l.values[p0..p1])
-}
-
-impl SelectedInverse {
-    /// The selected inverse of L Lᵀ.
-    pub fn new(mut l: FactorL) -> Self {
+impl SelinvPlan {
+    /// The plan for the pattern of `l` (its values are not read).
+    pub fn new(l: &FactorL) -> Self {
         let q = l.perm.len();
-        sort_columns(&mut l);
         // perm may name a subset of the random effects (L22's)
         let mut pinv = vec![usize::MAX; l.perm.iter().max().map_or(0, |m| m + 1)];
         for (i, &p) in l.perm.iter().enumerate() {
             pinv[p] = i;
         }
+        // the rows of each column sorted (the diagonal then first)
+        let unsorted = |j: usize| {
+            l.row_idx[l.col_ptr[j]..l.col_ptr[j + 1]]
+                .windows(2)
+                .any(|w| w[0] > w[1])
+        };
+        let (mut row_idx, mut sorted_from) = (l.row_idx.clone(), None);
+        if (0..q).any(unsorted) {
+            let mut from: Vec<usize> = (0..l.row_idx.len()).collect();
+            for j in 0..q {
+                let (p0, p1) = (l.col_ptr[j], l.col_ptr[j + 1]);
+                from[p0..p1].sort_unstable_by_key(|&e| l.row_idx[e]);
+                for e in p0..p1 {
+                    row_idx[e] = l.row_idx[from[e]];
+                }
+            }
+            sorted_from = Some(from);
+        }
+        let column = |j: usize| &row_idx[l.col_ptr[j]..l.col_ptr[j + 1]];
         // supernodes: column j + 1 joins j's when j's rows below the diagonal
         // are exactly j + 1's rows
         let mut s = Self {
@@ -67,33 +86,85 @@ impl SelectedInverse {
             row_ptr: vec![0],
             rows: vec![],
             z_ptr: vec![0],
-            z: vec![],
+            col_ptr: l.col_ptr.clone(),
+            sorted_from,
         };
         let mut j = 0;
         while j < q {
             let j0 = j;
-            while j + 1 < q && column(&l, j).0[1..] == *column(&l, j + 1).0 {
+            debug_assert_eq!(column(j0)[0], j0, "the diagonal of L is stored first");
+            while j + 1 < q && column(j)[1..] == *column(j + 1) {
                 j += 1;
             }
             j += 1;
             let id = s.start.len();
             s.sn_of[j0..j].iter_mut().for_each(|v| *v = id);
             s.start.push(j0);
-            s.rows.extend_from_slice(column(&l, j0).0);
+            s.rows.extend_from_slice(column(j0));
             s.row_ptr.push(s.rows.len());
             let nr = s.row_ptr[id + 1] - s.row_ptr[id];
             s.z_ptr.push(s.z_ptr[id] + nr * (j - j0));
         }
         s.start.push(q);
-        s.z = vec![0.0; *s.z_ptr.last().unwrap()];
+        s
+    }
+
+    /// Where (M⁻¹)_ij (lme4's order, on the pattern of L + Lᵀ) is stored in
+    /// [`SelectedInverse::values`]; None off the pattern. The same for every
+    /// factor with the same pattern.
+    pub fn index(&self, i: usize, j: usize) -> Option<usize> {
+        let (a, b) = (self.pinv[i], self.pinv[j]);
+        let (r, c) = if a >= b { (a, b) } else { (b, a) };
+        let t = self.sn_of[c];
+        let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+        let e = trows.binary_search(&r).ok()?;
+        Some(self.z_ptr[t] + (c - self.start[t]) * trows.len() + e)
+    }
+}
+
+/// M⁻¹ on the pattern of L (lower triangle, in L order), by supernodes, with
+/// the map from lme4's order.
+pub struct SelectedInverse {
+    plan: Arc<SelinvPlan>,
+    z: Vec<f64>,
+}
+
+impl std::ops::Deref for SelectedInverse {
+    type Target = SelinvPlan;
+    fn deref(&self) -> &SelinvPlan {
+        &self.plan
+    }
+}
+
+impl SelectedInverse {
+    /// The selected inverse of L Lᵀ.
+    pub fn new(l: FactorL) -> Self {
+        Self::with_plan(Arc::new(SelinvPlan::new(&l)), &l.values)
+    }
+
+    /// The selected inverse of L Lᵀ for an L with the plan's pattern and
+    /// these values (stored as in the L the plan was made from).
+    pub fn with_plan(plan: Arc<SelinvPlan>, values: &[f64]) -> Self {
+        let sorted: Vec<f64>;
+        let values = match &plan.sorted_from {
+            Some(from) => {
+                sorted = from.iter().map(|&e| values[e]).collect();
+                &sorted[..]
+            }
+            None => values,
+        };
+        let mut s = Self {
+            z: vec![0.0; *plan.z_ptr.last().unwrap()],
+            plan,
+        };
         let mut scratch = Scratch::default();
         for sn in (0..s.start.len() - 1).rev() {
-            s.invert_supernode(&l, sn, &mut scratch);
+            s.invert_supernode(values, sn, &mut scratch);
         }
         s
     }
 
-    fn invert_supernode(&mut self, l: &FactorL, sn: usize, sc: &mut Scratch) {
+    fn invert_supernode(&mut self, values: &[f64], sn: usize, sc: &mut Scratch) {
         let (c0, c1) = (self.start[sn], self.start[sn + 1]);
         let nj = c1 - c0;
         let (r0, r1) = (self.row_ptr[sn], self.row_ptr[sn + 1]);
@@ -109,7 +180,7 @@ impl SelectedInverse {
             nj * nj,
         ]);
         for c in 0..nj {
-            let vals = column(l, c0 + c).1;
+            let vals = &values[self.col_ptr[c0 + c]..self.col_ptr[c0 + c + 1]];
             for (e, &v) in vals.iter().enumerate() {
                 let r = c + e;
                 if r < nj {
@@ -121,13 +192,12 @@ impl SelectedInverse {
         }
         invert_lower(nj, ljj, linv);
         let linv = view(linv, nj, nj);
-        if nj * nj * nj.max(nr) <= SMALL {
+        if nj * nj * nj.max(nr) <= SMALL || nj <= NARROW {
             mul(zjj, nj, nj, linv.transpose(), linv, 1.0, false);
             if nr > 0 {
                 mul(y, nr, nj, view(lrj, nr, nj), linv, 1.0, false);
-                self.gather(&self.rows[r0 + nj..r1], zrr);
+                self.sym_mul(&self.rows[r0 + nj..r1], y, nj, zrj);
                 let y = view(y, nr, nj);
-                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
                 mul(zjj, nj, nj, y.transpose(), view(zrj, nr, nj), -1.0, true);
             }
         } else {
@@ -161,9 +231,28 @@ impl SelectedInverse {
                     1.0,
                     pr,
                 );
-                self.gather(&self.rows[r0 + nj..r1], zrr);
+                // Z_RR y from its lower triangle: (lower part) y + (strict
+                // lower part)ᵀ y
+                self.gather_lower(&self.rows[r0 + nj..r1], zrr);
                 let y = view(y, nr, nj);
-                mul(zrj, nr, nj, view(zrr, nr, nr), y, -1.0, false);
+                let zr = view(zrr, nr, nr);
+                let mut zm = MatMut::from_column_major_slice_mut(&mut *zrj, nr, nj);
+                for (a, structure, accum) in [
+                    (zr, Bs::TriangularLower, Accum::Replace),
+                    (zr.transpose(), Bs::StrictTriangularUpper, Accum::Add),
+                ] {
+                    tmul(
+                        zm.rb_mut(),
+                        Bs::Rectangular,
+                        accum,
+                        a,
+                        structure,
+                        y,
+                        Bs::Rectangular,
+                        -1.0,
+                        pr,
+                    );
+                }
                 let zm = MatMut::from_column_major_slice_mut(&mut *zjj, nj, nj);
                 tmul(
                     zm,
@@ -183,11 +272,80 @@ impl SelectedInverse {
                 }
             }
         }
-        let z = &mut self.z[self.z_ptr[sn]..self.z_ptr[sn + 1]];
+        let (z0, z1) = (self.z_ptr[sn], self.z_ptr[sn + 1]);
+        let z = &mut self.z[z0..z1];
         let ld = nj + nr;
         for c in 0..nj {
             z[c * ld..c * ld + nj].copy_from_slice(&zjj[c * nj..(c + 1) * nj]);
             z[c * ld + nj..(c + 1) * ld].copy_from_slice(&zrj[c * nr..(c + 1) * nr]);
+        }
+    }
+
+    /// `out = −Z_RR y` for the sorted rows `r` of a supernode and `y`
+    /// (|r| x m, column-major), from the later supernodes' lower triangles
+    /// without forming Z_RR: each stored entry is found once (see
+    /// [`gather`](Self::gather)) and used for both of its halves.
+    fn sym_mul(&self, r: &[usize], y: &[f64], m: usize, out: &mut [f64]) {
+        let n = r.len();
+        out[..n * m].fill(0.0);
+        for b in 0..n {
+            let t = self.sn_of[r[b]];
+            let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+            let ld = trows.len();
+            let zt = &self.z[self.z_ptr[t] + (r[b] - self.start[t]) * ld..][..ld];
+            let (s0, s1) = (self.start[t], self.start[t + 1]);
+            let mut e = r[b] - s0;
+            for c in 0..m {
+                out[b + c * n] -= zt[e] * y[b + c * n];
+            }
+            for a in b + 1..n {
+                e = if r[a] < s1 {
+                    r[a] - s0
+                } else if e + 1 < ld && trows[e + 1] == r[a] {
+                    e + 1
+                } else {
+                    advance(trows, e.max(s1 - s0), r[a])
+                };
+                debug_assert_eq!(trows[e], r[a], "rows of a supernode form a clique");
+                let zv = zt[e];
+                for c in 0..m {
+                    let (ia, ib) = (a + c * n, b + c * n);
+                    out[ia] -= zv * y[ib];
+                    out[ib] -= zv * y[ia];
+                }
+            }
+        }
+    }
+
+    /// The lower triangle of Z_RR (see [`gather`](Self::gather); the upper
+    /// triangle of `out` is not written).
+    fn gather_lower(&self, r: &[usize], out: &mut [f64]) {
+        let n = r.len();
+        for b in 0..n {
+            let t = self.sn_of[r[b]];
+            let trows = &self.rows[self.row_ptr[t]..self.row_ptr[t + 1]];
+            let ld = trows.len();
+            let zt = &self.z[self.z_ptr[t] + (r[b] - self.start[t]) * ld..][..ld];
+            let (s0, s1) = (self.start[t], self.start[t + 1]);
+            let col = &mut out[b * n..(b + 1) * n];
+            let mut e = r[b] - s0;
+            col[b] = zt[e];
+            let mut a = b + 1;
+            while a < n {
+                e = if r[a] < s1 {
+                    r[a] - s0
+                } else {
+                    advance(trows, e.max(s1 - s0), r[a])
+                };
+                // a run of consecutive rows on both sides is one copy
+                let mut k = 1;
+                while a + k < n && e + k < ld && r[a + k] == r[a] + k && trows[e + k] == r[a] + k {
+                    k += 1;
+                }
+                col[a..a + k].copy_from_slice(&zt[e..e + k]);
+                a += k;
+                e += k - 1;
+            }
         }
     }
 
@@ -211,10 +369,7 @@ impl SelectedInverse {
                 if r[a] < s1 {
                     e = r[a] - s0;
                 } else {
-                    e = e.max(s1 - s0);
-                    while trows[e] < r[a] {
-                        e += 1;
-                    }
+                    e = advance(trows, e.max(s1 - s0), r[a]);
                 }
                 debug_assert_eq!(trows[e], r[a], "rows of a supernode form a clique");
                 out[a + b * n] = zt[e];
@@ -240,6 +395,11 @@ impl SelectedInverse {
         }
     }
 
+    /// The stored values of M⁻¹ (see [`SelinvPlan::index`]).
+    pub fn values(&self) -> &[f64] {
+        &self.z
+    }
+
     /// Z on the pattern of L + Lᵀ (0 elsewhere), dense in L order: for
     /// tests.
     #[cfg(test)]
@@ -262,27 +422,21 @@ impl SelectedInverse {
     }
 }
 
-/// Sorts the rows of each column of L (the diagonal then first).
-fn sort_columns(l: &mut FactorL) {
-    let mut pairs: Vec<(usize, f64)> = Vec::new();
-    for j in 0..l.perm.len() {
-        let (p0, p1) = (l.col_ptr[j], l.col_ptr[j + 1]);
-        if l.row_idx[p0..p1].windows(2).any(|w| w[0] > w[1]) {
-            pairs.clear();
-            pairs.extend(
-                l.row_idx[p0..p1]
-                    .iter()
-                    .copied()
-                    .zip(l.values[p0..p1].iter().copied()),
-            );
-            pairs.sort_unstable_by_key(|e| e.0);
-            for (e, (r, v)) in pairs.iter().enumerate() {
-                l.row_idx[p0 + e] = *r;
-                l.values[p0 + e] = *v;
-            }
-        }
-        debug_assert_eq!(l.row_idx[p0], j, "the diagonal of L is stored first");
+/// The first position at or after `e` where the sorted `rows` reach
+/// `target` (galloping: rows of a dense supernode are found in a step or
+/// two, far rows in a few).
+#[inline]
+fn advance(rows: &[usize], mut e: usize, target: usize) -> usize {
+    if rows[e] >= target {
+        return e;
     }
+    let mut step = 1;
+    while e + step < rows.len() && rows[e + step] < target {
+        e += step;
+        step <<= 1;
+    }
+    let hi = (e + step).min(rows.len());
+    e + 1 + rows[e + 1..hi].partition_point(|&x| x < target)
 }
 
 /// Reused buffers of the dense blocks of one supernode.
@@ -309,6 +463,10 @@ impl Scratch {
 fn view(v: &[f64], m: usize, n: usize) -> MatRef<'_, f64> {
     MatRef::from_column_major_slice(v, m, n)
 }
+
+/// Supernodes at most this wide multiply by Z_RR entry by entry
+/// (`sym_mul`); wider ones gather it for a dense product.
+const NARROW: usize = 2;
 
 /// Products below this many multiply-adds are plain loops (no dispatch).
 const SMALL: usize = 4096;

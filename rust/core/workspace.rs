@@ -163,6 +163,10 @@ impl Workspace {
             Err(CoreError::RowsNotKept { what })
         }
     }
+    /// The symbolic plan of the factorization.
+    pub(crate) fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
     /// A: the cross-product blocks of [Z̃ X̃ ỹ].
     pub fn cross_products(&self) -> &CrossProducts {
         &self.a

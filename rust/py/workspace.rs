@@ -21,6 +21,7 @@ use pyo3::types::PyDict;
 
 use super::convert::{self, Arrays3, Arrays4};
 use super::errors::run;
+use crate::core::qn::{QnSettings, QnStop};
 use crate::core::{CoreError, Evaluation, FactorKind, Workspace};
 
 /// The penalized least-squares workspace of one model (lme4's `merPredD`
@@ -225,6 +226,72 @@ impl PyWorkspace {
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let g = self.at_theta(py, theta, |ws, _| ws.gradient_from(reml))?;
         Ok(convert::array1(py, g))
+    }
+
+    /// minimize(theta, reml, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step)
+    ///
+    /// Minimizes `objective(·, reml)` over θ ≥ `lower` from `theta` by the
+    /// core's projected BFGS on the exact gradient (no call into Python per
+    /// evaluation). Returns (θ, objective, gradient, Hessian approximation,
+    /// objective evaluations, gradient evaluations, every θ evaluated (rows),
+    /// their objectives, why it stopped).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn minimize<'py>(
+        &self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        reml: bool,
+        ftol_abs: f64,
+        ftol_rel: f64,
+        xtol_abs: f64,
+        maxeval: usize,
+        initial_step: f64,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f64>>,
+        f64,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyAny>,
+        usize,
+        usize,
+        Bound<'py, PyAny>,
+        Bound<'py, PyArray1<f64>>,
+        &'static str,
+    )> {
+        let start = convert::vec1(&theta);
+        let set = QnSettings {
+            ftol_abs,
+            ftol_rel,
+            xtol_abs,
+            maxeval,
+            initial_step,
+        };
+        let r = run(py, move || self.lock().minimize(&start, reml, &set))?;
+        let n = r.theta.len();
+        let rows = r.log.len();
+        let mut log = vec![0.0; rows * n];
+        for (i, (th, _)) in r.log.iter().enumerate() {
+            for (j, &v) in th.iter().enumerate() {
+                log[i + j * rows] = v;
+            }
+        }
+        let values = r.log.iter().map(|e| e.1).collect();
+        let stop = match r.stop {
+            QnStop::Converged => "CONVERGED",
+            QnStop::AtBounds => "AT_BOUNDS",
+            QnStop::LineSearch => "LINE_SEARCH",
+            QnStop::MaxEval => "MAXEVAL_REACHED",
+        };
+        Ok((
+            convert::array1(py, r.theta),
+            r.f,
+            convert::array1(py, r.gradient),
+            convert::array2(py, r.hessian, n, n)?,
+            r.feval,
+            r.geval,
+            convert::array2(py, log, rows, n)?,
+            convert::array1(py, values),
+            stop,
+        ))
     }
 
     /// (pwrss, ld_l2, ld_rx2) at θ: the pieces of the objective.

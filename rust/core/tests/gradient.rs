@@ -183,3 +183,51 @@ fn a_term_with_a_single_level() {
     pr.terms[1].codes.iter_mut().for_each(|c| *c = 0);
     check_problem(&pr, &[vec![0.9, 0.5]]);
 }
+
+#[test]
+fn scalar_terms_through_the_schur_complement() {
+    // the grouped fill (classes of the first term's level sizes) and the
+    // direct one, unweighted and weighted, against the dense tr(M⁻¹ ∂M)
+    let crossed3 = design(600, 6, &[crossed(40, 1), crossed(30, 1), crossed(25, 1)]);
+    let nested2 = design(120, 4, &[crossed(6, 1), nested(0, 3, 1)]);
+    for pr in [crossed3.clone(), crossed3.weighted(8), nested2] {
+        let n_theta = pr.terms.len();
+        let mut thetas = vec![theta_for(&pr, 0.9, 0.0), theta_for(&pr, 0.05, 0.0)];
+        thetas.push(
+            (0..n_theta)
+                .map(|i| if i == 0 { 0.0 } else { 0.7 })
+                .collect(),
+        );
+        thetas.push(
+            (0..n_theta)
+                .map(|i| if i == 1 { 0.0 } else { 1.3 })
+                .collect(),
+        );
+        for ws in workspaces(&pr) {
+            for classes in [false, true] {
+                let mut ws = ws.clone().with_classes(classes);
+                for theta in &thetas {
+                    ws.update(theta).unwrap();
+                    let got = ws
+                        .logdet_m_gradient_scalar()
+                        .unwrap()
+                        .expect("every term is scalar");
+                    let dense = dense_logdet_gradient(&pr, theta);
+                    check(&format!("classes {classes} {theta:?}"), &got, &dense, 1e-9);
+                }
+            }
+        }
+    }
+    // a vector term: the general formula
+    let mut ws = problem(120, 7).build(FactorKind::Auto);
+    ws.update(&[1.0, 1.0, 0.0, 1.0, 1.0]).unwrap();
+    assert!(ws.logdet_m_gradient_scalar().unwrap().is_none());
+}
+
+#[test]
+fn a_single_weighted_term_level_by_level() {
+    let pr = design(120, 11, &[crossed(9, 2)]).weighted(4);
+    check_problem(&pr, &[vec![1.2, -0.3, 0.5], vec![0.0, 0.4, 0.7]]);
+    let pr = design(90, 12, &[crossed(6, 3)]).weighted(6);
+    check_problem(&pr, &[theta_for(&pr, 0.8, 0.2)]);
+}
