@@ -40,7 +40,7 @@ def test_optsum_records_the_run(fit):
     assert o.feval == len(o.fitlog) and o.feval > 5
     np.testing.assert_array_equal(o.initial, [1.0, 0.0, 1.0])
     assert o.fmin == fit.objective
-    assert o.optimizer == "NLopt LN_BOBYQA" and o.converged
+    assert o.optimizer == "projected BFGS (core)" and o.converged  # the default, "auto"
 
 
 def test_cobyqa_reaches_the_same_optimum():

@@ -87,9 +87,19 @@ def checked():
 
 
 def excess(check: IndependentProfile, held: Held, value: float) -> float:
-    """Return the independently minimized deviance at the held value, above the minimum."""
+    """Return the independently minimized deviance at the held value, above the minimum.
+
+    A deviance above the quantile may be the check's own local minimum (the
+    inner problem of star_k_sample's sd_sxF|sch has several): then it is
+    minimized again from more random starts. More starts can only lower it, so
+    this cannot hide a limit whose deviance is below the quantile.
+    """
     d_min = min(check.d_min, check.ml.objective)
-    return check.deviance(Held(held.kind, held.term, held.row, held.col, value)) - d_min
+    at = Held(held.kind, held.term, held.row, held.col, value)
+    dev = check.deviance(at) - d_min
+    if dev > THRESHOLD + TOL:
+        dev = min(dev, check.deviance(at, n_random=12) - d_min)
+    return dev
 
 
 @pytest.mark.parametrize("name", CASES + EXTRA)

@@ -288,7 +288,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         else ``Control()`` (BOBYQA, lme4's). ``Control(optimizer="bobyqa")``
         runs lme4's derivative-free stages on any model.
         """
-        return Control(optimizer="lbfgsb") if self.has_gradient else Control()
+        return Control(optimizer="lbfgsb" if self.has_gradient else "bobyqa")
 
     def value_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Return the objective at (θ, β) = x and its exact gradient (when `has_gradient`)."""

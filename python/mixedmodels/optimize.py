@@ -1,11 +1,13 @@
 """The optimizer loop over θ: settings (`Control`) and record (`OptSummary`).
 
 The profiled objective is minimized over θ subject to lower bounds (0 on the
-diagonal of each template, none elsewhere) by one optimizer: NLopt's BOBYQA,
-the derivative-free method lme4 (``nloptwrap``) and MixedModels.jl use
-(default), the core's projected BFGS on the exact gradient (``"bfgs"``: the
-whole loop in Rust), scipy's COBYQA, or scipy's L-BFGS-B with the exact
-gradient. There is no silent fallback from one optimizer to another.
+diagonal of each template, none elsewhere) by one optimizer: the core's
+projected BFGS on the exact gradient (``"bfgs"``: the whole loop in Rust; the
+default ``"auto"`` for a linear model's objective), NLopt's BOBYQA, the
+derivative-free method lme4 (``nloptwrap``) and MixedModels.jl use (``"auto"``
+for every other objective, and lme4's path when asked for), scipy's COBYQA, or
+scipy's L-BFGS-B with the exact gradient. There is no silent fallback from one
+optimizer to another.
 
 Every fit then ends with the optimality check of `_converge` (`fit_theta`):
 Newton steps from the exact gradient polish θ, a point that is not the
@@ -51,13 +53,13 @@ class Control:
     Parameters
     ----------
     optimizer
-        ``"bobyqa"`` (default: NLopt's LN_BOBYQA, as lme4's default
-        ``nloptwrap`` and MixedModels.jl), ``"auto"`` (``"bfgs"`` for a
-        linear mixed model's profiled objective, whose exact gradient the
-        core computes: on every reference case it reaches an objective as
-        low as BOBYQA's with a third to a quarter of the evaluations; and
-        ``"bobyqa"`` for every other objective, GLMMs and profiles: the
-        choice depends on the objective only, never on how a run went),
+        ``"auto"`` (default: ``"bfgs"`` for a linear mixed model's profiled
+        objective, whose exact gradient the core computes: on every
+        reference case it reaches an objective as low as BOBYQA's with a
+        third to a quarter of the evaluations; ``"bobyqa"`` for every other
+        objective, GLMMs and profiles: the choice depends on the objective
+        only, never on how a run went), ``"bobyqa"`` (NLopt's LN_BOBYQA, as
+        lme4's default ``nloptwrap`` and MixedModels.jl),
         ``"bfgs"`` (the core's projected BFGS on the exact
         gradient, with no call into Python per evaluation: the objective at
         the line search's trial points, the gradient at the accepted ones;
@@ -111,11 +113,11 @@ class Control:
     >>> import mixedmodels as mm
     >>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"),
     ...               control=mm.Control.precise())
-    >>> fit.optsum.feval, fit.optsum.control.xtol_abs
-    (63, 1e-10)
+    >>> fit.optsum.optimizer, fit.optsum.control.xtol_abs
+    ('projected BFGS (core)', 1e-10)
     """
 
-    optimizer: str = "bobyqa"
+    optimizer: str = "auto"
     ftol_rel: float = 0.0
     ftol_abs: float = 1e-8
     xtol_rel: float = 1e-4
