@@ -482,6 +482,14 @@ class GlmmState:
         run, grad = self._ws.laplace_beta_grad(np.ascontiguousarray(theta, dtype=np.float64))
         return self._count(PirlsRun(*run)), np.asarray(grad)
 
+    def modes(self) -> np.ndarray:
+        """Return the last run's modes u."""
+        return np.asarray(self._ws.modes())
+
+    def set_modes(self, u: np.ndarray) -> None:
+        """Set the modes u the next run starts from."""
+        self._ws.set_modes(np.ascontiguousarray(u, dtype=np.float64))
+
     def state(self) -> dict[str, np.ndarray]:
         """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""
         return {k: np.asarray(v) for k, v in self._ws.state().items()}

@@ -380,7 +380,9 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         hessian = None
         if self.has_gradient and self.nagq > 0:
             hessian = gradient_hessian(
-                lambda v: self.value_gradient(v)[1], np.concatenate([theta, beta])
+                lambda v: self.value_gradient(v)[1],
+                np.concatenate([theta, beta]),
+                modes=(self.state.modes, self.state.set_modes),
             )
             self.state.laplace(theta, beta)
         elif self.nagq > 0:

@@ -214,6 +214,18 @@ impl PyGlmm {
         self.inner.reset();
     }
 
+    /// The last evaluation's modes u.
+    fn modes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        convert::array1(py, self.inner.u().to_vec())
+    }
+
+    /// Sets the modes u (length q) the next evaluation starts from.
+    fn set_modes(&mut self, u: PyReadonlyArray1<'_, f64>) -> PyResult<()> {
+        self.inner
+            .set_modes(&convert::vec1(&u))
+            .map_err(PyErr::from)
+    }
+
     /// The last evaluation: a dict with beta, u, b (= Λu), eta (offset
     /// included), mu, and rx (p x p, upper triangular: the fixed effects'
     /// factor at the converged working weights, Fisher information RXᵀRX).

@@ -35,7 +35,7 @@ use crate::core::family::{Distribution, Family, Link};
 use crate::core::small::tt_mul;
 
 /// (η, y, prior weight) → (D', w, w') of one row.
-type RowDerivs = fn(f64, f64, f64) -> (f64, f64, f64);
+pub(super) type RowDerivs = fn(f64, f64, f64) -> (f64, f64, f64);
 
 /// Per row at η: (D', w, w') for a canonical link, None for the others.
 fn canonical(fam: Family) -> Option<RowDerivs> {
@@ -89,6 +89,9 @@ impl Glmm {
         })?;
         if self.theta.is_empty() {
             return Err(CoreError::NotEvaluated);
+        }
+        if let Some(sr) = self.scalar.as_deref() {
+            return Ok(self.gradient_scalar(sr, derivs));
         }
         if self.slots.is_none() {
             self.slots = Some(row_slots(&self.ws));
@@ -226,7 +229,7 @@ impl Glmm {
 
     /// Solves the PLS system at the last factorization (with β inside
     /// PIRLS): [M, B; Bᵀ, C] (v_u, v_β) = (s_u, s_β) through L, RZX and RX.
-    fn joint_solve(&self, s_u: &[f64], s_b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    pub(super) fn joint_solve(&self, s_u: &[f64], s_b: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let (q, p) = (self.q(), self.p());
         let fac = self.ws.factor();
         let y1 = fac.l_solve(Mat::from_fn(q, 1, |i, _| s_u[i]).as_ref());
