@@ -21,7 +21,7 @@ import numpy as np
 
 from .optimize import Control, OptSummary
 
-__all__ = ["gradient_hessian", "quasi_newton"]
+__all__ = ["finite_difference_hessian", "gradient_hessian", "quasi_newton"]
 
 FunGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -160,29 +160,47 @@ def gradient_hessian(
     grad: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
     delta: float = 1e-4,
-    modes: tuple[Callable[[], np.ndarray], Callable[[np.ndarray], None]] | None = None,
+    start: Callable[[int, float], None] | None = None,
 ) -> np.ndarray:
     """Return the Hessian at x by central differences of the exact gradient (symmetrized).
 
     The step is lme4's ``deriv12``'s; its error is O(δ²) as there, with 2m
-    gradients in place of 2m² + 1 objectives. With ``modes`` (get and set
-    the modes PIRLS starts from), each pair of points starts from the modes
-    û at x, and x − δeᵢ from 2û − u(x + δeᵢ), which is off by O(δ²) rather
-    than O(δ) (one PIRLS iteration fewer); û is set again at the end.
+    gradients in place of 2m² + 1 objectives. ``start(i, s)``, when given,
+    is called before the gradient at x + s eᵢ (s = ±δ): to set where PIRLS
+    starts (`GeneralizedLinearMixedModel.hessian_starts`).
     """
     m = len(x)
     h = np.empty((m, m))
-    u0 = None if modes is None else modes[0]()
     for i in range(m):
         e = np.zeros(m)
         e[i] = delta
-        if modes is not None and u0 is not None:
-            modes[1](u0)
-            gp = grad(x + e)
-            modes[1](2 * u0 - modes[0]())
-        else:
-            gp = grad(x + e)
-        h[:, i] = (gp - grad(x - e)) / (2 * delta)
-    if modes is not None and u0 is not None:
-        modes[1](u0)
+        g = []
+        for s in (delta, -delta):
+            if start is not None:
+                start(i, s)
+            g.append(grad(x + np.sign(s) * e))
+        h[:, i] = (g[0] - g[1]) / (2 * delta)
     return (h + h.T) / 2
+
+
+def finite_difference_hessian(
+    fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e-4
+) -> np.ndarray:
+    """Return the Hessian of fun at x by central differences (lme4's ``deriv12``)."""
+    m = len(x)
+    fx = fun(x)
+    h = np.empty((m, m))
+    for i in range(m):
+        xa, xs = x.copy(), x.copy()
+        xa[i] += delta
+        xs[i] -= delta
+        fa, fs = fun(xa), fun(xs)
+        h[i, i] = (fa - 2 * fx + fs) / delta**2
+        for j in range(i):
+            xaa, xas, xsa, xss = xa.copy(), xa.copy(), xs.copy(), xs.copy()
+            xaa[j] += delta
+            xas[j] -= delta
+            xsa[j] += delta
+            xss[j] -= delta
+            h[i, j] = h[j, i] = (fun(xaa) - fun(xas) - fun(xsa) + fun(xss)) / (4 * delta**2)
+    return h

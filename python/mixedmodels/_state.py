@@ -486,6 +486,11 @@ class GlmmState:
         """Return the last run's modes u."""
         return np.asarray(self._ws.modes())
 
+    def mode_jacobian(self) -> np.ndarray | None:
+        """Return ∂u/∂(θ, β) at the last run with β given (None unless the core has it)."""
+        jac = self._ws.mode_jacobian()
+        return None if jac is None else np.asarray(jac)
+
     def set_modes(self, u: np.ndarray) -> None:
         """Set the modes u the next run starts from."""
         self._ws.set_modes(np.ascontiguousarray(u, dtype=np.float64))

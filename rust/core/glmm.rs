@@ -51,6 +51,7 @@ mod grad;
 mod grad_scalar;
 mod helpers;
 mod minv;
+mod predict;
 
 use fused::ScalarRows;
 use helpers::Memo;
@@ -483,7 +484,13 @@ impl Glmm {
     }
 
     fn run(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
-        let out = self.run_pirls(theta, with_beta);
+        let before = self.predict_start(theta, with_beta);
+        let mut out = self.run_pirls(theta, with_beta);
+        if let (Err(_), Some((u, beta))) = (&out, before) {
+            // from the last modes as they were
+            (self.u, self.beta) = (u, beta);
+            out = self.run_pirls(theta, with_beta);
+        }
         self.remember(theta, with_beta, &out);
         out
     }

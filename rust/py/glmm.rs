@@ -214,6 +214,20 @@ impl PyGlmm {
         self.inner.reset();
     }
 
+    /// The derivative of the modes in (θ, β) at the last evaluation with β
+    /// given, (q, n_theta + p); None unless the terms are scalar and the
+    /// link canonical.
+    fn mode_jacobian<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let g = &mut self.inner;
+        let q = g.q();
+        let jac = run(py, move || g.mode_jacobian())?;
+        jac.map(|j| {
+            let m = j.len() / q.max(1);
+            convert::array2(py, j, q, m)
+        })
+        .transpose()
+    }
+
     /// The last evaluation's modes u.
     fn modes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         convert::array1(py, self.inner.u().to_vec())

@@ -17,6 +17,16 @@ pub(super) struct Memo {
     out: Pirls,
 }
 
+impl Memo {
+    pub fn theta(&self) -> &[f64] {
+        &self.theta
+    }
+    /// Whether β was given (PIRLS on u alone).
+    pub fn given_beta(&self) -> bool {
+        self.beta.is_some()
+    }
+}
+
 impl Glmm {
     /// The last record when (θ, β) is the last evaluation's point.
     pub(super) fn recall(&self, theta: &[f64], beta: Option<&[f64]>) -> Option<Pirls> {
