@@ -16,14 +16,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from .optimize import Control, OptSummary
 
-__all__ = ["finite_difference_hessian", "gradient_hessian", "quasi_newton"]
+__all__ = ["PirlsRun", "finite_difference_hessian", "gradient_hessian", "quasi_newton"]
 
 FunGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+class PirlsRun(NamedTuple):
+    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS).
+
+    ``laplace`` = ``deviance`` (Σ dᵢ at the modes) + ``sqr_u`` (‖û‖²) + ``ld_l2`` (log det LLᵀ
+    at the converged working weights): −2 log L (Laplace) without the family's constant;
+    ``iterations`` (numeric refactorizations) and ``halvings`` (step halvings).
+    """
+
+    laplace: float
+    deviance: float
+    sqr_u: float
+    ld_l2: float
+    iterations: int
+    halvings: int
 
 
 def _bfgs_update(b: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -302,22 +301,36 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         run, grad = self.state.laplace_beta_grad(theta)
         return run.laplace + self.constant, grad
 
-    def hessian_starts(self, u0: np.ndarray) -> Callable[[int, float], None]:
-        """Return where PIRLS starts at the Hessian's points x + s eᵢ, from the modes û at x.
+    def gradient_hessian(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Return the Hessian of the objective at (θ, β) (the optimum) from the exact gradient.
 
-        û + s ∂û/∂xᵢ where the core has the modes' derivative (scalar terms, canonical
-        links: ``GlmmWorkspace.mode_jacobian``), else û at x + δeᵢ and 2û − u(x + δeᵢ) at
-        x − δeᵢ: off by O(δ²) rather than O(δ), one PIRLS iteration fewer.
+        Central differences of the gradient (`_glmm_fit.gradient_hessian`). Where the core has
+        the modes' derivative (scalar terms, canonical links: ``mode_jacobian``), the gradient
+        at x + s eᵢ is the one after a single PIRLS step from û + s ∂û/∂xᵢ, whose error is
+        even in s to leading order and cancels in the difference (``gradient_one_step``);
+        else PIRLS converges at each point from û at x + δeᵢ and from 2û − u(x + δeᵢ) at
+        x − δeᵢ. The workspace is left at (θ, β).
         """
+        nt, x = self.n_theta, np.concatenate([theta, beta])
+        u0 = self.state.modes()
         jac = self.state.mode_jacobian()
+        at = [u0]
 
         def start(i: int, s: float) -> None:
             if jac is not None:
-                self.state.set_modes(u0 + s * jac[:, i])
+                at[0] = u0 + s * jac[:, i]
             else:
                 self.state.set_modes(u0 if s > 0 else 2 * u0 - self.state.modes())
 
-        return start
+        def grad(v: np.ndarray) -> np.ndarray:
+            if jac is not None:
+                return self.state.gradient_one_step(v[:nt], v[nt:], at[0])
+            return self.value_gradient(v)[1]
+
+        hessian = gradient_hessian(grad, x, start=start)
+        self.state.set_modes(u0)
+        self.state.laplace(theta, beta)
+        return hessian
 
     def optimize(
         self, control: Control, start: npt.ArrayLike | dict | None = None
@@ -396,14 +409,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         cond_var = self.state.cond_var()
         hessian = None
         if self.has_gradient and self.nagq > 0:
-            u0 = self.state.modes()
-            hessian = gradient_hessian(
-                lambda v: self.value_gradient(v)[1],
-                np.concatenate([theta, beta]),
-                start=self.hessian_starts(u0),
-            )
-            self.state.set_modes(u0)
-            self.state.laplace(theta, beta)
+            hessian = self.gradient_hessian(theta, beta)
         elif self.nagq > 0:
             x = np.concatenate([theta, beta])
 

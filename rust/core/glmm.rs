@@ -298,26 +298,6 @@ impl Glmm {
         self.memo = None;
     }
 
-    /// Xβ.
-    fn linear_predictor_x(&self, beta: &[f64]) -> Vec<f64> {
-        let mut xb = vec![0.0; self.n()];
-        self.x_mul(beta, &mut xb);
-        xb
-    }
-
-    /// out = Xβ.
-    fn x_mul(&self, beta: &[f64], xb: &mut [f64]) {
-        let (n, x) = (self.n(), self.ws.rows().x());
-        xb.fill(0.0);
-        for (j, &bj) in beta.iter().enumerate() {
-            if bj != 0.0 {
-                for (e, &xv) in xb.iter_mut().zip(&x[j * n..(j + 1) * n]) {
-                    *e += xv * bj;
-                }
-            }
-        }
-    }
-
     /// Xβ + ZΛu + o at the current templates.
     fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
         let mut b = u.to_vec();

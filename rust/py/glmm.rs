@@ -228,6 +228,25 @@ impl PyGlmm {
         .transpose()
     }
 
+    /// The gradient in (θ, β) after one PIRLS step on u from u0 (the
+    /// Hessian's points; see the core's `gradient_one_step`).
+    fn gradient_one_step<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        beta: PyReadonlyArray1<'_, f64>,
+        u0: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (th, b, u) = (
+            convert::vec1(&theta),
+            convert::vec1(&beta),
+            convert::vec1(&u0),
+        );
+        let g = &mut self.inner;
+        let grad = run(py, move || g.gradient_one_step(&th, &b, &u))?;
+        Ok(convert::array1(py, grad))
+    }
+
     /// The last evaluation's modes u.
     fn modes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         convert::array1(py, self.inner.u().to_vec())

@@ -421,6 +421,27 @@ impl Glmm {
         done.map(|_| true)
     }
 
+    /// One PIRLS step on u from `self.u` at θ (β given, Xβ formed): A at
+    /// the working weights there, refactored, u the PLS solution and η at
+    /// it. None unless the model's terms are scalar.
+    pub(super) fn fused_one_step(&mut self, theta: &[f64]) -> Option<Result<()>> {
+        let mut sr = self.scalar.take()?;
+        let (beta, u0) = (self.beta.clone(), self.u.clone());
+        let from = EtaFrom::Modes {
+            beta: &beta,
+            u: &u0,
+            with_beta: false,
+        };
+        self.fused_pass(&mut sr, from);
+        let done = self.fused_commit(&sr, theta, false).map(|_| {
+            self.u = self.ws.u_of_response();
+            let u = self.u.clone();
+            self.fused_set_eta(&sr, &beta, &u, false);
+        });
+        self.scalar = Some(sr);
+        Some(done)
+    }
+
     /// η = Xβ + o + ZΛu into `self.eta` (in parallel chunks for large n).
     fn fused_set_eta(&mut self, sr: &ScalarRows, beta: &[f64], u: &[f64], with_beta: bool) {
         let mut eta = std::mem::take(&mut self.eta);

@@ -96,4 +96,24 @@ impl Glmm {
             self.max_iter
         ))
     }
+
+    /// Xβ.
+    pub(super) fn linear_predictor_x(&self, beta: &[f64]) -> Vec<f64> {
+        let mut xb = vec![0.0; self.n()];
+        self.x_mul(beta, &mut xb);
+        xb
+    }
+
+    /// out = Xβ.
+    pub(super) fn x_mul(&self, beta: &[f64], xb: &mut [f64]) {
+        let (n, x) = (self.n(), self.ws.rows().x());
+        xb.fill(0.0);
+        for (j, &bj) in beta.iter().enumerate() {
+            if bj != 0.0 {
+                for (e, &xv) in xb.iter_mut().zip(&x[j * n..(j + 1) * n]) {
+                    *e += xv * bj;
+                }
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@
 use faer::MatMut;
 
 use super::Glmm;
-use crate::core::error::Result;
+use crate::core::error::{check_finite, check_len, Result};
 
 /// The largest relative change of a θ element that is predicted.
 const MAX_CHANGE: f64 = 1.0;
@@ -131,5 +131,44 @@ impl Glmm {
             *d = 2.0 * *d - vl;
         }
         Ok(Some(jac))
+    }
+}
+
+impl Glmm {
+    /// The gradient in (θ, β) after one PIRLS step on u from `u0` (β
+    /// given), with M at the working weights of `u0`: for the Hessian's
+    /// points, whose starts û ± δ ∂û/∂xᵢ are off by ½δ²∂²û/∂xᵢ² + O(δ³).
+    /// The step leaves u off by O(δ⁴); M (and so the gradient) is off by
+    /// that start error to first order, an error even in δ to leading
+    /// order, which the central difference cancels: its error stays O(δ²),
+    /// as the difference's own. One factorization per point instead of two.
+    pub fn gradient_one_step(
+        &mut self,
+        theta: &[f64],
+        beta: &[f64],
+        u0: &[f64],
+    ) -> Result<Vec<f64>> {
+        check_len("beta", beta.len(), self.p())?;
+        check_finite("beta", beta)?;
+        self.set_modes(u0)?;
+        self.ws.terms().set_templates(theta, &mut self.templates)?;
+        self.theta = theta.to_vec();
+        self.fast = false;
+        self.have_beta = false;
+        self.beta.copy_from_slice(beta);
+        let mut xb = std::mem::take(&mut self.xb);
+        self.x_mul(beta, &mut xb);
+        self.xb = xb;
+        match self.fused_one_step(theta) {
+            Some(done) => done?,
+            None => {
+                let eta = self.linear_predictor(beta, u0, false);
+                self.working_step(theta, &eta, false)?;
+                self.u = self.ws.u_of_response();
+                let u = self.u.clone();
+                self.eta = self.linear_predictor(beta, &u, false);
+            }
+        }
+        self.gradient()
     }
 }
