@@ -174,7 +174,10 @@ impl Glmm {
         )?;
         let ws = Workspace::build(rows, terms, FactorKind::Auto)?;
         let q = ws.q();
-        let scalar = ScalarRows::new(&ws).map(Box::new);
+        let mut scalar = ScalarRows::new(&ws).map(Box::new);
+        if let (Some(sr), true) = (scalar.as_mut(), grad::canonical_mu(family).is_some()) {
+            sr.mu = vec![0.0; n];
+        }
         Ok(Self {
             scalar,
             templates: ws.terms().zero_templates(),

@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+use super::helpers::{logit_row, row_of};
 use super::minv::row_slots;
 use super::{rel_step, Glmm, Pirls, ROUNDING_STEP, SMALL_STEP};
 use crate::core::error::{CoreError, Result};
@@ -62,6 +63,11 @@ pub(super) struct ScalarRows {
     /// Row bounds of the chunks.
     pub bounds: Vec<usize>,
     sums: Vec<Sums>,
+    /// μ per row at the last pass (kept for canonical links, whose gradient
+    /// needs no more than μ: `grad_scalar.rs`; empty otherwise), and whether
+    /// that pass was at the last evaluation's modes.
+    pub mu: Vec<f64>,
+    pub mu_at_modes: bool,
 }
 
 impl ScalarRows {
@@ -116,6 +122,8 @@ impl ScalarRows {
             other,
             bounds: (0..=chunks).map(|c| c * n / chunks).collect(),
             sums: vec![sums; chunks],
+            mu: vec![],
+            mu_at_modes: false,
         })
     }
 }
@@ -178,9 +186,9 @@ impl Rows<'_> {
 
     /// Rows r0..r1 into `s` (zeroed first): the deviance, and the sums of A
     /// at the working weights (with X's blocks when η has Xβ in it).
-    fn pass<K>(&self, from: EtaFrom, r0: usize, r1: usize, s: &mut Sums, row: &K)
+    fn pass<K>(&self, from: EtaFrom, r0: usize, r1: usize, s: &mut Sums, mu: &mut [f64], row: &K)
     where
-        K: Fn(f64, f64, f64) -> (f64, f64, f64),
+        K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
     {
         let (n, p, q) = (self.n, self.p, self.q);
         let with_x = !matches!(
@@ -207,8 +215,11 @@ impl Rows<'_> {
         let (f, other) = (&self.sr.first, self.sr.other.as_ref());
         for i in r0..r1 {
             let e = self.eta(i, from);
-            let (w, r, d) = row(e, self.y[i], self.prior[i]);
+            let (w, r, d, m) = row(e, self.y[i], self.prior[i]);
             dev += d;
+            if let Some(slot) = mu.get_mut(i - r0) {
+                *slot = m;
+            }
             let mut z = e - self.offset[i] + r;
             if !with_x {
                 z -= self.xb[i];
@@ -274,63 +285,64 @@ impl Rows<'_> {
     }
 }
 
-/// (w, (y − μ)/μ', the deviance residual) of one row at η (y, prior weight).
-#[inline(always)]
-fn row_of(link: Link, dist: Distribution, e: f64, y: f64, wt: f64) -> (f64, f64, f64) {
-    let (mu, d) = link.inv_mu_eta(e);
-    let w = wt * d * d / dist.variance(mu);
-    (w, (y - mu) / d, dist.dev_resid(y, mu, wt))
-}
-
-/// `row_of` for the logit link and a 0/1 response with |η| < 30 (where no
-/// clamp of lme4's applies): with e = exp(−|η|), μ' = e/(1 + e)² = μ(1 − μ)
-/// is the variance, so w = wt μ', and the deviance residual is
-/// 2 wt (log(1 + e) + |η| where the response and the sign of η disagree).
-/// One exponential, one logarithm and two divisions (the general row has
-/// six divisions).
-#[inline(always)]
-fn logit_row(eta: f64, y: f64, wt: f64) -> (f64, f64, f64) {
-    let a = eta.abs();
-    let e = (-a).exp();
-    let d = 1.0 + e;
-    let inv = 1.0 / d;
-    let mu = if eta >= 0.0 { inv } else { e * inv };
-    let dmu = e * inv * inv;
-    let against = (y == 1.0) != (eta >= 0.0);
-    let dev = 2.0 * wt * (d.ln() + if against { a } else { 0.0 });
-    (wt * dmu, (y - mu) / dmu, dev)
-}
-
 /// Runs the pass over every chunk (in parallel when there are several).
-fn run_pass(fam: Family, rows: &Rows, from: EtaFrom, bounds: &[usize], sums: &mut [Sums]) {
-    fn go<K: Fn(f64, f64, f64) -> (f64, f64, f64) + Sync>(
+/// (with μ stored in `mu` per row unless it is empty).
+fn run_pass(
+    fam: Family,
+    rows: &Rows,
+    from: EtaFrom,
+    bounds: &[usize],
+    sums: &mut [Sums],
+    mu: &mut [f64],
+) {
+    fn go<K: Fn(f64, f64, f64) -> (f64, f64, f64, f64) + Sync>(
         rows: &Rows,
         from: EtaFrom,
         bounds: &[usize],
         sums: &mut [Sums],
+        mu: &mut [f64],
         row: K,
     ) {
+        // each chunk's slice of μ (empty slices when μ is not kept)
+        let mut parts = Vec::with_capacity(sums.len());
+        let mut rest = mu;
+        for w in bounds.windows(2) {
+            let take = (w[1] - w[0]).min(rest.len());
+            let (head, tail) = rest.split_at_mut(take);
+            parts.push(head);
+            rest = tail;
+        }
         if sums.len() == 1 {
-            rows.pass(from, bounds[0], bounds[1], &mut sums[0], &row);
+            rows.pass(
+                from,
+                bounds[0],
+                bounds[1],
+                &mut sums[0],
+                parts.remove(0),
+                &row,
+            );
         } else {
-            sums.par_iter_mut().enumerate().for_each(|(c, s)| {
-                rows.pass(from, bounds[c], bounds[c + 1], s, &row);
-            });
+            sums.par_iter_mut()
+                .zip(parts)
+                .enumerate()
+                .for_each(|(c, (s, m))| {
+                    rows.pass(from, bounds[c], bounds[c + 1], s, m, &row);
+                });
         }
     }
     use Distribution as D;
     match (fam.dist, fam.link) {
-        (D::Binomial, Link::Logit) => go(rows, from, bounds, sums, |e, y, wt| {
+        (D::Binomial, Link::Logit) => go(rows, from, bounds, sums, mu, |e, y, wt| {
             if e.abs() < 30.0 && (y == 0.0 || y == 1.0) {
                 logit_row(e, y, wt)
             } else {
                 row_of(Link::Logit, D::Binomial, e, y, wt)
             }
         }),
-        (D::Poisson, Link::Log) => go(rows, from, bounds, sums, |e, y, wt| {
+        (D::Poisson, Link::Log) => go(rows, from, bounds, sums, mu, |e, y, wt| {
             row_of(Link::Log, D::Poisson, e, y, wt)
         }),
-        (dist, link) => go(rows, from, bounds, sums, |e, y, wt| {
+        (dist, link) => go(rows, from, bounds, sums, mu, |e, y, wt| {
             row_of(link, dist, e, y, wt)
         }),
     }
@@ -340,6 +352,7 @@ impl Glmm {
     /// The pass at `from` into the chunk sums; returns the deviance.
     fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
         let mut sums = std::mem::take(&mut sr.sums);
+        let mut mu = std::mem::take(&mut sr.mu);
         let rows = Rows {
             n: self.n(),
             p: self.p(),
@@ -353,8 +366,10 @@ impl Glmm {
             lf: self.templates[sr.first.term][0],
             lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
         };
-        run_pass(self.family, &rows, from, &sr.bounds, &mut sums);
+        run_pass(self.family, &rows, from, &sr.bounds, &mut sums, &mut mu);
         sr.sums = sums;
+        sr.mu = mu;
+        sr.mu_at_modes = false;
         sr.sums.iter().map(|s| s.dev).sum()
     }
 
@@ -416,6 +431,7 @@ impl Glmm {
             with_beta: true,
         };
         self.fused_pass(&mut sr, from);
+        sr.mu_at_modes = true;
         let done = self.fused_commit(&sr, &theta, true);
         self.scalar = Some(sr);
         done.map(|_| true)
@@ -517,6 +533,8 @@ impl Glmm {
             };
             let step = rel_step(&u, &u_new).max(rel_step(&beta, &beta_new));
             if step < tol || (step < ROUNDING_STEP && step >= min_step) {
+                // the last pass was at these modes
+                sr.mu_at_modes = true;
                 self.fused_set_eta(sr, &beta, &u, with_beta);
                 out.deviance = dev;
                 out.scale_term = self.scale_term(dev);

@@ -53,6 +53,28 @@ fn canonical(fam: Family) -> Option<RowDerivs> {
     }
 }
 
+/// (D', w, w') of a logit row from μ (as `canonical`'s at μ = g⁻¹(η)).
+#[inline(always)]
+pub(super) fn logit_mu_derivs(mu: f64, y: f64, wt: f64) -> (f64, f64, f64) {
+    let w = wt * (mu * (1.0 - mu)).max(f64::EPSILON);
+    (-2.0 * wt * (y - mu), w, w * (1.0 - 2.0 * mu))
+}
+
+/// (D', w, w') of a Poisson-log row from μ.
+#[inline(always)]
+pub(super) fn poisson_mu_derivs(mu: f64, y: f64, wt: f64) -> (f64, f64, f64) {
+    (-2.0 * wt * (y - mu), wt * mu, wt * mu)
+}
+
+/// Per row from μ: (D', w, w') for a canonical link, None for the others.
+pub(super) fn canonical_mu(fam: Family) -> Option<RowDerivs> {
+    match (fam.dist, fam.link) {
+        (Distribution::Binomial, Link::Logit) => Some(logit_mu_derivs),
+        (Distribution::Poisson, Link::Log) => Some(poisson_mu_derivs),
+        _ => None,
+    }
+}
+
 /// μ and dμ/dη of the logit link (lme4's clamps).
 #[inline]
 fn fam_logit(eta: f64) -> (f64, f64) {

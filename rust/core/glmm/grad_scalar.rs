@@ -14,9 +14,10 @@
 use rayon::prelude::*;
 
 use super::fused::{ScalarRows, ScalarTerm};
-use super::grad::RowDerivs;
+use super::grad::{logit_mu_derivs, poisson_mu_derivs, RowDerivs};
 use super::minv::MinvA;
 use super::Glmm;
+use crate::core::family::{Distribution, Link};
 
 /// Sums `f(r0, r1, acc)` over the chunks of rows into one vector of `len`
 /// (chunks in parallel, added in order).
@@ -47,6 +48,25 @@ impl Glmm {
     /// The gradient of the last evaluation's objective for one or two
     /// scalar terms (see `gradient`).
     pub(super) fn gradient_scalar(&self, sr: &ScalarRows, derivs: RowDerivs) -> Vec<f64> {
+        let (eta, y, prior, mu) = (&self.eta, &self.y, &self.prior, &sr.mu);
+        // from μ of the last pass when it was at the modes (no exponential)
+        let at_modes = sr.mu_at_modes && mu.len() == self.n();
+        match (self.family.dist, self.family.link, at_modes) {
+            (Distribution::Binomial, Link::Logit, true) => {
+                self.gradient_scalar_by(sr, |i| logit_mu_derivs(mu[i], y[i], prior[i]))
+            }
+            (Distribution::Poisson, Link::Log, true) => {
+                self.gradient_scalar_by(sr, |i| poisson_mu_derivs(mu[i], y[i], prior[i]))
+            }
+            _ => self.gradient_scalar_by(sr, |i| derivs(eta[i], y[i], prior[i])),
+        }
+    }
+
+    /// The gradient with the rows' (D', w, w') from `derivs`.
+    fn gradient_scalar_by<D>(&self, sr: &ScalarRows, derivs: D) -> Vec<f64>
+    where
+        D: Fn(usize) -> (f64, f64, f64) + Sync,
+    {
         let (n, p, q) = (self.n(), self.p(), self.q());
         let ws = &self.ws;
         let minv = MinvA::new(ws);
@@ -55,10 +75,9 @@ impl Glmm {
         let lf = self.templates[f.term][0];
         let lr = other.map_or(0.0, |r| self.templates[r.term][0]);
         let x = ws.rows().x();
-        let (eta, y, prior) = (&self.eta, &self.y, &self.prior);
-        // per row: (D', w, a, z̃₁, z̃₂, g₁, g₂, level offsets)
+        // per row: (D', w, a, g₁, g₂, level offsets)
         let row = |i: usize| {
-            let (d1, w, wp) = derivs(eta[i], y[i], prior[i]);
+            let (d1, w, wp) = derivs(i);
             let (c1, zt1) = (f.codes[i] as usize, lf * f.z[i]);
             let m11 = minv.f_diag[c1];
             let (mut g1, mut g2, mut zt2, mut c2) = (m11 * zt1, 0.0, 0.0, 0);

@@ -2,7 +2,7 @@
 
 use super::{Glmm, Pirls, FAST_MODE_TOL};
 use crate::core::error::{check_finite, check_len, CoreError, Result};
-use crate::core::family::Distribution;
+use crate::core::family::{Distribution, Link};
 
 /// The last evaluation's point (θ; β given, or None with β inside PIRLS),
 /// PIRLS's tolerance then, and its record. Asked again at the same point
@@ -15,6 +15,39 @@ pub(super) struct Memo {
     beta: Option<Vec<f64>>,
     tol: f64,
     out: Pirls,
+}
+
+/// (w, (y − μ)/μ', the deviance residual) of one row at η (y, prior weight).
+#[inline(always)]
+pub(super) fn row_of(
+    link: Link,
+    dist: Distribution,
+    e: f64,
+    y: f64,
+    wt: f64,
+) -> (f64, f64, f64, f64) {
+    let (mu, d) = link.inv_mu_eta(e);
+    let w = wt * d * d / dist.variance(mu);
+    (w, (y - mu) / d, dist.dev_resid(y, mu, wt), mu)
+}
+
+/// `row_of` for the logit link and a 0/1 response with |η| < 30 (where no
+/// clamp of lme4's applies): with e = exp(−|η|), μ' = e/(1 + e)² = μ(1 − μ)
+/// is the variance, so w = wt μ', and the deviance residual is
+/// 2 wt (log(1 + e) + |η| where the response and the sign of η disagree).
+/// One exponential, one logarithm and two divisions (the general row has
+/// six divisions).
+#[inline(always)]
+pub(super) fn logit_row(eta: f64, y: f64, wt: f64) -> (f64, f64, f64, f64) {
+    let a = eta.abs();
+    let e = (-a).exp();
+    let d = 1.0 + e;
+    let inv = 1.0 / d;
+    let mu = if eta >= 0.0 { inv } else { e * inv };
+    let dmu = e * inv * inv;
+    let against = (y == 1.0) != (eta >= 0.0);
+    let dev = 2.0 * wt * (d.ln() + if against { a } else { 0.0 });
+    (wt * dmu, (y - mu) / dmu, dev, mu)
 }
 
 impl Memo {
