@@ -472,6 +472,10 @@ class GlmmState:
         self._count(PirlsRun(0.0, 0.0, 0.0, 0.0, 1, 0))
         return np.asarray(self._ws.gradient_one_step(_f64(theta), _f64(beta), _f64(u0)))
 
+    def reset(self) -> None:
+        """Forget the modes: the next run starts afresh."""
+        self._ws.reset()
+
     def modes(self) -> np.ndarray:
         """Return the last run's modes u."""
         return np.asarray(self._ws.modes())
