@@ -130,7 +130,7 @@ impl ScalarRows {
 
 /// Where a pass takes η from.
 #[derive(Clone, Copy)]
-enum EtaFrom<'a> {
+pub(super) enum EtaFrom<'a> {
     /// Given (the fast mode's first step, from the family's starting means).
     Given(&'a [f64]),
     /// Xβ + o + ZΛu, with Xβ formed row by row (β inside PIRLS) or read from
@@ -211,7 +211,8 @@ impl Rows<'_> {
         let (mut dev, mut zz) = (0.0, 0.0);
         s.bad = None;
         let p1 = p + 1;
-        let mut xr = [0.0; 16];
+        // [X ỹ]ᵀW[X ỹ] in a local array (p < 16): no aliasing with the sums
+        let (mut xr, mut xl) = ([0.0; 16], [0.0; 256]);
         let (f, other) = (&self.sr.first, self.sr.other.as_ref());
         for i in r0..r1 {
             let e = self.eta(i, from);
@@ -255,7 +256,7 @@ impl Rows<'_> {
                     for k in 0..p1 {
                         let wx = w * xr[k];
                         for j in 0..=k {
-                            s.xx[j + k * p1] += wx * xr[j];
+                            xl[j + k * p1] += wx * xr[j];
                         }
                     }
                 } else {
@@ -279,6 +280,9 @@ impl Rows<'_> {
             }
         }
         s.dev = dev;
+        if with_x && p < 16 {
+            s.xx.iter_mut().zip(&xl).for_each(|(a, b)| *a += b);
+        }
         if !with_x {
             s.xx[p + p * p1] = zz;
         }
@@ -350,7 +354,7 @@ fn run_pass(
 
 impl Glmm {
     /// The pass at `from` into the chunk sums; returns the deviance.
-    fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
+    pub(super) fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
         let mut sums = std::mem::take(&mut sr.sums);
         let mut mu = std::mem::take(&mut sr.mu);
         let rows = Rows {
@@ -375,7 +379,12 @@ impl Glmm {
 
     /// Makes the last pass's sums A (checking its working weights and
     /// response) and refactors at θ: log det(LLᵀ) (with `with_x`, R too).
-    fn fused_commit(&mut self, sr: &ScalarRows, theta: &[f64], with_x: bool) -> Result<f64> {
+    pub(super) fn fused_commit(
+        &mut self,
+        sr: &ScalarRows,
+        theta: &[f64],
+        with_x: bool,
+    ) -> Result<f64> {
         if let Some((i, w, e)) = sr.sums.iter().find_map(|s| s.bad) {
             return Err(CoreError::Pirls(if w > 0.0 && w.is_finite() {
                 format!("the working response of observation {i} is not finite (η = {e})")
@@ -437,29 +446,15 @@ impl Glmm {
         done.map(|_| true)
     }
 
-    /// One PIRLS step on u from `self.u` at θ (β given, Xβ formed): A at
-    /// the working weights there, refactored, u the PLS solution and η at
-    /// it. None unless the model's terms are scalar.
-    pub(super) fn fused_one_step(&mut self, theta: &[f64]) -> Option<Result<()>> {
-        let mut sr = self.scalar.take()?;
-        let (beta, u0) = (self.beta.clone(), self.u.clone());
-        let from = EtaFrom::Modes {
-            beta: &beta,
-            u: &u0,
-            with_beta: false,
-        };
-        self.fused_pass(&mut sr, from);
-        let done = self.fused_commit(&sr, theta, false).map(|_| {
-            self.u = self.ws.u_of_response();
-            let u = self.u.clone();
-            self.fused_set_eta(&sr, &beta, &u, false);
-        });
-        self.scalar = Some(sr);
-        Some(done)
-    }
-
     /// η = Xβ + o + ZΛu into `self.eta` (in parallel chunks for large n).
-    fn fused_set_eta(&mut self, sr: &ScalarRows, beta: &[f64], u: &[f64], with_beta: bool) {
+    /// With a non-empty `mu`, μ = g⁻¹(η) into it too.
+    pub(super) fn fused_set_eta(
+        &mut self,
+        sr: &ScalarRows,
+        (beta, u): (&[f64], &[f64]),
+        with_beta: bool,
+        mu: &mut [f64],
+    ) {
         let mut eta = std::mem::take(&mut self.eta);
         let rows = Rows {
             n: self.n(),
@@ -475,12 +470,26 @@ impl Glmm {
             lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
         };
         let from = EtaFrom::Modes { beta, u, with_beta };
-        let chunk = CHUNK_ROWS.max(eta.len().div_ceil(MAX_CHUNKS)).max(1);
-        eta.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
+        let link = self.family.link;
+        let fill = |c0: usize, out: &mut [f64], mu: &mut [f64]| {
             for (k, e) in out.iter_mut().enumerate() {
-                *e = rows.eta(c * chunk + k, from);
+                *e = rows.eta(c0 + k, from);
+                if let Some(m) = mu.get_mut(k) {
+                    *m = link.inv(*e);
+                }
             }
-        });
+        };
+        if sr.bounds.len() == 2 {
+            fill(0, &mut eta, mu);
+        } else {
+            let chunk = CHUNK_ROWS.max(eta.len().div_ceil(MAX_CHUNKS));
+            let mut mus: Vec<&mut [f64]> = mu.chunks_mut(chunk).collect();
+            mus.resize_with(eta.len().div_ceil(chunk), || &mut []);
+            eta.par_chunks_mut(chunk)
+                .zip(mus)
+                .enumerate()
+                .for_each(|(c, (out, m))| fill(c * chunk, out, m));
+        }
         self.eta = eta;
     }
 
@@ -535,7 +544,7 @@ impl Glmm {
             if step < tol || (step < ROUNDING_STEP && step >= min_step) {
                 // the last pass was at these modes
                 sr.mu_at_modes = true;
-                self.fused_set_eta(sr, &beta, &u, with_beta);
+                self.fused_set_eta(sr, (&beta, &u), with_beta, &mut []);
                 out.deviance = dev;
                 out.scale_term = self.scale_term(dev);
                 out.sqr_u = sqr(&u);

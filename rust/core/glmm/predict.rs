@@ -20,6 +20,7 @@
 
 use faer::MatMut;
 
+use super::fused::EtaFrom;
 use super::Glmm;
 use crate::core::error::{check_finite, check_len, Result};
 
@@ -170,5 +171,30 @@ impl Glmm {
             }
         }
         self.gradient()
+    }
+
+    /// One PIRLS step on u from `self.u` at θ (β given, Xβ formed): A at
+    /// the working weights there, refactored, u the PLS solution and η at
+    /// it. None unless the model's terms are scalar.
+    pub(super) fn fused_one_step(&mut self, theta: &[f64]) -> Option<Result<()>> {
+        let mut sr = self.scalar.take()?;
+        let (beta, u0) = (self.beta.clone(), self.u.clone());
+        let from = EtaFrom::Modes {
+            beta: &beta,
+            u: &u0,
+            with_beta: false,
+        };
+        self.fused_pass(&mut sr, from);
+        let done = self.fused_commit(&sr, theta, false).map(|_| {
+            self.u = self.ws.u_of_response();
+            let u = self.u.clone();
+            // η and μ at the new modes (the gradient's rows need no more)
+            let mut mu = std::mem::take(&mut sr.mu);
+            self.fused_set_eta(&sr, (&beta, &u), false, &mut mu);
+            sr.mu_at_modes = !mu.is_empty();
+            sr.mu = mu;
+        });
+        self.scalar = Some(sr);
+        Some(done)
     }
 }
