@@ -51,6 +51,7 @@ mod grad;
 mod grad_scalar;
 mod helpers;
 mod minv;
+mod pirls_scalar;
 mod predict;
 
 use fused::ScalarRows;
@@ -161,17 +162,11 @@ impl Glmm {
         check_len("the starting linear predictor", eta_start.len(), n)?;
         check_finite("the starting linear predictor", &eta_start)?;
         let prior = prior.unwrap_or_else(|| vec![1.0; n]);
-        // the workspace checks the weights (positive, finite) and the offset
-        let rows = RowData::new(n, p, x, y.clone(), Some(prior.clone()), offset)?;
-        let offset = rows.offset().map_or_else(|| vec![0.0; n], |o| o.to_vec());
-        let rows = RowData::new(
-            n,
-            p,
-            rows.x().to_vec(),
-            y.clone(),
-            Some(prior.clone()),
-            None,
-        )?;
+        let offset = offset.unwrap_or_else(|| vec![0.0; n]);
+        check_len("the offset", offset.len(), n)?;
+        check_finite("the offset", &offset)?;
+        // the rows check X and the weights (positive, finite)
+        let rows = RowData::new(n, p, x, y.clone(), Some(prior.clone()), None)?;
         let ws = Workspace::build(rows, terms, FactorKind::Auto)?;
         let q = ws.q();
         let mut scalar = ScalarRows::new(&ws).map(Box::new);

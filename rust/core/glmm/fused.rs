@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::helpers::{logit_row, row_of};
 use super::minv::row_slots;
-use super::{rel_step, Glmm, Pirls, ROUNDING_STEP, SMALL_STEP};
+use super::Glmm;
 use crate::core::error::{CoreError, Result};
 use crate::core::family::{Distribution, Family, Link};
 use crate::core::workspace::Workspace;
@@ -28,14 +28,32 @@ use crate::core::workspace::Workspace;
 const CHUNK_ROWS: usize = 1 << 16;
 const MAX_CHUNKS: usize = 16;
 
-/// One scalar term: its index, its first random effect (lme4's order),
-/// codes and z.
-#[derive(Clone)]
+/// One scalar term: its index and its first random effect (lme4's order).
+#[derive(Clone, Copy)]
 pub(super) struct ScalarTerm {
     pub term: usize,
     pub offset: usize,
-    pub codes: Vec<u32>,
-    pub z: Vec<f64>,
+}
+
+/// A scalar term with its rows' codes and z (the workspace's).
+#[derive(Clone, Copy)]
+pub(super) struct TermCols<'a> {
+    pub term: usize,
+    pub offset: usize,
+    pub codes: &'a [u32],
+    pub z: &'a [f64],
+}
+
+impl ScalarTerm {
+    pub fn cols<'a>(&self, ws: &'a Workspace) -> TermCols<'a> {
+        let t = &ws.terms().terms()[self.term];
+        TermCols {
+            term: self.term,
+            offset: self.offset,
+            codes: &t.codes,
+            z: &t.z,
+        }
+    }
 }
 
 /// One chunk's sums of a pass (A's blocks as `CrossProducts::blocks_mut`
@@ -92,8 +110,6 @@ impl ScalarRows {
         let make = |t: usize| ScalarTerm {
             term: t,
             offset: layout[t].offset,
-            codes: tt[t].codes.clone(),
-            z: tt[t].z.clone(),
         };
         let other = order.rest_terms().first().map(|&t| make(t));
         let cp = ws.cross_products();
@@ -153,6 +169,8 @@ struct Rows<'a> {
     offset: &'a [f64],
     xb: &'a [f64],
     sr: &'a ScalarRows,
+    first: TermCols<'a>,
+    other: Option<TermCols<'a>>,
     lf: f64,
     lr: f64,
 }
@@ -174,9 +192,9 @@ impl Rows<'_> {
                     self.xb[i]
                 };
                 e += self.offset[i];
-                let f = &self.sr.first;
+                let f = &self.first;
                 e += self.lf * f.z[i] * u[f.offset + f.codes[i] as usize];
-                if let Some(r) = &self.sr.other {
+                if let Some(r) = &self.other {
                     e += self.lr * r.z[i] * u[r.offset + r.codes[i] as usize];
                 }
                 e
@@ -213,7 +231,7 @@ impl Rows<'_> {
         let p1 = p + 1;
         // [X ỹ]ᵀW[X ỹ] in a local array (p < 16): no aliasing with the sums
         let (mut xr, mut xl) = ([0.0; 16], [0.0; 256]);
-        let (f, other) = (&self.sr.first, self.sr.other.as_ref());
+        let (f, other) = (&self.first, self.other.as_ref());
         for i in r0..r1 {
             let e = self.eta(i, from);
             let (w, r, d, m) = row(e, self.y[i], self.prior[i]);
@@ -367,6 +385,8 @@ impl Glmm {
             offset: &self.offset,
             xb: &self.xb,
             sr,
+            first: sr.first.cols(&self.ws),
+            other: sr.other.map(|o| o.cols(&self.ws)),
             lf: self.templates[sr.first.term][0],
             lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
         };
@@ -466,6 +486,8 @@ impl Glmm {
             offset: &self.offset,
             xb: &self.xb,
             sr,
+            first: sr.first.cols(&self.ws),
+            other: sr.other.map(|o| o.cols(&self.ws)),
             lf: self.templates[sr.first.term][0],
             lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
         };
@@ -491,102 +513,5 @@ impl Glmm {
                 .for_each(|(c, (out, m))| fill(c * chunk, out, m));
         }
         self.eta = eta;
-    }
-
-    /// PIRLS (see `Glmm::pirls`) with one pass over the rows per iteration.
-    pub(super) fn pirls_scalar(
-        &mut self,
-        sr: &mut ScalarRows,
-        theta: &[f64],
-        with_beta: bool,
-    ) -> Result<Pirls> {
-        let mut out = Pirls::default();
-        if with_beta && !self.have_beta {
-            // the first step from the family's starting means
-            let eta0 = std::mem::take(&mut self.eta_start);
-            self.fused_pass(sr, EtaFrom::Given(&eta0));
-            self.eta_start = eta0;
-            self.fused_commit(sr, theta, true)?;
-            out.iterations += 1;
-            let (b, u) = self.ws.beta_u();
-            self.beta = b;
-            self.u = u;
-            self.have_beta = true;
-        }
-        let mut beta = self.beta.clone();
-        let mut u = self.u.clone();
-        let sqr = |u: &[f64]| u.iter().map(|v| v * v).sum::<f64>();
-        let mut dev = self.fused_pass(
-            sr,
-            EtaFrom::Modes {
-                beta: &beta,
-                u: &u,
-                with_beta,
-            },
-        );
-        let mut pdev = dev + sqr(&u);
-        if !pdev.is_finite() {
-            return Err(CoreError::Pirls(format!(
-                "the penalized deviance is not finite at the start ({pdev})"
-            )));
-        }
-        let mut min_step = f64::INFINITY;
-        let tol = self.pirls_tol(with_beta);
-        for _ in 0..self.max_iter {
-            let ld_l2 = self.fused_commit(sr, theta, with_beta)?;
-            out.iterations += 1;
-            let (beta_new, u_new) = if with_beta {
-                self.ws.beta_u()
-            } else {
-                (beta.clone(), self.ws.u_of_response())
-            };
-            let step = rel_step(&u, &u_new).max(rel_step(&beta, &beta_new));
-            if step < tol || (step < ROUNDING_STEP && step >= min_step) {
-                // the last pass was at these modes
-                sr.mu_at_modes = true;
-                self.fused_set_eta(sr, (&beta, &u), with_beta, &mut []);
-                out.deviance = dev;
-                out.scale_term = self.scale_term(dev);
-                out.sqr_u = sqr(&u);
-                out.ld_l2 = ld_l2;
-                self.u = u;
-                self.beta = beta;
-                return Ok(out);
-            }
-            min_step = min_step.min(step);
-            let (mut s, mut halvings) = (1.0, 0);
-            loop {
-                let uc: Vec<f64> = u.iter().zip(&u_new).map(|(a, b)| a + s * (b - a)).collect();
-                let bc: Vec<f64> = if with_beta {
-                    beta.iter()
-                        .zip(&beta_new)
-                        .map(|(a, b)| a + s * (b - a))
-                        .collect()
-                } else {
-                    beta.clone()
-                };
-                let from = EtaFrom::Modes {
-                    beta: &bc,
-                    u: &uc,
-                    with_beta,
-                };
-                let dc = self.fused_pass(sr, from);
-                let pc = dc + sqr(&uc);
-                if pc <= pdev || (step < SMALL_STEP && pc.is_finite()) {
-                    (u, beta, dev, pdev) = (uc, bc, dc, pc);
-                    break;
-                }
-                halvings += 1;
-                out.halvings += 1;
-                if halvings > self.max_halvings {
-                    return Err(CoreError::Pirls(format!(
-                        "step halving failed to reduce the penalized deviance \
-                         ({pdev}) after {halvings} halvings"
-                    )));
-                }
-                s *= 0.5;
-            }
-        }
-        Err(self.not_converged(with_beta, pdev))
     }
 }

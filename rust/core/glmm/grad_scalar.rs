@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::fused::{ScalarRows, ScalarTerm};
+use super::fused::{ScalarRows, TermCols};
 use super::grad::{logit_mu_derivs, poisson_mu_derivs, RowDerivs};
 use super::minv::MinvA;
 use super::Glmm;
@@ -71,7 +71,7 @@ impl Glmm {
         let ws = &self.ws;
         let minv = MinvA::new(ws);
         let block0 = ws.factor().order().block0().first().copied().unwrap_or(0);
-        let (f, other) = (sr.first(), sr.other());
+        let (f, other) = (sr.first().cols(ws), sr.other().map(|o| o.cols(ws)));
         let lf = self.templates[f.term][0];
         let lr = other.map_or(0.0, |r| self.templates[r.term][0]);
         let x = ws.rows().x();
@@ -157,7 +157,7 @@ impl Glmm {
                 }
             }
         });
-        let theta_grad = |s: &ScalarTerm, gsum: f64, lay_n: usize| {
+        let theta_grad = |s: &TermCols, gsum: f64, lay_n: usize| {
             let mut sum = 2.0 * gsum;
             for l in s.offset..s.offset + lay_n {
                 sum += s2[l] * self.u[l] - 0.5 * s1[ztd0 + l] * v_u[l];
@@ -166,8 +166,8 @@ impl Glmm {
         };
         let layout = ws.terms().layout();
         let mut grad = vec![0.0; ws.n_theta()];
-        grad[f.term] = theta_grad(f, s1[gs0], layout[f.term].n_levels);
-        if let Some(r) = other {
+        grad[f.term] = theta_grad(&f, s1[gs0], layout[f.term].n_levels);
+        if let Some(r) = &other {
             grad[r.term] = theta_grad(r, s1[gs0 + 1], layout[r.term].n_levels);
         }
         if !self.fast {
