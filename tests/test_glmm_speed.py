@@ -128,7 +128,7 @@ def test_predicted_starts_give_the_cold_starts_objectives_in_fewer_iterations():
     warm = [model.state.laplace_beta(t) for t in thetas]
     cold = []
     for t in thetas:
-        model.state.reset()
+        model.state.set_modes(None)
         cold.append(model.state.laplace_beta(t))
     for w, c in zip(warm, cold, strict=True):
         assert w.laplace == pytest.approx(c.laplace, rel=1e-12)

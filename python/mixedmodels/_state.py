@@ -472,22 +472,22 @@ class GlmmState:
         self._count(PirlsRun(0.0, 0.0, 0.0, 0.0, 1, 0))
         return np.asarray(self._ws.gradient_one_step(_f64(theta), _f64(beta), _f64(u0)))
 
-    def reset(self) -> None:
-        """Forget the modes: the next run starts afresh."""
-        self._ws.reset()
-
     def modes(self) -> np.ndarray:
         """Return the last run's modes u."""
         return np.asarray(self._ws.modes())
 
-    def set_modes(self, u: np.ndarray) -> None:
-        """Set the modes u the next run starts from."""
-        self._ws.set_modes(_f64(u))
+    def set_modes(self, u: np.ndarray | None) -> None:
+        """Set the modes u the next run starts from (None: afresh, as the first run)."""
+        self._ws.reset() if u is None else self._ws.set_modes(_f64(u))
+
+    def set_tol(self, tol: float) -> float:
+        """Set PIRLS's tolerance on its step (relative); return the one it replaces."""
+        old, self._ws.tol = self._ws.tol, tol
+        return old
 
     def mode_jacobian(self) -> np.ndarray | None:
         """Return ∂u/∂(θ, β) at the last run with β given (None unless the core has it)."""
-        jac = self._ws.mode_jacobian()
-        return None if jac is None else np.asarray(jac)
+        return self._ws.mode_jacobian()
 
     def state(self) -> dict[str, np.ndarray]:
         """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""

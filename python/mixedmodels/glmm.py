@@ -347,10 +347,11 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         nt = self.n_theta
         grad = control.optimizer == "lbfgsb" and self.has_gradient
         # stage 1: θ alone, β inside PIRLS
-        b0 = None
+        b0, tol0 = None, None
         if grad:
-            # a start for the second stage: 1e-9 of the objective is near enough
-            rel = 1e-12 if self.nagq == 0 else 1e-9
+            # a start for the second stage: 1e-9 of the objective, and PIRLS's step to 1e-7
+            # (not 1e-10: one iteration fewer per evaluation), are near enough
+            rel, tol0 = (1e-12, None) if self.nagq == 0 else (1e-9, self.state.set_tol(1e-7))
             optsum0, b0 = quasi_newton(
                 self.value_gradient_nagq0, theta0, lower, control, rel_tol=rel
             )
@@ -358,6 +359,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
         st = self.state.state()
+        if tol0 is not None:
+            self.state.set_tol(tol0)
         beta_fast = st["beta"]
         if self.nagq == 0:
             _warn(optsum0)
@@ -400,11 +403,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         counts: tuple[int, int],
     ) -> GeneralizedLinearMixedModelResult:
         nt = self.n_theta
-        if self.nagq == 0:
-            run = self.state.laplace(theta, beta)
-            value = run.laplace + self.constant
-        else:
-            value, run = self._evaluate(theta, beta)
+        value, run = self._evaluate(theta, beta)
         st = self.state.state()
         cond_var = self.state.cond_var()
         hessian = None
