@@ -27,40 +27,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._core import BlockSums, GlmmWorkspace, Workspace
+from ._glmm_fit import PirlsRun
+from ._solution import Solution
 from ._term_maps import Centering, TermMaps
 from .design import Design
 from .exceptions import InternalError, ThetaError
 
 __all__ = ["BlockSums", "GlmmState", "ModelState", "PirlsRun", "Solution"]
-
-
-class Solution(NamedTuple):
-    """The penalized least-squares solution at one θ."""
-
-    beta: np.ndarray
-    """Fixed effects β̂."""
-    u: np.ndarray
-    """Spherical random effects (lme4's ``u``)."""
-    b: np.ndarray
-    """Random effects b = Λu, in Z's column order."""
-    fitted: np.ndarray | None
-    """Fitted values Xβ̂ + Zb + offset, on the scale of y (None when the rows are not kept)."""
-    pwrss: float
-    """Penalized weighted residual sum of squares."""
-    ld_l2: float
-    """log det of LLᵀ = ΛᵀZᵀWZΛ + I."""
-    ld_rx2: float
-    """log det of RXᵀRX."""
-    rx: np.ndarray
-    """The fixed effects' dense factor RX (p x p, upper triangular)."""
-    rzx: np.ndarray
-    """RZX (q x p, rows in L's order)."""
 
 
 class ModelState:
@@ -406,20 +385,8 @@ class ModelSpaceState(ModelState):
         return np.asarray(core_theta, dtype=np.float64)
 
 
-class PirlsRun(NamedTuple):
-    """One PIRLS run of a GLMM (at (θ, β), or at θ with β inside PIRLS).
-
-    ``laplace`` = ``deviance`` (Σ dᵢ at the modes) + ``sqr_u`` (‖û‖²) + ``ld_l2`` (log det LLᵀ
-    at the converged working weights): −2 log L (Laplace) without the family's constant;
-    ``iterations`` (numeric refactorizations) and ``halvings`` (step halvings).
-    """
-
-    laplace: float
-    deviance: float
-    sqr_u: float
-    ld_l2: float
-    iterations: int
-    halvings: int
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 class GlmmState:
@@ -454,8 +421,7 @@ class GlmmState:
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray) -> PirlsRun:
         """Run PIRLS on u at (θ, β)."""
-        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
-        return self._count(PirlsRun(*self._ws.laplace(th, b)))
+        return self._count(PirlsRun(*self._ws.laplace(_f64(theta), _f64(beta))))
 
     def _count(self, run: PirlsRun) -> PirlsRun:
         self.evaluations += 1
@@ -466,14 +432,12 @@ class GlmmState:
         self, theta: np.ndarray, beta: np.ndarray, nodes: np.ndarray, weights: np.ndarray
     ) -> tuple[float, PirlsRun]:
         """Return adaptive Gauss-Hermite quadrature's −2 log L at (θ, β) and PIRLS's record."""
-        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
-        value, run = self._ws.agq(th, b, nodes, weights)
+        value, run = self._ws.agq(_f64(theta), _f64(beta), nodes, weights)
         return value, self._count(PirlsRun(*run))
 
     def laplace_beta(self, theta: np.ndarray) -> PirlsRun:
         """Run PIRLS on β and u at θ (nAGQ = 0)."""
-        th = np.ascontiguousarray(theta, dtype=np.float64)
-        return self._count(PirlsRun(*self._ws.laplace_beta(th)))
+        return self._count(PirlsRun(*self._ws.laplace_beta(_f64(theta))))
 
     @property
     def has_gradient(self) -> bool:
@@ -482,14 +446,35 @@ class GlmmState:
 
     def laplace_grad(self, theta: np.ndarray, beta: np.ndarray) -> tuple[PirlsRun, np.ndarray]:
         """Run PIRLS on u at (θ, β); return its record and the gradient in (θ, β)."""
-        th, b = np.ascontiguousarray(theta, np.float64), np.ascontiguousarray(beta, np.float64)
-        run, grad = self._ws.laplace_grad(th, b)
+        run, grad = self._ws.laplace_grad(_f64(theta), _f64(beta))
         return self._count(PirlsRun(*run)), np.asarray(grad)
 
     def laplace_beta_grad(self, theta: np.ndarray) -> tuple[PirlsRun, np.ndarray]:
         """Run PIRLS on β and u at θ; return its record and the nAGQ = 0 objective's gradient."""
-        run, grad = self._ws.laplace_beta_grad(np.ascontiguousarray(theta, dtype=np.float64))
+        run, grad = self._ws.laplace_beta_grad(_f64(theta))
         return self._count(PirlsRun(*run)), np.asarray(grad)
+
+    def gradient_one_step(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray) -> np.ndarray:
+        """Return the gradient in (θ, β) after one PIRLS step on u from u0 (one iteration)."""
+        self._count(PirlsRun(0.0, 0.0, 0.0, 0.0, 1, 0))
+        return np.asarray(self._ws.gradient_one_step(_f64(theta), _f64(beta), _f64(u0)))
+
+    def modes(self) -> np.ndarray:
+        """Return the last run's modes u."""
+        return np.asarray(self._ws.modes())
+
+    def set_modes(self, u: np.ndarray | None) -> None:
+        """Set the modes u the next run starts from (None: afresh, as the first run)."""
+        self._ws.reset() if u is None else self._ws.set_modes(_f64(u))
+
+    def set_tol(self, tol: float) -> float:
+        """Set PIRLS's tolerance on its step (relative); return the one it replaces."""
+        old, self._ws.tol = self._ws.tol, tol
+        return old
+
+    def mode_jacobian(self) -> np.ndarray | None:
+        """Return ∂u/∂(θ, β) at the last run with β given (None unless the core has it)."""
+        return self._ws.mode_jacobian()
 
     def state(self) -> dict[str, np.ndarray]:
         """Return the last run's beta, u, b, eta, mu and rx (see ``GlmmWorkspace.state``)."""

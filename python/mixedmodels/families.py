@@ -293,6 +293,8 @@ class Family:
             return 0.0
         if self.name == "binomial":
             m = np.round(n if (n > 1).any() else wt)
+            if (m == 1).all() and ((y == 0) | (y == 1)).all():
+                return 0.0  # Bernoulli: C(1, k) = 1 and y log y = 0
             k = np.round(m * y)
             logc = special.gammaln(m + 1) - special.gammaln(k + 1) - special.gammaln(m - k + 1)
             ratio = np.where(m > 0, wt / np.where(m > 0, m, 1.0), 0.0)

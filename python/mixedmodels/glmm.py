@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +31,7 @@ import pandas as pd
 
 from ._agq import check_quadrature
 from ._glmm_check import checked
-from ._glmm_fit import gradient_hessian, quasi_newton
+from ._glmm_fit import finite_difference_hessian, gradient_hessian, quasi_newton
 from ._state import GlmmState, PirlsRun
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ArgumentError, ControlError, ConvergenceWarning, DataError, ThetaError
@@ -301,6 +300,37 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         run, grad = self.state.laplace_beta_grad(theta)
         return run.laplace + self.constant, grad
 
+    def gradient_hessian(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Return the Hessian of the objective at (θ, β) (the optimum) from the exact gradient.
+
+        Central differences of the gradient (`_glmm_fit.gradient_hessian`). Where the core has
+        the modes' derivative (scalar terms, canonical links: ``mode_jacobian``), the gradient
+        at x + s eᵢ is the one after a single PIRLS step from û + s ∂û/∂xᵢ, whose error is
+        even in s to leading order and cancels in the difference (``gradient_one_step``);
+        else PIRLS converges at each point from û at x + δeᵢ and from 2û − u(x + δeᵢ) at
+        x − δeᵢ. The workspace is left at (θ, β).
+        """
+        nt, x = self.n_theta, np.concatenate([theta, beta])
+        u0 = self.state.modes()
+        jac = self.state.mode_jacobian()
+        at = [u0]
+
+        def start(i: int, s: float) -> None:
+            if jac is not None:
+                at[0] = u0 + s * jac[:, i]
+            else:
+                self.state.set_modes(u0 if s > 0 else 2 * u0 - self.state.modes())
+
+        def grad(v: np.ndarray) -> np.ndarray:
+            if jac is not None:
+                return self.state.gradient_one_step(v[:nt], v[nt:], at[0])
+            return self.value_gradient(v)[1]
+
+        hessian = gradient_hessian(grad, x, start=start)
+        self.state.set_modes(u0)
+        self.state.laplace(theta, beta)
+        return hessian
+
     def optimize(
         self, control: Control, start: npt.ArrayLike | dict | None = None
     ) -> tuple[np.ndarray, np.ndarray, OptSummary, OptSummary]:
@@ -316,10 +346,11 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         nt = self.n_theta
         grad = control.optimizer == "lbfgsb" and self.has_gradient
         # stage 1: θ alone, β inside PIRLS
-        b0 = None
+        b0, tol0 = None, None
         if grad:
-            # a start for the second stage: 1e-9 of the objective is near enough
-            rel = 1e-12 if self.nagq == 0 else 1e-9
+            # a start for the second stage: 1e-9 of the objective, and PIRLS's step to 1e-7
+            # (not 1e-10: one iteration fewer per evaluation), are near enough
+            rel, tol0 = (1e-12, None) if self.nagq == 0 else (1e-9, self.state.set_tol(1e-7))
             optsum0, b0 = quasi_newton(
                 self.value_gradient_nagq0, theta0, lower, control, rel_tol=rel
             )
@@ -327,6 +358,8 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
         st = self.state.state()
+        if tol0 is not None:
+            self.state.set_tol(tol0)
         beta_fast = st["beta"]
         if self.nagq == 0:
             _warn(optsum0)
@@ -369,19 +402,12 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         counts: tuple[int, int],
     ) -> GeneralizedLinearMixedModelResult:
         nt = self.n_theta
-        if self.nagq == 0:
-            run = self.state.laplace(theta, beta)
-            value = run.laplace + self.constant
-        else:
-            value, run = self._evaluate(theta, beta)
+        value, run = self._evaluate(theta, beta)
         st = self.state.state()
         cond_var = self.state.cond_var()
         hessian = None
         if self.has_gradient and self.nagq > 0:
-            hessian = gradient_hessian(
-                lambda v: self.value_gradient(v)[1], np.concatenate([theta, beta])
-            )
-            self.state.laplace(theta, beta)
+            hessian = self.gradient_hessian(theta, beta)
         elif self.nagq > 0:
             x = np.concatenate([theta, beta])
 
@@ -423,29 +449,6 @@ def _warn(optsum: OptSummary) -> None:
             ConvergenceWarning,
             stacklevel=3,
         )
-
-
-def finite_difference_hessian(
-    fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e-4
-) -> np.ndarray:
-    """Return the Hessian of fun at x by central differences (lme4's ``deriv12``)."""
-    m = len(x)
-    fx = fun(x)
-    h = np.empty((m, m))
-    for i in range(m):
-        xa, xs = x.copy(), x.copy()
-        xa[i] += delta
-        xs[i] -= delta
-        fa, fs = fun(xa), fun(xs)
-        h[i, i] = (fa - 2 * fx + fs) / delta**2
-        for j in range(i):
-            xaa, xas, xsa, xss = xa.copy(), xa.copy(), xs.copy(), xs.copy()
-            xaa[j] += delta
-            xas[j] -= delta
-            xsa[j] += delta
-            xss[j] -= delta
-            h[i, j] = h[j, i] = (fun(xaa) - fun(xas) - fun(xsa) + fun(xss)) / (4 * delta**2)
-    return h
 
 
 def glmer(

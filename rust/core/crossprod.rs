@@ -199,7 +199,6 @@ impl RowData {
 
 /// A's blocks and X (data scale): [`CrossProducts::blocks_mut`].
 pub(crate) struct BlocksMut<'a> {
-    pub x: &'a [f64],
     pub a11: &'a mut [f64],
     pub a21: &'a mut [f64],
     pub a22d: &'a mut [f64],
@@ -425,7 +424,6 @@ impl CrossProducts {
     /// The blocks for `glmm/fused.rs` (rows stale until `set_weights_response`).
     pub(crate) fn blocks_mut(&mut self) -> BlocksMut<'_> {
         BlocksMut {
-            x: &self.rows.x,
             a11: &mut self.a11,
             a21: &mut self.a21.val,
             a22d: &mut self.a22d,

@@ -50,9 +50,14 @@ use super::FactorKind;
 mod agq;
 mod fused;
 mod grad;
+mod grad_scalar;
+mod helpers;
 mod minv;
+mod pirls_scalar;
+mod predict;
 
 use fused::ScalarRows;
+use helpers::Memo;
 
 /// What one PIRLS run found.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +117,8 @@ pub struct Glmm {
     /// The rows of one or two scalar terms, for the one-pass PIRLS step
     /// (`fused.rs`; None for other models).
     scalar: Option<Box<ScalarRows>>,
+    /// The last evaluation's point and record (`helpers.rs`).
+    memo: Option<Memo>,
     /// Convergence tolerance on the PIRLS step; iteration and halving caps.
     pub tol: f64,
     pub max_iter: usize,
@@ -157,20 +164,17 @@ impl Glmm {
         check_len("the starting linear predictor", eta_start.len(), n)?;
         check_finite("the starting linear predictor", &eta_start)?;
         let prior = prior.unwrap_or_else(|| vec![1.0; n]);
-        // the workspace checks the weights (positive, finite) and the offset
-        let rows = RowData::new(n, p, x, y.clone(), Some(prior.clone()), offset)?;
-        let offset = rows.offset().map_or_else(|| vec![0.0; n], |o| o.to_vec());
-        let rows = RowData::new(
-            n,
-            p,
-            rows.x().to_vec(),
-            y.clone(),
-            Some(prior.clone()),
-            None,
-        )?;
+        let offset = offset.unwrap_or_else(|| vec![0.0; n]);
+        check_len("the offset", offset.len(), n)?;
+        check_finite("the offset", &offset)?;
+        // the rows check X and the weights (positive, finite)
+        let rows = RowData::new(n, p, x, y.clone(), Some(prior.clone()), None)?;
         let ws = Workspace::build(rows, terms, FactorKind::Auto)?;
         let q = ws.q();
-        let scalar = ScalarRows::new(&ws).map(Box::new);
+        let mut scalar = ScalarRows::new(&ws).map(Box::new);
+        if let (Some(sr), true) = (scalar.as_mut(), grad::canonical_mu(family).is_some()) {
+            sr.mu = vec![0.0; n];
+        }
         Ok(Self {
             scalar,
             templates: ws.terms().zero_templates(),
@@ -189,6 +193,7 @@ impl Glmm {
             x_stale: false,
             fast: false,
             slots: None,
+            memo: None,
             tol: 1e-12,
             max_iter: 300,
             max_halvings: 30,
@@ -259,7 +264,7 @@ impl Glmm {
         if self.theta.is_empty() {
             return Err(CoreError::NotEvaluated);
         }
-        if self.x_stale {
+        if self.x_stale && !self.fused_refill_x()? {
             // A's X blocks, at the working weights of the modes (PIRLS's last step)
             let eta = self.eta.clone();
             let (w, z) = self.working_vectors(&eta)?;
@@ -276,6 +281,7 @@ impl Glmm {
         match self.family.dist {
             Distribution::NegativeBinomial(_) => {
                 self.family.dist = Distribution::negative_binomial(shape)?;
+                self.memo = None;
                 Ok(())
             }
             _ => Err(CoreError::Dimension(
@@ -289,27 +295,11 @@ impl Glmm {
     pub fn reset(&mut self) {
         self.u.fill(0.0);
         self.have_beta = false;
-    }
-
-    /// Xβ.
-    fn linear_predictor_x(&self, beta: &[f64]) -> Vec<f64> {
-        let (n, x) = (self.n(), self.ws.rows().x());
-        let mut xb = vec![0.0; n];
-        for (j, &bj) in beta.iter().enumerate() {
-            if bj != 0.0 {
-                for (e, &xv) in xb.iter_mut().zip(&x[j * n..(j + 1) * n]) {
-                    *e += xv * bj;
-                }
-            }
-        }
-        xb
+        self.memo = None;
     }
 
     /// Xβ + ZΛu + o at the current templates.
     fn linear_predictor(&self, beta: &[f64], u: &[f64], with_beta: bool) -> Vec<f64> {
-        if let Some(eta) = self.fused_linear_predictor(beta, u, with_beta) {
-            return eta;
-        }
         let mut b = u.to_vec();
         self.ws.terms().lambda_mul(&self.templates, &mut b);
         // β fixed: Xβ was formed once for the evaluation
@@ -331,9 +321,6 @@ impl Glmm {
     /// Sets the working weights and response at η and refactors at θ.
     /// Returns log det(LLᵀ) (and, with `with_beta`, forms R for β̂).
     fn working_step(&mut self, theta: &[f64], eta: &[f64], with_beta: bool) -> Result<f64> {
-        if let Some(ld) = self.fused_working_step(theta, eta, with_beta) {
-            return ld;
-        }
         let (w, mut z) = self.working_vectors(eta)?;
         if with_beta {
             self.ws.set_weights_response(w, z, true)?;
@@ -383,19 +370,39 @@ impl Glmm {
                 index: j,
             });
         }
+        if let Some(out) = self.recall(theta, Some(beta)) {
+            return Ok(out);
+        }
         self.beta.copy_from_slice(beta);
         self.have_beta = false;
-        self.xb = self.linear_predictor_x(beta);
+        let mut xb = std::mem::take(&mut self.xb);
+        self.x_mul(beta, &mut xb);
+        self.xb = xb;
         self.run(theta, false)
     }
 
     /// The fast mode (nAGQ = 0) at θ: PIRLS on β and u together. β̂ is
     /// `beta()` afterwards.
     pub fn laplace_beta(&mut self, theta: &[f64]) -> Result<Pirls> {
+        if let Some(out) = self.recall(theta, None) {
+            return Ok(out);
+        }
         self.run(theta, true)
     }
 
     fn run(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
+        let before = self.predict_start(theta, with_beta);
+        let mut out = self.run_pirls(theta, with_beta);
+        if let (Err(_), Some((u, beta))) = (&out, before) {
+            // from the last modes as they were
+            (self.u, self.beta) = (u, beta);
+            out = self.run_pirls(theta, with_beta);
+        }
+        self.remember(theta, with_beta, &out);
+        out
+    }
+
+    fn run_pirls(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
         self.ws.terms().set_templates(theta, &mut self.templates)?;
         self.theta = theta.to_vec();
         self.fast = with_beta;
@@ -411,6 +418,11 @@ impl Glmm {
     }
 
     fn pirls(&mut self, theta: &[f64], with_beta: bool) -> Result<Pirls> {
+        if let Some(mut sr) = self.scalar.take() {
+            let out = self.pirls_scalar(&mut sr, theta, with_beta);
+            self.scalar = Some(sr);
+            return out;
+        }
         let mut out = Pirls::default();
         if with_beta && !self.have_beta {
             // the first step from the family's starting means
@@ -432,14 +444,7 @@ impl Glmm {
             )));
         }
         let mut min_step = f64::INFINITY;
-        // β inside PIRLS (the fit's first stage): Fisher scoring on β and u
-        // together converges only linearly for non-canonical links (a rate of
-        // 0.8 on a negative binomial model), so it stops at `FAST_MODE_TOL`
-        let tol = if with_beta {
-            self.tol.max(FAST_MODE_TOL)
-        } else {
-            self.tol
-        };
+        let tol = self.pirls_tol(with_beta);
         for _ in 0..self.max_iter {
             let ld_l2 = self.working_step(theta, &eta, with_beta)?;
             out.iterations += 1;
@@ -453,25 +458,12 @@ impl Glmm {
             if step < tol || (step < ROUNDING_STEP && step >= min_step) {
                 // L is at the working weights of (β, u)
                 out.deviance = self.family.deviance(&eta, &self.y, &self.prior);
-                if matches!(
-                    self.family.dist,
-                    Distribution::Gamma
-                        | Distribution::InverseGaussian
-                        | Distribution::NegativeBinomial(_)
-                ) {
-                    let mu: Vec<f64> = eta.iter().map(|&e| self.family.link.inv(e)).collect();
-                    out.scale_term = self.family.dist.aic_minus_deviance(
-                        &self.y,
-                        &mu,
-                        &self.prior,
-                        out.deviance,
-                    );
-                }
+                self.eta = eta;
+                out.scale_term = self.scale_term(out.deviance);
                 out.sqr_u = u.iter().map(|v| v * v).sum();
                 out.ld_l2 = ld_l2;
                 self.u = u;
                 self.beta = beta;
-                self.eta = eta;
                 return Ok(out);
             }
             min_step = min_step.min(step);
@@ -511,15 +503,6 @@ impl Glmm {
                 s *= 0.5;
             }
         }
-        let hint = if with_beta {
-            "; with β inside PIRLS (nAGQ = 0, the fit's first stage) this happens when the \
-             fixed effects separate the responses (complete separation: estimates diverge)"
-        } else {
-            ""
-        };
-        Err(CoreError::Pirls(format!(
-            "PIRLS did not converge in {} iterations (penalized deviance {pdev}){hint}",
-            self.max_iter
-        )))
+        Err(self.not_converged(with_beta, pdev))
     }
 }

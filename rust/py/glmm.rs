@@ -215,6 +215,51 @@ impl PyGlmm {
         self.inner.reset();
     }
 
+    /// The derivative of the modes in (θ, β) at the last evaluation with β
+    /// given, (q, n_theta + p); None unless the terms are scalar and the
+    /// link canonical.
+    fn mode_jacobian<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let g = &mut self.inner;
+        let q = g.q();
+        let jac = run(py, move || g.mode_jacobian())?;
+        jac.map(|j| {
+            let m = j.len() / q.max(1);
+            convert::array2(py, j, q, m)
+        })
+        .transpose()
+    }
+
+    /// The gradient in (θ, β) after one PIRLS step on u from u0 (the
+    /// Hessian's points; see the core's `gradient_one_step`).
+    fn gradient_one_step<'py>(
+        &mut self,
+        py: Python<'py>,
+        theta: PyReadonlyArray1<'_, f64>,
+        beta: PyReadonlyArray1<'_, f64>,
+        u0: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (th, b, u) = (
+            convert::vec1(&theta),
+            convert::vec1(&beta),
+            convert::vec1(&u0),
+        );
+        let g = &mut self.inner;
+        let grad = run(py, move || g.gradient_one_step(&th, &b, &u))?;
+        Ok(convert::array1(py, grad))
+    }
+
+    /// The last evaluation's modes u.
+    fn modes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        convert::array1(py, self.inner.u().to_vec())
+    }
+
+    /// Sets the modes u (length q) the next evaluation starts from.
+    fn set_modes(&mut self, u: PyReadonlyArray1<'_, f64>) -> PyResult<()> {
+        self.inner
+            .set_modes(&convert::vec1(&u))
+            .map_err(PyErr::from)
+    }
+
     /// The last evaluation: a dict with beta, u, b (= Λu), eta (offset
     /// included), mu, and rx (p x p, upper triangular: the fixed effects'
     /// factor at the converged working weights, Fisher information RXᵀRX).

@@ -1,38 +1,104 @@
-//! PIRLS's per-row work in one pass, for models with one or two scalar
-//! random-effects terms (random intercepts, crossed or nested, and the like).
+//! PIRLS for models with one or two scalar random-effects terms (random
+//! intercepts, crossed or nested, and the like), one pass over the rows per
+//! iteration.
 //!
-//! At η, one pass over the rows computes μ, the working weight and response
-//! and adds each row's products straight into A's blocks (the first term's
-//! diagonal, the other term's diagonal, their cross-products at the row's
-//! offset in A21's layout, Z̃ᵀỹ, and with β inside PIRLS Z̃ᵀX̃ and
-//! [X̃ ỹ]ᵀ[X̃ ỹ]): the general fill's several passes, copies and square roots
-//! become one. η for a step is likewise one pass. The sums are the general
-//! fill's, in another order (equal to rounding).
+//! The pass at a candidate (β, u) forms η row by row, and with μ the
+//! deviance residual (for the step-halving test) and the working weight and
+//! response, whose products it adds straight into sums of A's blocks (the
+//! first term's diagonal, the other term's diagonal, their cross-products
+//! at the row's offset in A21's layout, Z̃ᵀỹ, and with β inside PIRLS Z̃ᵀX̃
+//! and [X̃ ỹ]ᵀ[X̃ ỹ]). An accepted candidate's sums become A (the next
+//! iteration's system) without another pass; the general path's separate
+//! passes (η, deviance, working vectors, fill), copies and square roots
+//! become one. Large models split the rows into chunks summed in parallel:
+//! the chunks depend on n alone and are added in order, so the sums do not
+//! depend on the number of threads (they equal the general fill's to
+//! rounding).
 
+use rayon::prelude::*;
+
+use super::helpers::{logit_row, row_of};
 use super::minv::row_slots;
 use super::Glmm;
 use crate::core::error::{CoreError, Result};
+use crate::core::family::{Distribution, Family, Link};
 use crate::core::workspace::Workspace;
 
-/// One scalar term: its first random effect (lme4's order), codes and z.
-#[derive(Clone)]
-struct Scalar {
-    term: usize,
-    offset: usize,
-    codes: Vec<u32>,
-    z: Vec<f64>,
+/// Rows per chunk of the parallel pass, and the most chunks.
+const CHUNK_ROWS: usize = 1 << 16;
+const MAX_CHUNKS: usize = 16;
+
+/// One scalar term: its index and its first random effect (lme4's order).
+#[derive(Clone, Copy)]
+pub(super) struct ScalarTerm {
+    pub term: usize,
+    pub offset: usize,
 }
 
-/// The rows of a model with one or two scalar terms, in block order.
+/// A scalar term with its rows' codes and z (the workspace's).
+#[derive(Clone, Copy)]
+pub(super) struct TermCols<'a> {
+    pub term: usize,
+    pub offset: usize,
+    pub codes: &'a [u32],
+    pub z: &'a [f64],
+}
+
+impl ScalarTerm {
+    pub fn cols<'a>(&self, ws: &'a Workspace) -> TermCols<'a> {
+        let t = &ws.terms().terms()[self.term];
+        TermCols {
+            term: self.term,
+            offset: self.offset,
+            codes: &t.codes,
+            z: &t.z,
+        }
+    }
+}
+
+/// One chunk's sums of a pass (A's blocks as `CrossProducts::blocks_mut`
+/// lays them out) and its deviance; the first row whose working weight or
+/// response is not usable, with its weight and η.
+#[derive(Clone, Default)]
+struct Sums {
+    a11: Vec<f64>,
+    a22d: Vec<f64>,
+    a21: Vec<f64>,
+    ztxy: Vec<f64>,
+    xx: Vec<f64>,
+    dev: f64,
+    bad: Option<(usize, f64, f64)>,
+}
+
+/// The rows of a model with one or two scalar terms, in block order, and
+/// the sums of the last pass per chunk.
 #[derive(Clone)]
 pub(super) struct ScalarRows {
-    first: Scalar,
-    other: Option<Scalar>,
+    first: ScalarTerm,
+    other: Option<ScalarTerm>,
     /// Per row, the offset of its (first, other) block in A21's layout.
     slots: Vec<usize>,
+    /// Row bounds of the chunks.
+    pub bounds: Vec<usize>,
+    sums: Vec<Sums>,
+    /// μ per row at the last pass (kept for canonical links, whose gradient
+    /// needs no more than μ: `grad_scalar.rs`; empty otherwise), and whether
+    /// that pass was at the last evaluation's modes.
+    pub mu: Vec<f64>,
+    pub mu_at_modes: bool,
 }
 
 impl ScalarRows {
+    pub fn first(&self) -> &ScalarTerm {
+        &self.first
+    }
+    pub fn other(&self) -> Option<&ScalarTerm> {
+        self.other.as_ref()
+    }
+    pub fn slots(&self) -> &[usize] {
+        &self.slots
+    }
+
     /// None unless every term is scalar and there are at most two.
     pub fn new(ws: &Workspace) -> Option<Self> {
         let tt = ws.terms().terms();
@@ -41,13 +107,27 @@ impl ScalarRows {
         }
         let layout = ws.layout();
         let order = ws.factor().order();
-        let make = |t: usize| Scalar {
+        let make = |t: usize| ScalarTerm {
             term: t,
             offset: layout[t].offset,
-            codes: tt[t].codes.clone(),
-            z: tt[t].z.clone(),
         };
         let other = order.rest_terms().first().map(|&t| make(t));
+        let cp = ws.cross_products();
+        let (n, p, q) = (ws.n(), ws.p(), ws.q());
+        let size = cp.a11().len() + cp.a22d().len() + cp.a21().val.len() + (p + 1) * (q + p + 1);
+        // chunks of at least CHUNK_ROWS rows, each at least 4 times its sums' size
+        let chunks = (n / CHUNK_ROWS)
+            .min(n / (4 * size).max(1))
+            .clamp(1, MAX_CHUNKS);
+        let sums = Sums {
+            a11: vec![0.0; cp.a11().len()],
+            a22d: vec![0.0; cp.a22d().len()],
+            a21: vec![0.0; cp.a21().val.len()],
+            ztxy: vec![0.0; (p + 1) * q],
+            xx: vec![0.0; (p + 1) * (p + 1)],
+            dev: 0.0,
+            bad: None,
+        };
         Some(Self {
             first: make(order.first()),
             slots: if other.is_some() {
@@ -56,154 +136,382 @@ impl ScalarRows {
                 vec![]
             },
             other,
+            bounds: (0..=chunks).map(|c| c * n / chunks).collect(),
+            sums: vec![sums; chunks],
+            mu: vec![],
+            mu_at_modes: false,
         })
     }
 }
 
-impl Glmm {
-    /// Xβ + o + ZΛu in one pass (Xβ formed once for the evaluation when β
-    /// is fixed); None unless the model's terms are scalar.
-    pub(super) fn fused_linear_predictor(
-        &self,
-        beta: &[f64],
-        u: &[f64],
+/// Where a pass takes η from.
+#[derive(Clone, Copy)]
+pub(super) enum EtaFrom<'a> {
+    /// Given (the fast mode's first step, from the family's starting means).
+    Given(&'a [f64]),
+    /// Xβ + o + ZΛu, with Xβ formed row by row (β inside PIRLS) or read from
+    /// the evaluation's Xβ.
+    Modes {
+        beta: &'a [f64],
+        u: &'a [f64],
         with_beta: bool,
-    ) -> Option<Vec<f64>> {
-        let sr = self.scalar.as_deref()?;
-        let mut base = if with_beta {
-            self.linear_predictor_x(beta)
-        } else {
-            self.xb.clone()
-        };
-        base.iter_mut().zip(&self.offset).for_each(|(e, o)| *e += o);
-        Some(self.fused_eta(sr, &base, u))
-    }
+    },
+}
 
-    /// `working_step` in one pass into A; None unless the model's terms are
-    /// scalar. The rows' weights and response are left stale (`at_last`
-    /// refills through the general path).
-    pub(super) fn fused_working_step(
-        &mut self,
-        theta: &[f64],
-        eta: &[f64],
-        with_beta: bool,
-    ) -> Option<Result<f64>> {
-        let sr = self.scalar.take()?;
-        let filled = self.fused_fill(&sr, eta, with_beta);
-        self.scalar = Some(sr);
-        self.x_stale = true;
-        Some(filled.and_then(|()| {
-            if with_beta {
-                Ok(self.ws.update(theta)?.ld_l2)
-            } else {
-                self.ws.refactor_at(theta)
-            }
-        }))
-    }
+/// What a pass reads.
+struct Rows<'a> {
+    n: usize,
+    p: usize,
+    q: usize,
+    x: &'a [f64],
+    y: &'a [f64],
+    prior: &'a [f64],
+    offset: &'a [f64],
+    xb: &'a [f64],
+    sr: &'a ScalarRows,
+    first: TermCols<'a>,
+    other: Option<TermCols<'a>>,
+    lf: f64,
+    lr: f64,
+}
 
-    /// η = `base` + ZΛu (base: Xβ + o), in one pass.
-    pub(super) fn fused_eta(&self, sr: &ScalarRows, base: &[f64], u: &[f64]) -> Vec<f64> {
-        let f = &sr.first;
-        let lf = self.templates[f.term][0];
-        let mut eta: Vec<f64> = (0..base.len())
-            .map(|i| base[i] + lf * f.z[i] * u[f.offset + f.codes[i] as usize])
-            .collect();
-        if let Some(r) = &sr.other {
-            let lr = self.templates[r.term][0];
-            for (i, e) in eta.iter_mut().enumerate() {
-                *e += lr * r.z[i] * u[r.offset + r.codes[i] as usize];
+impl Rows<'_> {
+    /// η of row i.
+    #[inline(always)]
+    fn eta(&self, i: usize, from: EtaFrom) -> f64 {
+        match from {
+            EtaFrom::Given(e) => e[i],
+            EtaFrom::Modes { beta, u, with_beta } => {
+                let mut e = if with_beta {
+                    let mut s = 0.0;
+                    for (j, &bj) in beta.iter().enumerate() {
+                        s += self.x[j * self.n + i] * bj;
+                    }
+                    s
+                } else {
+                    self.xb[i]
+                };
+                e += self.offset[i];
+                let f = &self.first;
+                e += self.lf * f.z[i] * u[f.offset + f.codes[i] as usize];
+                if let Some(r) = &self.other {
+                    e += self.lr * r.z[i] * u[r.offset + r.codes[i] as usize];
+                }
+                e
             }
         }
-        eta
     }
 
-    /// Fills A at η in one pass: the working weights and response (the
-    /// response less Xβ + o, or less o alone `with_x`), and with `with_x`
-    /// the blocks of X.
-    pub(super) fn fused_fill(&mut self, sr: &ScalarRows, eta: &[f64], with_x: bool) -> Result<()> {
-        let (n, p, q) = (self.n(), self.p(), self.q());
-        let fam = self.family;
-        let (y, prior, offset, xb) = (&self.y, &self.prior, &self.offset, &self.xb);
-        let blocks = self.ws.cross_products_mut().blocks_mut();
-        let (x, a11, a21, a22d, ztxy, xyxy) = (
-            blocks.x,
-            blocks.a11,
-            blocks.a21,
-            blocks.a22d,
-            blocks.ztxy,
-            blocks.xyxy,
+    /// Rows r0..r1 into `s` (zeroed first): the deviance, and the sums of A
+    /// at the working weights (with X's blocks when η has Xβ in it).
+    fn pass<K>(&self, from: EtaFrom, r0: usize, r1: usize, s: &mut Sums, mu: &mut [f64], row: &K)
+    where
+        K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
+    {
+        let (n, p, q) = (self.n, self.p, self.q);
+        let with_x = !matches!(
+            from,
+            EtaFrom::Modes {
+                with_beta: false,
+                ..
+            }
         );
-        a11.fill(0.0);
-        a22d.fill(0.0);
-        a21.fill(0.0);
-        if with_x {
-            ztxy.fill(0.0);
-        } else {
-            ztxy[p * q..].fill(0.0);
-        }
-        let p1 = p + 1;
-        let mut xx = vec![0.0; p1 * p1];
-        let mut xr = vec![0.0; p1];
-        let (f, other) = (&sr.first, sr.other.as_ref());
+        s.a11.fill(0.0);
+        s.a22d.fill(0.0);
+        s.a21.fill(0.0);
         let resp = p * q;
-        for i in 0..n {
-            let e = eta[i];
-            let (mu, d) = fam.link.inv_mu_eta(e);
-            let w = prior[i] * d * d / fam.dist.variance(mu);
-            let mut z = e - offset[i] + (y[i] - mu) / d;
+        if with_x {
+            s.ztxy.fill(0.0);
+            s.xx.fill(0.0);
+        } else {
+            s.ztxy[resp..].fill(0.0);
+        }
+        let (mut dev, mut zz) = (0.0, 0.0);
+        s.bad = None;
+        let p1 = p + 1;
+        // [X ỹ]ᵀW[X ỹ] in a local array (p < 16): no aliasing with the sums
+        let (mut xr, mut xl) = ([0.0; 16], [0.0; 256]);
+        let (f, other) = (&self.first, self.other.as_ref());
+        for i in r0..r1 {
+            let e = self.eta(i, from);
+            let (w, r, d, m) = row(e, self.y[i], self.prior[i]);
+            dev += d;
+            if let Some(slot) = mu.get_mut(i - r0) {
+                *slot = m;
+            }
+            let mut z = e - self.offset[i] + r;
             if !with_x {
-                z -= xb[i];
+                z -= self.xb[i];
             }
-            if !(w > 0.0 && w.is_finite()) {
-                return Err(CoreError::Pirls(format!(
-                    "the working weight of observation {i} is {w} (η = {e}): PIRLS cannot continue"
-                )));
+            if !(w > 0.0 && w.is_finite() && z.is_finite()) {
+                s.bad.get_or_insert((i, w, e));
+                continue;
             }
-            if !z.is_finite() {
-                return Err(CoreError::Pirls(format!(
-                    "the working response of observation {i} is not finite (η = {e})"
-                )));
-            }
-            let (c1, z1) = (f.offset + f.codes[i] as usize, f.z[i]);
+            let (c1, z1) = (f.codes[i] as usize, f.z[i]);
             let wz1 = w * z1;
-            a11[f.codes[i] as usize] += wz1 * z1;
-            ztxy[resp + c1] += wz1 * z;
-            let second = other.map(|r| {
-                let (c2, z2) = (r.offset + r.codes[i] as usize, r.z[i]);
+            s.a11[c1] += wz1 * z1;
+            s.ztxy[resp + f.offset + c1] += wz1 * z;
+            let second = other.map(|o| {
+                let (c2, z2) = (o.codes[i] as usize, o.z[i]);
                 let wz2 = w * z2;
-                a22d[r.codes[i] as usize] += wz2 * z2;
-                a21[sr.slots[i]] += wz1 * z2;
-                ztxy[resp + c2] += wz2 * z;
-                (c2, wz2)
+                s.a22d[c2] += wz2 * z2;
+                s.a21[self.sr.slots[i]] += wz1 * z2;
+                s.ztxy[resp + o.offset + c2] += wz2 * z;
+                (o.offset + c2, wz2)
             });
             if with_x {
-                for j in 0..p {
-                    let xj = x[j * n + i];
-                    ztxy[j * q + c1] += wz1 * xj;
-                    if let Some((c2, wz2)) = second {
-                        ztxy[j * q + c2] += wz2 * xj;
+                let c1 = f.offset + c1;
+                if p < 16 {
+                    for j in 0..p {
+                        let xj = self.x[j * n + i];
+                        s.ztxy[j * q + c1] += wz1 * xj;
+                        if let Some((c2, wz2)) = second {
+                            s.ztxy[j * q + c2] += wz2 * xj;
+                        }
+                        xr[j] = xj;
                     }
-                    xr[j] = xj;
-                }
-                xr[p] = z;
-                for j in 0..p1 {
-                    let wx = w * xr[j];
-                    for k in j..p1 {
-                        xx[j + k * p1] += wx * xr[k];
+                    xr[p] = z;
+                    for k in 0..p1 {
+                        let wx = w * xr[k];
+                        for j in 0..=k {
+                            xl[j + k * p1] += wx * xr[j];
+                        }
+                    }
+                } else {
+                    let xv = |j: usize| if j == p { z } else { self.x[j * n + i] };
+                    for j in 0..p {
+                        let xj = xv(j);
+                        s.ztxy[j * q + c1] += wz1 * xj;
+                        if let Some((c2, wz2)) = second {
+                            s.ztxy[j * q + c2] += wz2 * xj;
+                        }
+                    }
+                    for k in 0..p1 {
+                        let wx = w * xv(k);
+                        for j in 0..=k {
+                            s.xx[j + k * p1] += wx * xv(j);
+                        }
                     }
                 }
             } else {
-                xx[p + p * p1] += w * z * z;
+                zz += w * z * z;
             }
         }
+        s.dev = dev;
+        if with_x && p < 16 {
+            s.xx.iter_mut().zip(&xl).for_each(|(a, b)| *a += b);
+        }
+        if !with_x {
+            s.xx[p + p * p1] = zz;
+        }
+    }
+}
+
+/// Runs the pass over every chunk (in parallel when there are several).
+/// (with μ stored in `mu` per row unless it is empty).
+fn run_pass(
+    fam: Family,
+    rows: &Rows,
+    from: EtaFrom,
+    bounds: &[usize],
+    sums: &mut [Sums],
+    mu: &mut [f64],
+) {
+    fn go<K: Fn(f64, f64, f64) -> (f64, f64, f64, f64) + Sync>(
+        rows: &Rows,
+        from: EtaFrom,
+        bounds: &[usize],
+        sums: &mut [Sums],
+        mu: &mut [f64],
+        row: K,
+    ) {
+        // each chunk's slice of μ (empty slices when μ is not kept)
+        let mut parts = Vec::with_capacity(sums.len());
+        let mut rest = mu;
+        for w in bounds.windows(2) {
+            let take = (w[1] - w[0]).min(rest.len());
+            let (head, tail) = rest.split_at_mut(take);
+            parts.push(head);
+            rest = tail;
+        }
+        if sums.len() == 1 {
+            rows.pass(
+                from,
+                bounds[0],
+                bounds[1],
+                &mut sums[0],
+                parts.remove(0),
+                &row,
+            );
+        } else {
+            sums.par_iter_mut()
+                .zip(parts)
+                .enumerate()
+                .for_each(|(c, (s, m))| {
+                    rows.pass(from, bounds[c], bounds[c + 1], s, m, &row);
+                });
+        }
+    }
+    use Distribution as D;
+    match (fam.dist, fam.link) {
+        (D::Binomial, Link::Logit) => go(rows, from, bounds, sums, mu, |e, y, wt| {
+            if e.abs() < 30.0 && (y == 0.0 || y == 1.0) {
+                logit_row(e, y, wt)
+            } else {
+                row_of(Link::Logit, D::Binomial, e, y, wt)
+            }
+        }),
+        (D::Poisson, Link::Log) => go(rows, from, bounds, sums, mu, |e, y, wt| {
+            row_of(Link::Log, D::Poisson, e, y, wt)
+        }),
+        (dist, link) => go(rows, from, bounds, sums, mu, |e, y, wt| {
+            row_of(link, dist, e, y, wt)
+        }),
+    }
+}
+
+impl Glmm {
+    /// The pass at `from` into the chunk sums; returns the deviance.
+    pub(super) fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
+        let mut sums = std::mem::take(&mut sr.sums);
+        let mut mu = std::mem::take(&mut sr.mu);
+        let rows = Rows {
+            n: self.n(),
+            p: self.p(),
+            q: self.q(),
+            x: self.ws.rows().x(),
+            y: &self.y,
+            prior: &self.prior,
+            offset: &self.offset,
+            xb: &self.xb,
+            sr,
+            first: sr.first.cols(&self.ws),
+            other: sr.other.map(|o| o.cols(&self.ws)),
+            lf: self.templates[sr.first.term][0],
+            lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
+        };
+        run_pass(self.family, &rows, from, &sr.bounds, &mut sums, &mut mu);
+        sr.sums = sums;
+        sr.mu = mu;
+        sr.mu_at_modes = false;
+        sr.sums.iter().map(|s| s.dev).sum()
+    }
+
+    /// Makes the last pass's sums A (checking its working weights and
+    /// response) and refactors at θ: log det(LLᵀ) (with `with_x`, R too).
+    pub(super) fn fused_commit(
+        &mut self,
+        sr: &ScalarRows,
+        theta: &[f64],
+        with_x: bool,
+    ) -> Result<f64> {
+        if let Some((i, w, e)) = sr.sums.iter().find_map(|s| s.bad) {
+            return Err(CoreError::Pirls(if w > 0.0 && w.is_finite() {
+                format!("the working response of observation {i} is not finite (η = {e})")
+            } else {
+                format!(
+                    "the working weight of observation {i} is {w} (η = {e}): PIRLS cannot continue"
+                )
+            }));
+        }
+        let (p, q) = (self.p(), self.q());
+        let blocks = self.ws.cross_products_mut().blocks_mut();
+        let resp = if with_x { 0 } else { p * q };
+        let add = |dst: &mut [f64], pick: &dyn Fn(&Sums) -> &[f64]| {
+            dst.copy_from_slice(pick(&sr.sums[0]));
+            for s in &sr.sums[1..] {
+                dst.iter_mut().zip(pick(s)).for_each(|(a, b)| *a += b);
+            }
+        };
+        add(blocks.a11, &|s| &s.a11);
+        add(blocks.a22d, &|s| &s.a22d);
+        add(blocks.a21, &|s| &s.a21);
+        add(&mut blocks.ztxy[resp..], &|s| &s.ztxy[resp..]);
+        let p1 = p + 1;
+        let xx = |j: usize, k: usize| sr.sums.iter().map(|s| s.xx[j + k * p1]).sum::<f64>();
         for k in 0..p1 {
             for j in 0..=k {
                 if with_x || j == p {
-                    xyxy[(j, k)] = xx[j + k * p1];
-                    xyxy[(k, j)] = xx[j + k * p1];
+                    let v = xx(j, k);
+                    blocks.xyxy[(j, k)] = v;
+                    blocks.xyxy[(k, j)] = v;
                 }
             }
         }
-        Ok(())
+        // without X, A's X blocks are stale (`at_last` refills them)
+        self.x_stale = !with_x;
+        if with_x {
+            Ok(self.ws.update(theta)?.ld_l2)
+        } else {
+            self.ws.refactor_at(theta)
+        }
+    }
+
+    /// A with its X blocks at the last evaluation's modes (for `at_last`):
+    /// false unless the model's terms are scalar.
+    pub(super) fn fused_refill_x(&mut self) -> Result<bool> {
+        let Some(mut sr) = self.scalar.take() else {
+            return Ok(false);
+        };
+        let (beta, u, theta) = (self.beta.clone(), self.u.clone(), self.theta.clone());
+        let from = EtaFrom::Modes {
+            beta: &beta,
+            u: &u,
+            with_beta: true,
+        };
+        self.fused_pass(&mut sr, from);
+        sr.mu_at_modes = true;
+        let done = self.fused_commit(&sr, &theta, true);
+        self.scalar = Some(sr);
+        done.map(|_| true)
+    }
+
+    /// η = Xβ + o + ZΛu into `self.eta` (in parallel chunks for large n).
+    /// With a non-empty `mu`, μ = g⁻¹(η) into it too.
+    pub(super) fn fused_set_eta(
+        &mut self,
+        sr: &ScalarRows,
+        (beta, u): (&[f64], &[f64]),
+        with_beta: bool,
+        mu: &mut [f64],
+    ) {
+        let mut eta = std::mem::take(&mut self.eta);
+        let rows = Rows {
+            n: self.n(),
+            p: self.p(),
+            q: self.q(),
+            x: self.ws.rows().x(),
+            y: &self.y,
+            prior: &self.prior,
+            offset: &self.offset,
+            xb: &self.xb,
+            sr,
+            first: sr.first.cols(&self.ws),
+            other: sr.other.map(|o| o.cols(&self.ws)),
+            lf: self.templates[sr.first.term][0],
+            lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
+        };
+        let from = EtaFrom::Modes { beta, u, with_beta };
+        let link = self.family.link;
+        let fill = |c0: usize, out: &mut [f64], mu: &mut [f64]| {
+            for (k, e) in out.iter_mut().enumerate() {
+                *e = rows.eta(c0 + k, from);
+                if let Some(m) = mu.get_mut(k) {
+                    *m = link.inv(*e);
+                }
+            }
+        };
+        if sr.bounds.len() == 2 {
+            fill(0, &mut eta, mu);
+        } else {
+            let chunk = CHUNK_ROWS.max(eta.len().div_ceil(MAX_CHUNKS));
+            let mut mus: Vec<&mut [f64]> = mu.chunks_mut(chunk).collect();
+            mus.resize_with(eta.len().div_ceil(chunk), || &mut []);
+            eta.par_chunks_mut(chunk)
+                .zip(mus)
+                .enumerate()
+                .for_each(|(c, (out, m))| fill(c * chunk, out, m));
+        }
+        self.eta = eta;
     }
 }

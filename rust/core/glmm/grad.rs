@@ -35,7 +35,7 @@ use crate::core::family::{Distribution, Family, Link};
 use crate::core::small::tt_mul;
 
 /// (η, y, prior weight) → (D', w, w') of one row.
-type RowDerivs = fn(f64, f64, f64) -> (f64, f64, f64);
+pub(super) type RowDerivs = fn(f64, f64, f64) -> (f64, f64, f64);
 
 /// Per row at η: (D', w, w') for a canonical link, None for the others.
 fn canonical(fam: Family) -> Option<RowDerivs> {
@@ -49,6 +49,28 @@ fn canonical(fam: Family) -> Option<RowDerivs> {
             let mu = Link::Log.inv(eta);
             (-2.0 * wt * (y - mu), wt * mu, wt * mu)
         }),
+        _ => None,
+    }
+}
+
+/// (D', w, w') of a logit row from μ (as `canonical`'s at μ = g⁻¹(η)).
+#[inline(always)]
+pub(super) fn logit_mu_derivs(mu: f64, y: f64, wt: f64) -> (f64, f64, f64) {
+    let w = wt * (mu * (1.0 - mu)).max(f64::EPSILON);
+    (-2.0 * wt * (y - mu), w, w * (1.0 - 2.0 * mu))
+}
+
+/// (D', w, w') of a Poisson-log row from μ.
+#[inline(always)]
+pub(super) fn poisson_mu_derivs(mu: f64, y: f64, wt: f64) -> (f64, f64, f64) {
+    (-2.0 * wt * (y - mu), wt * mu, wt * mu)
+}
+
+/// Per row from μ: (D', w, w') for a canonical link, None for the others.
+pub(super) fn canonical_mu(fam: Family) -> Option<RowDerivs> {
+    match (fam.dist, fam.link) {
+        (Distribution::Binomial, Link::Logit) => Some(logit_mu_derivs),
+        (Distribution::Poisson, Link::Log) => Some(poisson_mu_derivs),
         _ => None,
     }
 }
@@ -89,6 +111,9 @@ impl Glmm {
         })?;
         if self.theta.is_empty() {
             return Err(CoreError::NotEvaluated);
+        }
+        if let Some(sr) = self.scalar.as_deref() {
+            return Ok(self.gradient_scalar(sr, derivs));
         }
         if self.slots.is_none() {
             self.slots = Some(row_slots(&self.ws));
@@ -226,7 +251,7 @@ impl Glmm {
 
     /// Solves the PLS system at the last factorization (with β inside
     /// PIRLS): [M, B; Bᵀ, C] (v_u, v_β) = (s_u, s_β) through L, RZX and RX.
-    fn joint_solve(&self, s_u: &[f64], s_b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    pub(super) fn joint_solve(&self, s_u: &[f64], s_b: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let (q, p) = (self.q(), self.p());
         let fac = self.ws.factor();
         let y1 = fac.l_solve(Mat::from_fn(q, 1, |i, _| s_u[i]).as_ref());

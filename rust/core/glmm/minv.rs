@@ -96,10 +96,11 @@ impl MinvA {
         let mut ent: Vec<(usize, usize, usize, usize)> = Vec::new();
         let (mut rows, mut linv, mut lrj, mut y, mut zrr, mut zrj) =
             (vec![], vec![0.0; kf * kf], vec![], vec![], vec![], vec![]);
+        let (mut vals, mut idx): (Vec<f64>, Vec<usize>) = (vec![], vec![]);
         for j in 0..order.lf() {
             ent.clear();
             lrj.clear();
-            let mut vals: Vec<f64> = Vec::new();
+            vals.clear();
             for ((ro, kr, lv), e) in fac.l21().level(j).zip(pat.ptr[j]..pat.ptr[j + 1]) {
                 for r in 0..kr {
                     ent.push((pos22[ro + r], pat.off[e], r, kr));
@@ -107,8 +108,12 @@ impl MinvA {
                 }
             }
             // L21's values in the sorted order of S
-            let mut idx: Vec<usize> = (0..ent.len()).collect();
-            idx.sort_unstable_by_key(|&e| ent[e].0);
+            idx.clear();
+            idx.extend(0..ent.len());
+            // usually sorted already (L21's entries in L22's order)
+            if !idx.windows(2).all(|w| ent[w[0]].0 <= ent[w[1]].0) {
+                idx.sort_unstable_by_key(|&e| ent[e].0);
+            }
             let nr = ent.len();
             lrj.resize(nr * kf, 0.0);
             for (s, &e) in idx.iter().enumerate() {
