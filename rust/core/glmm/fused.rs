@@ -86,6 +86,9 @@ pub(super) struct ScalarRows {
     /// that pass was at the last evaluation's modes.
     pub mu: Vec<f64>,
     pub mu_at_modes: bool,
+    /// X row by row (n x p, row-major): a row's X in one place for the
+    /// passes with β inside PIRLS.
+    xrow: Vec<f64>,
 }
 
 impl ScalarRows {
@@ -140,6 +143,9 @@ impl ScalarRows {
             sums: vec![sums; chunks],
             mu: vec![],
             mu_at_modes: false,
+            xrow: (0..n * p)
+                .map(|k| ws.rows().x()[(k % p) * n + k / p])
+                .collect(),
         })
     }
 }
@@ -164,6 +170,7 @@ struct Rows<'a> {
     p: usize,
     q: usize,
     x: &'a [f64],
+    xrow: &'a [f64],
     y: &'a [f64],
     prior: &'a [f64],
     offset: &'a [f64],
@@ -185,7 +192,7 @@ impl Rows<'_> {
                 let mut e = if with_beta {
                     let mut s = 0.0;
                     for (j, &bj) in beta.iter().enumerate() {
-                        s += self.x[j * self.n + i] * bj;
+                        s += self.xrow[i * self.p + j] * bj;
                     }
                     s
                 } else {
@@ -263,7 +270,7 @@ impl Rows<'_> {
                 let c1 = f.offset + c1;
                 if p < 16 {
                     for j in 0..p {
-                        let xj = self.x[j * n + i];
+                        let xj = self.xrow[i * p + j];
                         s.ztxy[j * q + c1] += wz1 * xj;
                         if let Some((c2, wz2)) = second {
                             s.ztxy[j * q + c2] += wz2 * xj;
@@ -380,6 +387,7 @@ impl Glmm {
             p: self.p(),
             q: self.q(),
             x: self.ws.rows().x(),
+            xrow: &sr.xrow,
             y: &self.y,
             prior: &self.prior,
             offset: &self.offset,
@@ -481,6 +489,7 @@ impl Glmm {
             p: self.p(),
             q: self.q(),
             x: self.ws.rows().x(),
+            xrow: &sr.xrow,
             y: &self.y,
             prior: &self.prior,
             offset: &self.offset,

@@ -125,7 +125,11 @@ impl MinvA {
             invert_lower(kf, fac.l11_block(j), &mut linv);
             let li = MatRef::from_column_major_slice(&linv, kf, kf);
             let zjj = &mut f_diag[j * kf * kf..(j + 1) * kf * kf];
-            mul(zjj, kf, kf, li.transpose(), li, 1.0, false);
+            if kf == 1 {
+                zjj[0] = linv[0] * linv[0];
+            } else {
+                mul(zjj, kf, kf, li.transpose(), li, 1.0, false);
+            }
             if let (Some(z22), true) = (&z22, nr > 0) {
                 // Z22[S, S], gathered again only when S changes (crossed
                 // factors: often every level has the same S)
@@ -140,13 +144,26 @@ impl MinvA {
                 y.resize(nr * kf, 0.0);
                 zrj.clear();
                 zrj.resize(nr * kf, 0.0);
-                let lr = MatRef::from_column_major_slice(&lrj, nr, kf);
-                mul(&mut y, nr, kf, lr, li, 1.0, false);
-                let ym = MatRef::from_column_major_slice(&y, nr, kf);
-                let zr = MatRef::from_column_major_slice(&zrr, nr, nr);
-                mul(&mut zrj, nr, kf, zr, ym, -1.0, false);
-                let zj = MatRef::from_column_major_slice(&zrj, nr, kf);
-                mul(zjj, kf, kf, ym.transpose(), zj, -1.0, true);
+                if kf == 1 {
+                    // scalar first term: the products as plain loops
+                    for (yv, l) in y.iter_mut().zip(&lrj) {
+                        *yv = l * linv[0];
+                    }
+                    for (c, &yc) in y.iter().enumerate() {
+                        for (z, &m) in zrj.iter_mut().zip(&zrr[c * nr..(c + 1) * nr]) {
+                            *z -= m * yc;
+                        }
+                    }
+                    zjj[0] -= y.iter().zip(&zrj).map(|(a, b)| a * b).sum::<f64>();
+                } else {
+                    let lr = MatRef::from_column_major_slice(&lrj, nr, kf);
+                    mul(&mut y, nr, kf, lr, li, 1.0, false);
+                    let ym = MatRef::from_column_major_slice(&y, nr, kf);
+                    let zr = MatRef::from_column_major_slice(&zrr, nr, nr);
+                    mul(&mut zrj, nr, kf, zr, ym, -1.0, false);
+                    let zj = MatRef::from_column_major_slice(&zrj, nr, kf);
+                    mul(zjj, kf, kf, ym.transpose(), zj, -1.0, true);
+                }
                 for (s, &e) in idx.iter().enumerate() {
                     let (_, off, r, kr) = ent[e];
                     for c in 0..kf {
