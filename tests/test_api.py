@@ -133,7 +133,7 @@ def test_datasets_have_lme4_level_order():
 
 
 def test_glmer_data_sets_as_lme4_and_mlmRev_ship_them():
-    # sizes and factors as R's lme4 (cbpp, grouseticks, VerbAgg) and mlmRev (Contraception) give them
+    # sizes and factors as lme4 (cbpp, grouseticks, VerbAgg) and mlmRev (Contraception) give them
     cbpp = mm.datasets.load("cbpp")
     assert cbpp.shape == (56, 5) and len(cbpp.herd.cat.categories) == 15
     assert list(cbpp.period.cat.categories) == ["1", "2", "3", "4"]

@@ -14,9 +14,8 @@
 //! level by level, and never stored.
 
 use super::error::Result;
-use super::factor::FactorL;
 use super::gradient::Block;
-use super::selinv::{invert_lower, mul, SelectedInverse};
+use super::selinv::{invert_lower, l22_inverse, mul};
 use super::small::tt_mul;
 use super::workspace::Workspace;
 use faer::MatRef;
@@ -97,25 +96,7 @@ impl Workspace {
         let rest = order.rest_lme4_index();
         // Z22 on L22's pattern (its rows are L22's positions), and the
         // position in L22 of each rest coefficient
-        let (z22, pos22) = match fac.l22() {
-            Some(ch) => {
-                let (col_ptr, row_idx, values) = ch.factor_csc();
-                let p22 = ch.perm();
-                let mut pos = vec![0usize; p22.len()];
-                for (i, &r) in p22.iter().enumerate() {
-                    pos[r] = i;
-                }
-                let perm = p22.iter().map(|&r| rest[r]).collect();
-                let z = SelectedInverse::new(FactorL {
-                    perm,
-                    col_ptr,
-                    row_idx,
-                    values,
-                });
-                (Some(z), pos)
-            }
-            None => (None, vec![]),
-        };
+        let (z22, pos22) = l22_inverse(fac);
         let mut s: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
         let kmax = layout.iter().map(|l| l.k).max().unwrap_or(1);
         let mut w = vec![0.0; kmax * kmax];

@@ -25,7 +25,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use std::sync::Arc;
 
-use super::factor::FactorL;
+use super::factor::{BlockedFactor, FactorL};
 
 /// The structure of the selected inverse for one pattern of L (its
 /// supernodes and where Z's values go), found once and reused for every
@@ -134,6 +134,29 @@ impl std::ops::Deref for SelectedInverse {
     fn deref(&self) -> &SelinvPlan {
         &self.plan
     }
+}
+
+/// The selected inverse of L22 (its rows: L22's positions) and the position
+/// in L22 of each rest coefficient; `(None, [])` for a model of one term.
+pub(crate) fn l22_inverse(fac: &BlockedFactor) -> (Option<SelectedInverse>, Vec<usize>) {
+    let Some(ch) = fac.l22() else {
+        return (None, vec![]);
+    };
+    let rest = fac.order().rest_lme4_index();
+    let (col_ptr, row_idx, values) = ch.factor_csc();
+    let p22 = ch.perm();
+    let mut pos = vec![0usize; p22.len()];
+    for (i, &r) in p22.iter().enumerate() {
+        pos[r] = i;
+    }
+    let perm = p22.iter().map(|&r| rest[r]).collect();
+    let z = SelectedInverse::new(FactorL {
+        perm,
+        col_ptr,
+        row_idx,
+        values,
+    });
+    (Some(z), pos)
 }
 
 impl SelectedInverse {

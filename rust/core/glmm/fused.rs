@@ -378,11 +378,9 @@ fn run_pass(
 }
 
 impl Glmm {
-    /// The pass at `from` into the chunk sums; returns the deviance.
-    pub(super) fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
-        let mut sums = std::mem::take(&mut sr.sums);
-        let mut mu = std::mem::take(&mut sr.mu);
-        let rows = Rows {
+    /// What a pass over the rows of `sr` reads.
+    fn pass_rows<'a>(&'a self, sr: &'a ScalarRows) -> Rows<'a> {
+        Rows {
             n: self.n(),
             p: self.p(),
             q: self.q(),
@@ -397,7 +395,14 @@ impl Glmm {
             other: sr.other.map(|o| o.cols(&self.ws)),
             lf: self.templates[sr.first.term][0],
             lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
-        };
+        }
+    }
+
+    /// The pass at `from` into the chunk sums; returns the deviance.
+    pub(super) fn fused_pass(&self, sr: &mut ScalarRows, from: EtaFrom) -> f64 {
+        let mut sums = std::mem::take(&mut sr.sums);
+        let mut mu = std::mem::take(&mut sr.mu);
+        let rows = self.pass_rows(sr);
         run_pass(self.family, &rows, from, &sr.bounds, &mut sums, &mut mu);
         sr.sums = sums;
         sr.mu = mu;
@@ -484,22 +489,7 @@ impl Glmm {
         mu: &mut [f64],
     ) {
         let mut eta = std::mem::take(&mut self.eta);
-        let rows = Rows {
-            n: self.n(),
-            p: self.p(),
-            q: self.q(),
-            x: self.ws.rows().x(),
-            xrow: &sr.xrow,
-            y: &self.y,
-            prior: &self.prior,
-            offset: &self.offset,
-            xb: &self.xb,
-            sr,
-            first: sr.first.cols(&self.ws),
-            other: sr.other.map(|o| o.cols(&self.ws)),
-            lf: self.templates[sr.first.term][0],
-            lr: sr.other.as_ref().map_or(0.0, |r| self.templates[r.term][0]),
-        };
+        let rows = self.pass_rows(sr);
         let from = EtaFrom::Modes { beta, u, with_beta };
         let link = self.family.link;
         let fill = |c0: usize, out: &mut [f64], mu: &mut [f64]| {

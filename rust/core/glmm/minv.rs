@@ -15,8 +15,7 @@
 
 use faer::MatRef;
 
-use crate::core::factor::FactorL;
-use crate::core::selinv::{invert_lower, mul, SelectedInverse};
+use crate::core::selinv::{invert_lower, l22_inverse, mul, SelectedInverse};
 use crate::core::workspace::Workspace;
 
 /// M⁻¹ on A_ZZ's pattern (see the module's notes).
@@ -71,25 +70,7 @@ impl MinvA {
         let kf = order.kf();
         let rest = order.rest_lme4_index();
         let pat = &*ws.cross_products().a21().pat;
-        let (z22, pos22) = match fac.l22() {
-            Some(ch) => {
-                let (col_ptr, row_idx, values) = ch.factor_csc();
-                let p22 = ch.perm();
-                let mut pos = vec![0usize; p22.len()];
-                for (i, &r) in p22.iter().enumerate() {
-                    pos[r] = i;
-                }
-                let perm = p22.iter().map(|&r| rest[r]).collect();
-                let z = SelectedInverse::new(FactorL {
-                    perm,
-                    col_ptr,
-                    row_idx,
-                    values,
-                });
-                (Some(z), pos)
-            }
-            None => (None, vec![]),
-        };
+        let (z22, pos22) = l22_inverse(fac);
         let mut f_diag = vec![0.0; order.lf() * kf * kf];
         let mut f_rest = vec![0.0; pat.len];
         // per level: (position in L22, A21 offset of the value, row in the block, k_rb)
