@@ -154,8 +154,14 @@ def checked(fit: GeneralizedLinearMixedModelResult) -> GeneralizedLinearMixedMod
         geval=0,
     )
     if not check.optimal:
+        o = fit.optsum
+        stopped = (
+            "the GLMM fit may not be at the optimum"
+            if o.converged
+            else f"the optimizer did not converge ({o.returnvalue} after {o.feval} evaluations)"
+        )
         warnings.warn(
-            f"the GLMM fit may not be at the optimum: {check.describe()}",
+            f"{stopped}: {check.describe()}",
             ConvergenceWarning,
             stacklevel=4,
         )

@@ -269,7 +269,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         """
         control = control or self.default_control()
         counts = (self.state.evaluations, self.state.pirls_iterations)
-        theta, beta, optsum, optsum0 = self.optimize(control, start)
+        theta, beta, optsum, optsum0 = self.optimize(control, start, warn=not control.check)
         return checked(self._result(theta, beta, optsum, optsum0, counts))
 
     @property
@@ -332,14 +332,16 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         return hessian
 
     def optimize(
-        self, control: Control, start: npt.ArrayLike | dict | None = None
+        self, control: Control, start: npt.ArrayLike | dict | None = None, warn: bool = True
     ) -> tuple[np.ndarray, np.ndarray, OptSummary, OptSummary]:
         """Run lme4's two stages (``optimizeGlmer``) and return θ̂, β̂ and both records.
 
         `fit` without the result (no Hessian): what the negative binomial's
         shape search repeats. With ``control.optimizer == "lbfgsb"`` (and
         `has_gradient`) both stages run on the exact gradient (`_glmm_fit`).
+        ``warn``: warn when an optimizer stops unconverged (`fit`: the check does).
         """
+        _warn = _warning if warn else (lambda _: None)
         theta0, beta0 = self._start(start)
         lower = self.design.lower
         theta0 = check_start(theta0, lower)
@@ -441,7 +443,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         )
 
 
-def _warn(optsum: OptSummary) -> None:
+def _warning(optsum: OptSummary) -> None:
     if not optsum.converged:
         warnings.warn(
             f"the optimizer did not converge ({optsum.returnvalue} after "
