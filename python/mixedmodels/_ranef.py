@@ -17,7 +17,13 @@ from ._layout import TermLayout
 from .design import Design, TermDesign
 from .exceptions import UnknownNameError
 
-__all__ = ["RandomEffects", "coefficients", "random_effects", "variance_components"]
+__all__ = [
+    "RandomEffects",
+    "coefficients",
+    "covariance_blocks",
+    "random_effects",
+    "variance_components",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,21 @@ def coefficients(fixef: pd.Series, ranef: RandomEffects) -> dict[str, pd.DataFra
         for j, c in enumerate(modes.columns):
             values[:, where[c]] += modes.iloc[:, j].to_numpy()
         out[g] = pd.DataFrame(values, index=modes.index, columns=cols)
+    return out
+
+
+def covariance_blocks(design: Design, theta: np.ndarray, sigma: float) -> dict[str, pd.DataFrame]:
+    """Return per term the covariance of its random effects, σ² T Tᵀ, labelled by its columns.
+
+    Keys are lme4's group names, made unique as ``Subject``, ``Subject.1``.
+    """
+    out = {}
+    used: dict[str, int] = {}
+    covs = design.layout.covariances(theta, sigma)
+    for t, cov in zip(design.terms, covs, strict=True):
+        key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
+        used[t.group] = used.get(t.group, 0) + 1
+        out[key] = pd.DataFrame(cov, index=list(t.cnames), columns=list(t.cnames))
     return out
 
 

@@ -31,7 +31,13 @@ from . import _glmm_boot, _glmm_matrices, glmm_profile
 from ._args import check_choice, check_level, check_positive
 from ._fit_common import FitAttributes
 from ._glmm_summary import glmm_summary_text
-from ._ranef import RandomEffects, coefficients, random_effects, variance_components
+from ._ranef import (
+    RandomEffects,
+    coefficients,
+    covariance_blocks,
+    random_effects,
+    variance_components,
+)
 from ._state import ModelState
 from .exceptions import ArgumentError, UnknownNameError
 from .families import Family
@@ -277,14 +283,7 @@ class GeneralizedLinearMixedModelResult(FitAttributes):
     @cached_property
     def covariances(self) -> dict[str, pd.DataFrame]:
         """Return per term the covariance matrix of its random effects, σ² T Tᵀ (σ: `sigma`)."""
-        out = {}
-        used: dict[str, int] = {}
-        covs = self.design.layout.covariances(self.theta, self.sigma)
-        for t, cov in zip(self.design.terms, covs, strict=True):
-            key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
-            used[t.group] = used.get(t.group, 0) + 1
-            out[key] = pd.DataFrame(cov, index=list(t.cnames), columns=list(t.cnames))
-        return out
+        return covariance_blocks(self.design, self.theta, self.sigma)
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:

@@ -27,7 +27,13 @@ from . import inference, matrices, predict, profile
 from ._args import check_choice, check_level, check_positive
 from ._fit_common import FitAttributes
 from ._optimum import OptimalityCheck, check_fit
-from ._ranef import RandomEffects, coefficients, random_effects, variance_components
+from ._ranef import (
+    RandomEffects,
+    coefficients,
+    covariance_blocks,
+    random_effects,
+    variance_components,
+)
 from ._state import ModelState
 from ._summary import summary_text
 from .design import aligned_values
@@ -203,14 +209,7 @@ class LinearMixedModelResult(FitAttributes):
         The blocks of lme4's ``bdiag(VarCorr(fit))``. Keys are lme4's group
         names, made unique as ``Subject``, ``Subject.1``.
         """
-        out = {}
-        used: dict[str, int] = {}
-        covs = self.design.layout.covariances(self.theta, self.sigma)
-        for t, cov in zip(self.design.terms, covs, strict=True):
-            key = t.group if t.group not in used else f"{t.group}.{used[t.group]}"
-            used[t.group] = used.get(t.group, 0) + 1
-            out[key] = pd.DataFrame(cov, index=list(t.cnames), columns=list(t.cnames))
-        return out
+        return covariance_blocks(self.design, self.theta, self.sigma)
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:
