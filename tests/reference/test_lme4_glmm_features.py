@@ -17,7 +17,6 @@ limits of tests/reference/glmm (cbpp_binomial, grouseticks_poisson: confint_prof
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.exceptions import ArgumentError, DataError, DimensionError, MemoryBudgetError
+from tests.reference.glmm_reference import check_objective_at_fixed_parameters, read_case
 
 HERE = Path(__file__).resolve().parent
 IG = ["ig_mu2", "ig_inverse", "ig_log", "ig_identity"]
@@ -33,11 +33,7 @@ IG = ["ig_mu2", "ig_inverse", "ig_log", "ig_identity"]
 
 @functools.cache
 def case(folder: str, name: str) -> tuple[dict, pd.DataFrame]:
-    ref = json.loads((HERE / folder / f"{name}.json").read_text())
-    data = pd.read_csv(HERE / folder / "data" / Path(ref["dataset"]).name)
-    for col, levels in ref["factor_levels"].items():
-        data[col] = pd.Categorical(data[col].astype(str), categories=levels)
-    return ref, data
+    return read_case(HERE / folder / f"{name}.json", HERE / folder / "data")
 
 
 def ig_model(name: str) -> mm.GeneralizedLinearMixedModel:
@@ -55,10 +51,7 @@ def ig_fit(name: str) -> mm.GeneralizedLinearMixedModelResult:
 @pytest.mark.parametrize("name", IG)
 def test_inverse_gaussian_objective_at_fixed_parameters(name):
     ref, _ = case("glmm_features", name)
-    m = ig_model(name)
-    for point in ref["fixed_parameters"]:
-        got = m.objective(np.atleast_1d(point["theta"]), point["beta"])
-        assert got == pytest.approx(point["objective"], rel=1e-7)
+    check_objective_at_fixed_parameters(ref, ig_model(name))
 
 
 @pytest.mark.parametrize("name", IG)
