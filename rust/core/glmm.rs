@@ -494,12 +494,7 @@ impl Glmm {
                 }
                 halvings += 1;
                 out.halvings += 1;
-                if halvings > self.max_halvings {
-                    return Err(CoreError::Pirls(format!(
-                        "step halving failed to reduce the penalized deviance \
-                         ({pdev}) after {halvings} halvings"
-                    )));
-                }
+                self.check_halvings(halvings, pdev)?;
                 s *= 0.5;
             }
         }

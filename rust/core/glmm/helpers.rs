@@ -117,6 +117,18 @@ impl Glmm {
         }
     }
 
+    /// `Err` once step halving has run past its limit without reducing the
+    /// penalized deviance `pdev` (both PIRLS loops).
+    pub(super) fn check_halvings(&self, halvings: usize, pdev: f64) -> Result<()> {
+        if halvings > self.max_halvings {
+            return Err(CoreError::Pirls(format!(
+                "step halving failed to reduce the penalized deviance ({pdev}) after \
+                 {halvings} halvings"
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn not_converged(&self, with_beta: bool, pdev: f64) -> CoreError {
         let hint = if with_beta {
             "; with β inside PIRLS (nAGQ = 0, the fit's first stage) this happens when the \
