@@ -112,9 +112,10 @@ class ModelState:
         """Build the workspace of the summed cross-products of data read in chunks.
 
         The chunks' columns were centred and scaled as ``center`` and ``maps``
-        say; the rows are not kept (no weights or offset to read back).
+        say; the rows are not kept (no weights or offset to read back). The sums
+        move into the workspace: ``sums`` is empty afterwards.
         """
-        return cls(sums.workspace(), None, None, maps, center)
+        return cls(sums.into_workspace(), None, None, maps, center)
 
     @property
     def theta_scale(self) -> np.ndarray | None:

@@ -18,9 +18,20 @@ use crate::core::crossprod::{BlockColumns, BlockPattern};
 use crate::core::{BlockSums, FactorKind, Workspace};
 
 /// The cross-product blocks of some rows of a model (no rows kept).
-#[pyclass(name = "BlockSums", module = "mixedmodels._core", frozen)]
+#[pyclass(name = "BlockSums", module = "mixedmodels._core")]
 pub struct PyBlockSums {
-    inner: BlockSums,
+    /// None once moved into a workspace.
+    inner: Option<BlockSums>,
+}
+
+pyo3::import_exception!(mixedmodels.exceptions, ArgumentError);
+
+impl PyBlockSums {
+    fn sums(&self) -> PyResult<&BlockSums> {
+        self.inner.as_ref().ok_or_else(|| {
+            ArgumentError::new_err("these block sums were moved into a workspace (into_workspace)")
+        })
+    }
 }
 
 type Pattern<'py> = (
@@ -80,36 +91,37 @@ impl PyBlockSums {
             let (rows, terms) = input.into_parts()?;
             BlockSums::from_rows(rows, terms)
         })?;
-        Ok(Self { inner })
+        Ok(Self { inner: Some(inner) })
     }
 
     /// Rows summed.
     #[getter]
-    fn n(&self) -> usize {
-        self.inner.n
+    fn n(&self) -> PyResult<usize> {
+        Ok(self.sums()?.n)
     }
 
     /// The sums of these rows and `other`'s (disjoint rows of the same model).
     fn merge(&self, py: Python<'_>, other: &Self) -> PyResult<Self> {
-        let (a, b) = (&self.inner, &other.inner);
+        let (a, b) = (self.sums()?, other.sums()?);
         let inner = run(py, move || a.merged(b))?;
-        Ok(Self { inner })
+        Ok(Self { inner: Some(inner) })
     }
 
     /// The model's workspace from the sums of all its rows: everything that
     /// reads the cross-products works; what needs the rows raises
-    /// `RowsNotKeptError`.
-    fn workspace(&self, py: Python<'_>) -> PyResult<PyWorkspace> {
-        let s = &self.inner;
-        let ws = run(py, move || {
-            Workspace::from_sums(s.clone(), FactorKind::Auto)
-        })?;
+    /// `RowsNotKeptError`. The sums move into it (not copied: at 50M rows
+    /// they are a GiB), and this object is empty afterwards.
+    #[pyo3(name = "into_workspace")]
+    fn take_workspace(&mut self, py: Python<'_>) -> PyResult<PyWorkspace> {
+        self.sums()?;
+        let s = self.inner.take().expect("checked above");
+        let ws = run(py, move || Workspace::from_sums(s, FactorKind::Auto))?;
         Ok(PyWorkspace::wrap(ws))
     }
 
     /// The sums as plain numbers and arrays (for pickling).
     fn to_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = &self.inner;
+        let s = self.sums()?;
         let shapes: Vec<(usize, usize)> = s.shapes.clone();
         let xyxy: Vec<f64> = (0..s.xyxy.ncols())
             .flat_map(|j| (0..s.xyxy.nrows()).map(move |i| (i, j)))
@@ -171,13 +183,13 @@ impl PyBlockSums {
             xyxy: Mat::from_fn(p1, p1, |i, j| xy[i + j * p1]),
         };
         let inner = run(py, move || inner.validate().map(|()| inner))?;
-        Ok(Self { inner })
+        Ok(Self { inner: Some(inner) })
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let from_state = py.get_type::<Self>().getattr("from_state")?;
-        let state = slf.get().to_state(py)?;
+        let state = slf.borrow().to_state(py)?;
         PyTuple::new(
             py,
             [from_state.into_any(), PyTuple::new(py, [state])?.into_any()],
