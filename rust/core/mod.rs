@@ -70,8 +70,8 @@
 //!   memory), partial sums merged with their block patterns united.
 //! - `pattern`: [`Pattern`]: the symbolic plan (the pattern of M22 − L21L21ᵀ
 //!   and its sparse analysis).
-//! - `schur`, `schur_classes`: the fill of M22 − L21L21ᵀ at θ (direct, in
-//!   threaded column chunks, or grouped by classes).
+//! - `schur`, `schur_classes`, `class_terms`: the fill of M22 − L21L21ᵀ at θ
+//!   (direct, in threaded column chunks, or grouped by classes).
 //! - `chol`: [`SparseCholesky`], the sparse factor L22.
 //! - `small`: the dense k×k kernels.
 //! - `factor`: [`BlockedFactor`]: L at θ, its solves, log det and CSC form.
@@ -99,6 +99,7 @@
 
 pub mod chol;
 pub mod chunks;
+mod class_terms;
 pub mod crossprod;
 pub mod error;
 pub mod factor;

@@ -9,15 +9,16 @@
 
 use super::chol::{FactorKind, SparseCholesky};
 use super::crossprod::BlockPattern;
-use super::error::Result;
+use super::error::{CoreError, Result};
 use super::order::BlockOrder;
 
 #[derive(Debug)]
 pub struct Pattern {
     /// For each rest block, the entries of A21 (and L21) in its block row:
-    /// (first-term level, entry), at `a21t[a21t_ptr[rb]..a21t_ptr[rb + 1]]`.
+    /// (first-term level, entry), at `a21t[a21t_ptr[rb]..a21t_ptr[rb + 1]]`;
+    /// 4-byte indices (at 50M rows, 39M crossed pairs: 0.3 GiB saved).
     pub a21t_ptr: Vec<usize>,
-    pub a21t: Vec<(usize, usize)>,
+    pub a21t: Vec<(u32, u32)>,
     /// Block pattern of the lower triangle of M22 − L21 L21ᵀ: for rest
     /// column block c, row blocks `m_brow[m_bptr[c]..m_bptr[c+1]]` (the first
     /// is c itself, the others sorted).
@@ -39,6 +40,14 @@ impl Pattern {
         kind: FactorKind,
     ) -> Result<(Self, Option<SparseCholesky>)> {
         let nb = order.n_blocks();
+        let (lf, entries) = (a21.ptr.len() - 1, a21.row.len());
+        if u32::try_from(lf.max(entries)).is_err() {
+            return Err(CoreError::MemoryBudget {
+                what: "the crossed level pairs (and first-term levels) of the plan",
+                need: lf.max(entries) as u128,
+                budget: u32::MAX as u128,
+            });
+        }
         // A21 by rows
         let mut a21t_ptr = vec![0usize; nb + 1];
         for &rb in &a21.row {
@@ -47,12 +56,12 @@ impl Pattern {
         for i in 0..nb {
             a21t_ptr[i + 1] += a21t_ptr[i];
         }
-        let mut a21t = vec![(0usize, 0usize); a21.row.len()];
+        let mut a21t = vec![(0u32, 0u32); entries];
         let mut next = a21t_ptr.clone();
         for j in 0..a21.ptr.len() - 1 {
             for e in a21.ptr[j]..a21.ptr[j + 1] {
                 let rb = a21.row[e];
-                a21t[next[rb]] = (j, e);
+                a21t[next[rb]] = (j as u32, e as u32);
                 next[rb] += 1;
             }
         }
@@ -74,6 +83,7 @@ impl Pattern {
                 }
             }
             for &(j, e) in &a21t[a21t_ptr[c]..a21t_ptr[c + 1]] {
+                let (j, e) = (j as usize, e as usize);
                 if col.len() == nb - c {
                     break; // every row block from c on is in: the column is full
                 }
@@ -129,10 +139,13 @@ impl Pattern {
         *self.m_col_ptr.last().unwrap()
     }
 
-    /// The entries of A21 in the block row of rest block `rb`.
+    /// The entries of A21 in the block row of rest block `rb`: (first-term
+    /// level, entry).
     #[inline]
-    pub fn a21_row(&self, rb: usize) -> &[(usize, usize)] {
-        &self.a21t[self.a21t_ptr[rb]..self.a21t_ptr[rb + 1]]
+    pub fn a21_row(&self, rb: usize) -> impl ExactSizeIterator<Item = (usize, usize)> + '_ {
+        self.a21t[self.a21t_ptr[rb]..self.a21t_ptr[rb + 1]]
+            .iter()
+            .map(|&(j, e)| (j as usize, e as usize))
     }
 
     /// The row blocks of rest column block `c` (the first is c).

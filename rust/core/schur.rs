@@ -137,11 +137,7 @@ impl SchurFill {
         self.chunks = if self.scalar {
             let work: Vec<usize> = (0..nb)
                 .map(|c| {
-                    let fill: usize = pattern
-                        .a21_row(c)
-                        .iter()
-                        .map(|&(j, e)| a21.ptr[j + 1] - e)
-                        .sum();
+                    let fill: usize = pattern.a21_row(c).map(|(j, e)| a21.ptr[j + 1] - e).sum();
                     fill + pattern.m_rows(c).len()
                 })
                 .collect();
@@ -256,7 +252,7 @@ impl SchurFill {
             for e in a22.pat.ptr[c]..a22.pat.ptr[c + 1] {
                 acc_g[a22.pat.row[e]] += a22.val[e];
             }
-            for &(j, ec) in pattern.a21_row(c) {
+            for (j, ec) in pattern.a21_row(c) {
                 let end = a21.pat.ptr[j + 1];
                 let (ag, ah) = (a21.val[ec] * w[j], a21.val[ec] * w2[j]);
                 for (&r, &v) in a21.pat.row[ec..end].iter().zip(&a21.val[ec..end]) {
@@ -348,7 +344,7 @@ impl SchurFill {
                 }
             }
             // − L21 L21ᵀ: for each f level j with an entry in row c
-            for &(j, ec) in pattern.a21_row(c) {
+            for (j, ec) in pattern.a21_row(c) {
                 let lc = &l21[a21.off[ec]..][..kc * kf];
                 for e in ec..a21.ptr[j + 1] {
                     let rb = a21.row[e];
@@ -419,7 +415,7 @@ impl ScalarFill<'_> {
                 let rb = a22.pat.row[e];
                 acc[rb] += tr[rb] * a22.val[e] * tc;
             }
-            for &(j, ec) in self.pattern.a21_row(c) {
+            for (j, ec) in self.pattern.a21_row(c) {
                 let lc = l21[ec];
                 let end = self.a21[j + 1];
                 for (&rb, &lv) in self.a21_row[ec..end].iter().zip(&l21[ec..end]) {

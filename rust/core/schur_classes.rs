@@ -27,6 +27,7 @@
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, Par};
 
+use super::class_terms::{DenseValues, Terms, Weights};
 use super::crossprod::BlockPattern;
 use super::schur::{chunk_bounds, for_each_column_chunk, PARALLEL_SCHUR_MIN_WORK};
 
@@ -49,105 +50,6 @@ pub(super) struct ClassSchur {
     /// Column chunk boundaries, one chunk per thread.
     pub(super) chunks: Vec<usize>,
 }
-
-/// The class terms (class v, value B_v[r, c]) of all positions.
-#[derive(Clone, Debug)]
-enum Terms {
-    /// Values that are integers below 2¹⁶ (counts of shared levels, the
-    /// usual case) packed with their class into 4 bytes: the fill streams
-    /// these, so their size is its memory traffic.
-    Packed(Vec<u32>),
-    Wide {
-        cls: Vec<u16>,
-        val: Vec<f64>,
-    },
-}
-
-impl Terms {
-    fn new(cls: Vec<u16>, val: Vec<f64>) -> Self {
-        if val
-            .iter()
-            .all(|&v| (0.0..65536.0).contains(&v) && v.fract() == 0.0)
-        {
-            let packed = cls
-                .iter()
-                .zip(&val)
-                .map(|(&c, &v)| u32::from(c) | (v as u32) << 16)
-                .collect();
-            Terms::Packed(packed)
-        } else {
-            Terms::Wide { cls, val }
-        }
-    }
-
-    /// The terms of the given ranges, one after the other.
-    fn gather(&self, ranges: &[(usize, usize)]) -> Self {
-        fn cat<T: Copy>(src: &[T], ranges: &[(usize, usize)]) -> Vec<T> {
-            let mut out = Vec::with_capacity(src.len());
-            for &(a, b) in ranges {
-                out.extend_from_slice(&src[a..b]);
-            }
-            out
-        }
-        match self {
-            Terms::Packed(p) => Terms::Packed(cat(p, ranges)),
-            Terms::Wide { cls, val } => Terms::Wide {
-                cls: cat(cls, ranges),
-                val: cat(val, ranges),
-            },
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Terms::Packed(p) => p.len(),
-            Terms::Wide { val, .. } => val.len(),
-        }
-    }
-
-    /// Σ over terms e0..e1 of (w[class] · value, w2[class] · value).
-    #[inline(always)]
-    fn dot2(&self, w: &[f64], w2: &[f64], e0: usize, e1: usize) -> (f64, f64) {
-        let (mut s, mut s2) = (0.0, 0.0);
-        match self {
-            Terms::Packed(p) => {
-                for &t in &p[e0..e1] {
-                    let (c, v) = ((t & 0xffff) as usize, f64::from(t >> 16));
-                    s += w[c] * v;
-                    s2 += w2[c] * v;
-                }
-            }
-            Terms::Wide { cls, val } => {
-                for (&c, &v) in cls[e0..e1].iter().zip(&val[e0..e1]) {
-                    s += w[usize::from(c)] * v;
-                    s2 += w2[usize::from(c)] * v;
-                }
-            }
-        }
-        (s, s2)
-    }
-
-    /// Σ over terms e0..e1 of w[class] · value. `w` has an entry for every
-    /// possible class, so that indexing it needs no bounds check.
-    #[inline(always)]
-    fn dot(&self, w: &Weights, e0: usize, e1: usize) -> f64 {
-        match self {
-            Terms::Packed(p) => dot4(&p[e0..e1], |&t| {
-                w[(t & 0xffff) as usize] * f64::from(t >> 16)
-            }),
-            Terms::Wide { cls, val } => {
-                let (cls, val) = (&cls[e0..e1], &val[e0..e1]);
-                let mut s = 0.0;
-                for (&v, &b) in cls.iter().zip(val) {
-                    s += w[usize::from(v)] * b;
-                }
-                s
-            }
-        }
-    }
-}
-
-type Weights = [f64; 1 << 16];
 
 /// Levels of a class made dense at a time by the dense build (bounds its
 /// scratch: rest levels x this many values).
@@ -184,31 +86,13 @@ pub(crate) fn with_dense_build<T>(dense: bool, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Σ f(item) in four independent sums: a single running sum is bound by the
-/// latency of its additions.
-#[inline(always)]
-fn dot4<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
-    let mut acc = [0.0; 4];
-    let mut chunks = items.chunks_exact(4);
-    for ch in &mut chunks {
-        for (a, t) in acc.iter_mut().zip(ch) {
-            *a += f(t);
-        }
-    }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for t in chunks.remainder() {
-        s += f(t);
-    }
-    s
-}
-
 /// What the builder reads from the cross-products and the plan.
 pub(super) struct ScalarParts<'a> {
     pub a11: &'a [f64],
     pub a21: &'a BlockPattern,
     pub a21_val: &'a [f64],
     pub a21t_ptr: &'a [usize],
-    pub a21t: &'a [(usize, usize)],
+    pub a21t: &'a [(u32, u32)],
     pub a22d: &'a [f64],
     pub a22: &'a BlockPattern,
     pub a22_val: &'a [f64],
@@ -229,7 +113,7 @@ impl ClassSchur {
             .map(|c| {
                 s.a21t[s.a21t_ptr[c]..s.a21t_ptr[c + 1]]
                     .iter()
-                    .map(|&(j, e)| s.a21.ptr[j + 1] - e)
+                    .map(|&(j, e)| s.a21.ptr[j as usize + 1] - e as usize)
                     .sum::<usize>()
             })
             .sum();
@@ -287,7 +171,7 @@ impl ClassSchur {
             order.extend(
                 s.a21t[s.a21t_ptr[c]..s.a21t_ptr[c + 1]]
                     .iter()
-                    .map(|&(j, e)| (class_of[j], j, e)),
+                    .map(|&(j, e)| (class_of[j as usize], j as usize, e as usize)),
             );
             order.sort_unstable();
             raw.clear();
@@ -424,7 +308,7 @@ impl ClassSchur {
         } else {
             Par::Seq
         };
-        let mut val = vec![0.0; total];
+        let mut val = DenseValues::Small(vec![0; total]);
         let mut g = Mat::<f64>::zeros(nb, nb);
         for (v, levels) in by_class.iter().enumerate() {
             for (i, slab) in levels.chunks(DENSE_SLAB).enumerate() {
@@ -453,18 +337,17 @@ impl ClassSchur {
             for c in 0..nb {
                 let p0 = s.m_ptr[c];
                 for (i, &r) in s.m_row[p0..s.m_ptr[c + 1]].iter().enumerate() {
-                    val[(p0 + i) * ncls + v] = g[(r, c)];
+                    val.set((p0 + i) * ncls + v, g[(r, c)]);
                 }
             }
         }
-        let cls = (0..total).map(|t| (t % ncls) as u16).collect();
         let ptr = (0..=nnz).map(|k| k * ncls).collect();
         Some(Self::assemble(
             s.m_ptr,
             class_a,
             a22,
             ptr,
-            Terms::new(cls, val),
+            Terms::Dense(val),
             threads,
         ))
     }
@@ -496,6 +379,9 @@ impl ClassSchur {
         for (k, &b) in keys.iter().enumerate() {
             idx[start[b]] = k;
             start[b] += 1;
+        }
+        if idx.iter().enumerate().all(|(i, &k)| i == k) {
+            return; // in order already (the dense build's, every count equal): no copy
         }
         let ranges: Vec<(usize, usize)> = idx
             .iter()

@@ -229,16 +229,23 @@ fn dense_and_sparse_class_builds_match_dense_oracle() {
             z: vec![1.0; n],
         },
     ];
-    for theta in [[0.8, 1.4], [1.3, 0.2]] {
-        let want = dense_objective(&pr, &theta, false);
-        for dense in [false, true] {
-            let mut ws = with_dense_build(dense, || workspace(&pr).with_classes(true));
-            assert!(ws.class_work() > 0);
-            let got = ws.objective(&theta, false).unwrap();
-            assert!(
-                (got - want).abs() < 1e-9 * want.abs(),
-                "{dense}: {got} vs {want}"
-            );
+    // counts (values kept as 2-byte integers), then a second term whose
+    // column is not 1 from row 300 on (values stored as f64)
+    for ones in [true, false] {
+        if !ones {
+            pr.terms[1].z = (0..n).map(|i| if i < 300 { 1.0 } else { 0.75 }).collect();
+        }
+        for theta in [[0.8, 1.4], [1.3, 0.2]] {
+            let want = dense_objective(&pr, &theta, false);
+            for dense in [false, true] {
+                let mut ws = with_dense_build(dense, || workspace(&pr).with_classes(true));
+                assert!(ws.class_work() > 0);
+                let got = ws.objective(&theta, false).unwrap();
+                assert!(
+                    (got - want).abs() < 1e-9 * want.abs(),
+                    "{ones} {dense}: {got} vs {want}"
+                );
+            }
         }
     }
 }
