@@ -30,12 +30,91 @@ pub struct BlockSums {
     /// The layout of the terms: (levels, coefficients per level), in lme4's order.
     pub shapes: Vec<(usize, usize)>,
     pub a11: Vec<f64>,
-    pub a21: BlockColumns,
+    pub a21: SumColumns,
     pub a22d: Vec<f64>,
     pub a22d_off: Vec<usize>,
-    pub a22: BlockColumns,
+    pub a22: SumColumns,
     pub ztxy: Vec<f64>,
     pub xyxy: Mat<f64>,
+}
+
+/// Off-diagonal blocks as the sums keep them: by block column (`ptr`), the
+/// row blocks, sorted, in 4 bytes, and the values (each block k_row x k_col,
+/// column-major, one after the other). A block's offset follows from the
+/// sizes of those before it, so it is not stored: 12 bytes a pair of scalar
+/// levels, half the workspace's [`BlockColumns`]. The merges of a fit from
+/// chunks hold the most of these at once (at 50M rows, 80M pairs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SumColumns {
+    pub ptr: Vec<usize>,
+    pub row: Vec<u32>,
+    pub val: Vec<f64>,
+}
+
+impl SumColumns {
+    /// The sums' form of workspace blocks.
+    pub(crate) fn of(b: BlockColumns) -> Result<Self> {
+        let row = b
+            .pat
+            .row
+            .iter()
+            .map(|&r| u32::try_from(r))
+            .collect::<std::result::Result<Vec<u32>, _>>()
+            .map_err(|_| CoreError::Dimension("more than 2³² − 1 blocks of levels".into()))?;
+        let mut val = b.val;
+        val.shrink_to_fit(); // grown entry by entry
+        Ok(Self {
+            ptr: b.pat.ptr.clone(),
+            row,
+            val,
+        })
+    }
+
+    /// The workspace's form, the offsets computed from `size(column, row
+    /// block)`, the values moved.
+    pub(crate) fn into_columns(self, size: impl Fn(usize, usize) -> usize) -> BlockColumns {
+        let entries = || (0..self.ptr.len() - 1).flat_map(|c| self.entries(c));
+        let unit = entries().all(|(c, r)| size(c, r) == 1);
+        let mut off = Vec::with_capacity(if unit { 0 } else { self.row.len() });
+        let mut len = 0;
+        for (c, r) in entries() {
+            if !unit {
+                off.push(len);
+            }
+            len += size(c, r);
+        }
+        BlockColumns {
+            pat: Arc::new(BlockPattern {
+                ptr: self.ptr,
+                row: self.row.into_iter().map(|r| r as usize).collect(),
+                off,
+                len,
+            }),
+            val: self.val,
+        }
+    }
+
+    /// Column c's entries: (c, row block).
+    fn entries(&self, c: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.row[self.ptr[c]..self.ptr[c + 1]]
+            .iter()
+            .map(move |&r| (c, r as usize))
+    }
+}
+
+/// The sizes (values) of A21's and A22's blocks, by (column, row block).
+struct BlockSizes(BlockOrder);
+
+impl BlockSizes {
+    fn of(n: usize, shapes: &[(usize, usize)]) -> Result<Self> {
+        Ok(Self(BlockOrder::new(&Terms::without_rows(n, shapes)?)))
+    }
+    fn a21(&self, _level: usize, rb: usize) -> usize {
+        self.0.kf() * self.0.k(rb)
+    }
+    fn a22(&self, c: usize, rb: usize) -> usize {
+        self.0.k(c) * self.0.k(rb)
+    }
 }
 
 impl BlockSums {
@@ -45,17 +124,7 @@ impl BlockSums {
         let shapes = terms.iter().map(|t| (t.n_levels, t.k)).collect();
         let terms = Terms::new(rows.n(), terms)?;
         let order = BlockOrder::new(&terms);
-        let mut sums = CrossProducts::new(rows, &terms, &order).into_sums(shapes);
-        // the patterns grew entry by entry: give back what growing reserved
-        // (a fit from chunks holds several partial sums at once)
-        for blocks in [&mut sums.a21, &mut sums.a22] {
-            if let Some(pat) = Arc::get_mut(&mut blocks.pat) {
-                pat.row.shrink_to_fit();
-                pat.off.shrink_to_fit();
-            }
-            blocks.val.shrink_to_fit();
-        }
-        Ok(sums)
+        CrossProducts::new(rows, &terms, &order).into_sums(shapes)
     }
 
     /// The sums of two disjoint sets of rows of the same model.
@@ -73,6 +142,7 @@ impl BlockSums {
                 self.shapes, other.shapes, self.p, other.p
             )));
         }
+        let sizes = BlockSizes::of(self.n + other.n, &self.shapes)?;
         let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect();
         Ok(Self {
             n: self.n + other.n,
@@ -80,10 +150,10 @@ impl BlockSums {
             log_det_w: self.log_det_w + other.log_det_w,
             shapes: self.shapes.clone(),
             a11: sum(&self.a11, &other.a11),
-            a21: merge_columns(&self.a21, &other.a21),
+            a21: merge_columns(&self.a21, &other.a21, |c, r| sizes.a21(c, r)),
             a22d: sum(&self.a22d, &other.a22d),
             a22d_off: self.a22d_off.clone(),
-            a22: merge_columns(&self.a22, &other.a22),
+            a22: merge_columns(&self.a22, &other.a22, |c, r| sizes.a22(c, r)),
             ztxy: sum(&self.ztxy, &other.ztxy),
             xyxy: &self.xyxy + &other.xyxy,
         })
@@ -117,16 +187,14 @@ impl BlockSums {
         check_pattern(
             &self.a21,
             order.lf(),
-            |_| order.kf(),
-            |rb| order.k(rb),
+            |_, rb| order.kf() * order.k(rb),
             0,
             &order,
         )?;
         check_pattern(
             &self.a22,
             order.n_blocks(),
-            |c| order.k(c),
-            |rb| order.k(rb),
+            |c, rb| order.k(c) * order.k(rb),
             1,
             &order,
         )?;
@@ -142,41 +210,39 @@ impl BlockSums {
 }
 
 /// A block pattern with `ncol` columns: rows sorted and in range (below the
-/// column's block when `below` is 1, for the rest's lower triangle), offsets
-/// packed by the blocks' sizes.
+/// column's block when `below` is 1, for the rest's lower triangle), as many
+/// values as the blocks' sizes `size(column, row block)` add up to.
 fn check_pattern(
-    b: &BlockColumns,
+    b: &SumColumns,
     ncol: usize,
-    kcol: impl Fn(usize) -> usize,
-    krow: impl Fn(usize) -> usize,
+    size: impl Fn(usize, usize) -> usize,
     below: usize,
     order: &BlockOrder,
 ) -> Result<()> {
-    let p = &*b.pat;
     let fail = || {
         Err(CoreError::Dimension(
             "invalid block sums: a block pattern".into(),
         ))
     };
-    if p.ptr.len() != ncol + 1 || p.ptr[0] != 0 || p.row.len() != p.off.len() {
+    if b.ptr.len() != ncol + 1 || b.ptr[0] != 0 {
         return fail();
     }
     let mut len = 0;
     for c in 0..ncol {
-        let (s, e) = (p.ptr[c], p.ptr[c + 1]);
-        if e < s || e > p.row.len() {
+        let (s, e) = (b.ptr[c], b.ptr[c + 1]);
+        if e < s || e > b.row.len() {
             return fail();
         }
         for i in s..e {
-            let r = p.row[i];
+            let r = b.row[i] as usize;
             let low = if below == 1 { c + 1 } else { 0 };
-            if r >= order.n_blocks() || r < low || (i > s && r <= p.row[i - 1]) || p.off[i] != len {
+            if r >= order.n_blocks() || r < low || (i > s && b.row[i] <= b.row[i - 1]) {
                 return fail();
             }
-            len += krow(r) * kcol(c);
+            len += size(c, r);
         }
     }
-    if p.ptr[ncol] != p.row.len() || p.len != len || b.val.len() != len {
+    if b.ptr[ncol] != b.row.len() || b.val.len() != len {
         return fail();
     }
     Ok(())
@@ -187,115 +253,75 @@ fn check_pattern(
 /// is counted first and allocated once at its exact size: the merged sums of
 /// a crossed model are the largest arrays of a fit from chunks, and growing
 /// them would hold up to three times their size.
-fn merge_columns(a: &BlockColumns, b: &BlockColumns) -> BlockColumns {
-    let (pa, pb) = (&*a.pat, &*b.pat);
-    let ncol = pa.ptr.len().max(pb.ptr.len()) - 1;
+fn merge_columns(
+    a: &SumColumns,
+    b: &SumColumns,
+    size: impl Fn(usize, usize) -> usize,
+) -> SumColumns {
+    let ncol = a.ptr.len().max(b.ptr.len()) - 1;
     let (mut entries, mut values) = (0usize, 0usize);
-    union_by_column(pa, pb, ncol, |end_of_column, step| {
-        if end_of_column.is_none() {
-            entries += 1;
-            values += step.size();
-        }
+    union_by_column(a, b, ncol, |c, row, _, _| {
+        entries += 1;
+        values += size(c, row as usize);
     });
-    let mut pat = BlockPattern {
+    let mut out = SumColumns {
         ptr: Vec::with_capacity(ncol + 1),
         row: Vec::with_capacity(entries),
-        off: Vec::with_capacity(entries),
-        len: 0,
+        val: Vec::with_capacity(values),
     };
-    let mut val = Vec::with_capacity(values);
-    pat.ptr.push(0);
-    union_by_column(pa, pb, ncol, |end_of_column, step| {
-        if let Some(c) = end_of_column {
-            debug_assert_eq!(pat.ptr.len(), c + 1);
-            pat.ptr.push(pat.row.len());
-            return;
+    out.ptr.push(0);
+    // the values of a's and b's entries are read in order: running offsets
+    let (mut oa, mut ob, mut col) = (0, 0, 0);
+    union_by_column(a, b, ncol, |c, row, in_a, in_b| {
+        while col < c {
+            out.ptr.push(out.row.len());
+            col += 1;
         }
-        pat.row.push(step.row);
-        pat.off.push(pat.len);
-        match (step.a, step.b) {
-            (Some((i, m)), Some((j, _))) => {
-                let (va, vb) = (&a.val[pa.off[i]..][..m], &b.val[pb.off[j]..][..m]);
-                val.extend(va.iter().zip(vb).map(|(x, y)| x + y));
+        let m = size(c, row as usize);
+        out.row.push(row);
+        match (in_a, in_b) {
+            (true, true) => {
+                let (va, vb) = (&a.val[oa..oa + m], &b.val[ob..ob + m]);
+                out.val.extend(va.iter().zip(vb).map(|(x, y)| x + y));
             }
-            (Some((i, m)), None) => val.extend_from_slice(&a.val[pa.off[i]..][..m]),
-            (None, Some((j, m))) => val.extend_from_slice(&b.val[pb.off[j]..][..m]),
-            (None, None) => unreachable!("a union entry comes from a or b"),
+            (true, false) => out.val.extend_from_slice(&a.val[oa..oa + m]),
+            _ => out.val.extend_from_slice(&b.val[ob..ob + m]),
         }
-        pat.len += step.size();
+        oa += if in_a { m } else { 0 };
+        ob += if in_b { m } else { 0 };
     });
-    debug_assert_eq!((pat.row.len(), val.len()), (entries, values));
-    BlockColumns {
-        pat: Arc::new(pat),
-        val,
+    while out.ptr.len() < ncol + 1 {
+        out.ptr.push(out.row.len());
     }
+    debug_assert_eq!((out.row.len(), out.val.len()), (entries, values));
+    out
 }
 
-/// One entry of the union of two block patterns: its row block, and the
-/// entry (index, number of values) of a and of b that it comes from.
-#[derive(Clone, Copy)]
-struct UnionEntry {
-    row: usize,
-    a: Option<(usize, usize)>,
-    b: Option<(usize, usize)>,
-}
-
-impl UnionEntry {
-    fn size(&self) -> usize {
-        self.a.or(self.b).map_or(0, |(_, m)| m)
-    }
-}
-
-/// Visits the union of the entries of `pa` and `pb` column by column, in
-/// order; after each column, `visit(Some(column), _)` (with a placeholder
-/// entry) marks its end.
+/// Visits the union of the entries of `a` and `b` column by column, in
+/// order: `visit(column, row block, in a, in b)`.
 fn union_by_column(
-    pa: &BlockPattern,
-    pb: &BlockPattern,
+    a: &SumColumns,
+    b: &SumColumns,
     ncol: usize,
-    mut visit: impl FnMut(Option<usize>, UnionEntry),
+    mut visit: impl FnMut(usize, u32, bool, bool),
 ) {
-    let range = |p: &BlockPattern, c: usize| {
+    let range = |p: &SumColumns, c: usize| {
         if c + 1 < p.ptr.len() {
             p.ptr[c]..p.ptr[c + 1]
         } else {
             0..0
         }
     };
-    let size = |p: &BlockPattern, e: usize| {
-        let next = if e + 1 < p.off.len() {
-            p.off[e + 1]
-        } else {
-            p.len
-        };
-        next - p.off[e]
-    };
-    let end = UnionEntry {
-        row: usize::MAX,
-        a: None,
-        b: None,
-    };
     for c in 0..ncol {
-        let (mut i, ie) = (range(pa, c).start, range(pa, c).end);
-        let (mut j, je) = (range(pb, c).start, range(pb, c).end);
-        while i < ie || j < je {
-            let ra = if i < ie { pa.row[i] } else { usize::MAX };
-            let rb = if j < je { pb.row[j] } else { usize::MAX };
-            let mut entry = UnionEntry {
-                row: ra.min(rb),
-                a: None,
-                b: None,
-            };
-            if ra <= rb {
-                entry.a = Some((i, size(pa, i)));
-                i += 1;
-            }
-            if rb <= ra {
-                entry.b = Some((j, size(pb, j)));
-                j += 1;
-            }
-            visit(None, entry);
+        let (ra, rb) = (range(a, c), range(b, c));
+        let (ra, rb) = (&a.row[ra], &b.row[rb]);
+        let (mut i, mut j) = (0, 0);
+        while i < ra.len() || j < rb.len() {
+            let x = ra.get(i).copied().unwrap_or(u32::MAX);
+            let y = rb.get(j).copied().unwrap_or(u32::MAX);
+            visit(c, x.min(y), x <= y, y <= x);
+            i += usize::from(x <= y);
+            j += usize::from(y <= x);
         }
-        visit(Some(c), end);
     }
 }

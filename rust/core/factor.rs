@@ -67,7 +67,7 @@ impl L21 {
             (
                 self.order.off(rb),
                 kr,
-                &self.vals.val[pat.off[e]..][..kr * kf],
+                &self.vals.val[pat.off(e)..][..kr * kf],
             )
         })
     }
@@ -128,8 +128,8 @@ impl L21 {
             for e in pat.ptr[j]..pat.ptr[j + 1] {
                 let rb = pat.row[e];
                 let (tr, kr) = (&templates[order.term(rb)], order.k(rb));
-                let a = &a21[pat.off[e]..][..kr * kf];
-                let dst = &mut l21[pat.off[e]..][..kr * kf];
+                let a = &a21[pat.off(e)..][..kr * kf];
+                let dst = &mut l21[pat.off(e)..][..kr * kf];
                 if kr == 1 && kf == 1 {
                     dst[0] = tr[0] * a[0] * tf[0] / l[0];
                 } else {

@@ -249,7 +249,7 @@ impl Workspace {
                 a: rest[order.off(rb)],
                 tb: tf,
                 b,
-                v: &a21.val[a21.pat.off[e]..][..kr * kf],
+                v: &a21.val[a21.pat.off(e)..][..kr * kf],
             });
         }
     }
@@ -279,7 +279,7 @@ impl Workspace {
                     a: ext(rb),
                     tb: tc,
                     b: bc,
-                    v: &a22.val[a22.pat.off[e]..][..kr * kc],
+                    v: &a22.val[a22.pat.off(e)..][..kr * kc],
                 });
             }
         }

@@ -331,7 +331,7 @@ impl SchurFill {
                 let rb = a22.pat.row[e];
                 let (kr, ro) = (order.k(rb), order.off(rb));
                 let tr = &templates[order.term(rb)];
-                let a = &a22.val[a22.pat.off[e]..][..kr * kc];
+                let a = &a22.val[a22.pat.off(e)..][..kr * kc];
                 if kr == 1 && kc == 1 {
                     acc[ro] += tr[0] * a[0] * tmc[0];
                 } else {
@@ -345,11 +345,11 @@ impl SchurFill {
             }
             // − L21 L21ᵀ: for each f level j with an entry in row c
             for (j, ec) in pattern.a21_row(c) {
-                let lc = &l21[a21.off[ec]..][..kc * kf];
+                let lc = &l21[a21.off(ec)..][..kc * kf];
                 for e in ec..a21.ptr[j + 1] {
                     let rb = a21.row[e];
                     let (kr, ro) = (order.k(rb), order.off(rb));
-                    let lr = &l21[a21.off[e]..][..kr * kf];
+                    let lr = &l21[a21.off(e)..][..kr * kf];
                     if kr == 1 && kc == 1 && kf == 1 {
                         acc[ro] -= lr[0] * lc[0];
                         continue;

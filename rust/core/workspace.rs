@@ -102,7 +102,8 @@ impl Workspace {
         sums.validate()?;
         let terms = Terms::without_rows(sums.n, &sums.shapes)?;
         let order = Arc::new(BlockOrder::new(&terms));
-        Self::assemble(terms, order, CrossProducts::from_sums(sums), kind)
+        let a = CrossProducts::from_sums(sums, &order);
+        Self::assemble(terms, order, a, kind)
     }
 
     /// The plan of the factorization, analysed once, over A.

@@ -9,12 +9,11 @@ use faer::Mat;
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use std::sync::Arc;
 
 use super::convert;
 use super::errors::run;
 use super::workspace::{PyWorkspace, Terms};
-use crate::core::crossprod::{BlockColumns, BlockPattern};
+use crate::core::chunks::SumColumns;
 use crate::core::{BlockSums, FactorKind, Workspace};
 
 /// The cross-product blocks of some rows of a model (no rows kept).
@@ -36,34 +35,24 @@ impl PyBlockSums {
 
 type Pattern<'py> = (
     PyReadonlyArray1<'py, usize>,
-    PyReadonlyArray1<'py, usize>,
-    PyReadonlyArray1<'py, usize>,
-    usize,
+    PyReadonlyArray1<'py, u32>,
     PyReadonlyArray1<'py, f64>,
 );
 
-fn columns(p: &Pattern<'_>) -> BlockColumns {
-    let v = |a: &PyReadonlyArray1<'_, usize>| a.as_array().to_vec();
-    BlockColumns {
-        pat: Arc::new(BlockPattern {
-            ptr: v(&p.0),
-            row: v(&p.1),
-            off: v(&p.2),
-            len: p.3,
-        }),
-        val: convert::vec1(&p.4),
+fn columns(p: &Pattern<'_>) -> SumColumns {
+    SumColumns {
+        ptr: p.0.as_array().to_vec(),
+        row: p.1.as_array().to_vec(),
+        val: convert::vec1(&p.2),
     }
 }
 
-fn pattern_state<'py>(py: Python<'py>, b: &BlockColumns) -> PyResult<Bound<'py, PyTuple>> {
-    let p = &*b.pat;
+fn pattern_state<'py>(py: Python<'py>, b: &SumColumns) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(
         py,
         [
-            PyArray1::from_slice(py, &p.ptr).into_any(),
-            PyArray1::from_slice(py, &p.row).into_any(),
-            PyArray1::from_slice(py, &p.off).into_any(),
-            p.len.into_pyobject(py)?.into_any(),
+            PyArray1::from_slice(py, &b.ptr).into_any(),
+            PyArray1::from_slice(py, &b.row).into_any(),
             PyArray1::from_slice(py, &b.val).into_any(),
         ],
     )

@@ -50,7 +50,7 @@ pub(super) fn row_slots(ws: &Workspace) -> Vec<usize> {
     let mut slots = vec![0usize; n * nr];
     for j in 0..order.lf() {
         for e in pat.ptr[j]..pat.ptr[j + 1] {
-            at[pat.row[e]] = pat.off[e];
+            at[pat.row[e]] = pat.off(e);
         }
         for &r in &level_rows[start[j]..start[j + 1]] {
             let r = r as usize;
@@ -84,7 +84,7 @@ impl MinvA {
             vals.clear();
             for ((ro, kr, lv), e) in fac.l21().level(j).zip(pat.ptr[j]..pat.ptr[j + 1]) {
                 for r in 0..kr {
-                    ent.push((pos22[ro + r], pat.off[e], r, kr));
+                    ent.push((pos22[ro + r], pat.off(e), r, kr));
                     vals.extend((0..kf).map(|c| lv[r + c * kr]));
                 }
             }

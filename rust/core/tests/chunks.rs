@@ -1,7 +1,7 @@
 //! The blocks of A summed chunk by chunk equal the blocks of all the rows.
 
-use super::super::chunks::BlockSums;
-use super::super::crossprod::{BlockColumns, RowData};
+use super::super::chunks::{BlockSums, SumColumns};
+use super::super::crossprod::RowData;
 use super::super::ReTerm;
 use super::{crossed, design, nested, Problem};
 
@@ -45,10 +45,9 @@ fn close(a: &[f64], b: &[f64], what: &str) {
     }
 }
 
-fn same_columns(a: &BlockColumns, b: &BlockColumns, what: &str) {
-    assert_eq!(a.pat.ptr, b.pat.ptr, "{what}: column pointers");
-    assert_eq!(a.pat.row, b.pat.row, "{what}: row blocks");
-    assert_eq!(a.pat.off, b.pat.off, "{what}: offsets");
+fn same_columns(a: &SumColumns, b: &SumColumns, what: &str) {
+    assert_eq!(a.ptr, b.ptr, "{what}: column pointers");
+    assert_eq!(a.row, b.row, "{what}: row blocks");
     close(&a.val, &b.val, what);
 }
 
@@ -165,4 +164,26 @@ fn a_workspace_from_chunk_sums_evaluates_as_the_in_memory_one() {
     let b = Mat::<f64>::zeros(pr.n, 1);
     let err = ws.v_solve(1.0, b.as_ref()).unwrap_err();
     assert!(needs_rows(err.clone()), "{err:?}");
+}
+
+#[test]
+fn sums_that_do_not_fit_their_shapes_are_refused() {
+    let pr = design(200, 4, &[crossed(9, 2), crossed(5, 1)]);
+    let all: Vec<usize> = (0..pr.n).collect();
+    let (r, t) = chunk(&pr, &all);
+    let good = BlockSums::from_rows(r, t).unwrap();
+    assert!(good.validate().is_ok());
+    let (c, _) = (0..good.a21.ptr.len() - 1)
+        .map(|c| (c, good.a21.ptr[c + 1] - good.a21.ptr[c]))
+        .find(|&(_, m)| m >= 2)
+        .expect("a column with two row blocks");
+    let mut unsorted = good.clone();
+    unsorted.a21.row.swap(good.a21.ptr[c], good.a21.ptr[c] + 1);
+    let mut short = good.clone();
+    short.a21.val.pop();
+    let mut out_of_range = good.clone();
+    *out_of_range.a21.row.last_mut().unwrap() = 1000;
+    for bad in [unsorted, short, out_of_range] {
+        assert!(bad.validate().is_err());
+    }
 }

@@ -51,7 +51,7 @@ fn cross_products_match_dense() {
             let kr = order.k(rb);
             for i in 0..kr * kf {
                 let want = d[(block(rb, i % kr), f0 + j * kf + i / kr)];
-                close(a21.val[a21.pat.off[e] + i], want);
+                close(a21.val[a21.pat.off(e) + i], want);
                 seen += want * want;
             }
         }
@@ -73,7 +73,7 @@ fn cross_products_match_dense() {
             let kr = order.k(rb);
             for i in 0..kr * kc {
                 close(
-                    a22.val[a22.pat.off[e] + i],
+                    a22.val[a22.pat.off(e) + i],
                     d[(block(rb, i % kr), block(c, i / kr))],
                 );
             }
