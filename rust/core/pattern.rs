@@ -7,6 +7,8 @@
 //! The plan is immutable and shared by every copy of a workspace (new
 //! responses, new weights).
 
+use std::sync::{Arc, OnceLock};
+
 use super::chol::{FactorKind, SparseCholesky};
 use super::crossprod::BlockPattern;
 use super::error::{CoreError, Result};
@@ -14,11 +16,11 @@ use super::order::BlockOrder;
 
 #[derive(Debug)]
 pub struct Pattern {
-    /// For each rest block, the entries of A21 (and L21) in its block row:
-    /// (first-term level, entry), at `a21t[a21t_ptr[rb]..a21t_ptr[rb + 1]]`;
-    /// 4-byte indices (at 50M rows, 39M crossed pairs: 0.3 GiB saved).
-    pub a21t_ptr: Vec<usize>,
-    pub a21t: Vec<(u32, u32)>,
+    /// A21's pattern, and its transpose by rest block ([`A21t`]), built
+    /// when first read; released when the grouped fill, which does not read
+    /// it, is used (`release_transpose`).
+    a21: Arc<BlockPattern>,
+    a21t: OnceLock<A21t>,
     /// Block pattern of the lower triangle of M22 − L21 L21ᵀ: for rest
     /// column block c, row blocks `m_brow[m_bptr[c]..m_bptr[c+1]]` (the first
     /// is c itself, the others sorted).
@@ -30,16 +32,48 @@ pub struct Pattern {
     pub m_col_ptr: Vec<usize>,
 }
 
+/// The entries of A21 by rest block: for block rb, (first-term level,
+/// entry) at `entries[ptr[rb]..ptr[rb + 1]]`, in 4-byte indices (at 50M rows,
+/// 39M crossed pairs: 0.3 GiB where 8-byte ones took 0.6).
+#[derive(Debug)]
+pub(crate) struct A21t {
+    pub ptr: Vec<usize>,
+    pub entries: Vec<(u32, u32)>,
+}
+
+impl A21t {
+    fn of(a21: &BlockPattern, nb: usize) -> Self {
+        let mut ptr = vec![0usize; nb + 1];
+        for &rb in &a21.row {
+            ptr[rb + 1] += 1;
+        }
+        for i in 0..nb {
+            ptr[i + 1] += ptr[i];
+        }
+        let mut entries = vec![(0u32, 0u32); a21.row.len()];
+        let mut next = ptr.clone();
+        for j in 0..a21.ptr.len() - 1 {
+            for e in a21.ptr[j]..a21.ptr[j + 1] {
+                let rb = a21.row[e];
+                entries[next[rb]] = (j as u32, e as u32);
+                next[rb] += 1;
+            }
+        }
+        Self { ptr, entries }
+    }
+}
+
 impl Pattern {
     /// The plan, and the analysed sparse factor of the rest (None when the
     /// model has a single term).
     pub fn new(
         order: &BlockOrder,
-        a21: &BlockPattern,
+        a21_pat: &Arc<BlockPattern>,
         a22: &BlockPattern,
         kind: FactorKind,
     ) -> Result<(Self, Option<SparseCholesky>)> {
         let nb = order.n_blocks();
+        let a21 = &**a21_pat;
         let (lf, entries) = (a21.ptr.len() - 1, a21.row.len());
         if u32::try_from(lf.max(entries)).is_err() {
             return Err(CoreError::MemoryBudget {
@@ -48,23 +82,8 @@ impl Pattern {
                 budget: u32::MAX as u128,
             });
         }
-        // A21 by rows
-        let mut a21t_ptr = vec![0usize; nb + 1];
-        for &rb in &a21.row {
-            a21t_ptr[rb + 1] += 1;
-        }
-        for i in 0..nb {
-            a21t_ptr[i + 1] += a21t_ptr[i];
-        }
-        let mut a21t = vec![(0u32, 0u32); entries];
-        let mut next = a21t_ptr.clone();
-        for j in 0..a21.ptr.len() - 1 {
-            for e in a21.ptr[j]..a21.ptr[j + 1] {
-                let rb = a21.row[e];
-                a21t[next[rb]] = (j as u32, e as u32);
-                next[rb] += 1;
-            }
-        }
+        let transpose = A21t::of(a21, nb);
+        let (a21t_ptr, a21t) = (&transpose.ptr, &transpose.entries);
 
         // block pattern of the lower triangle of M22 − L21 L21ᵀ
         let mut m_bptr = vec![0usize];
@@ -125,8 +144,8 @@ impl Pattern {
             None
         };
         let plan = Self {
-            a21t_ptr,
-            a21t,
+            a21: Arc::clone(a21_pat),
+            a21t: OnceLock::from(transpose),
             m_bptr,
             m_brow,
             m_col_ptr,
@@ -139,11 +158,25 @@ impl Pattern {
         *self.m_col_ptr.last().unwrap()
     }
 
+    /// A21 by rest block (built again if it was released).
+    pub(crate) fn a21t(&self) -> &A21t {
+        self.a21t
+            .get_or_init(|| A21t::of(&self.a21, self.m_bptr.len() - 1))
+    }
+
+    /// Frees A21's transpose until it is read again: the grouped fill does
+    /// not read it, and a fit from chunks never regroups (its weights are
+    /// fixed), so it stays free there.
+    pub(crate) fn release_transpose(&mut self) {
+        self.a21t.take();
+    }
+
     /// The entries of A21 in the block row of rest block `rb`: (first-term
     /// level, entry).
     #[inline]
     pub fn a21_row(&self, rb: usize) -> impl ExactSizeIterator<Item = (usize, usize)> + '_ {
-        self.a21t[self.a21t_ptr[rb]..self.a21t_ptr[rb + 1]]
+        let t = self.a21t();
+        t.entries[t.ptr[rb]..t.ptr[rb + 1]]
             .iter()
             .map(|&(j, e)| (j as usize, e as usize))
     }

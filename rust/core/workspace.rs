@@ -113,8 +113,11 @@ impl Workspace {
         a: CrossProducts,
         kind: FactorKind,
     ) -> Result<Self> {
-        let (pattern, l22) = Pattern::new(&order, &a.a21().pat, &a.a22().pat, kind)?;
+        let (mut pattern, l22) = Pattern::new(&order, &a.a21().pat, &a.a22().pat, kind)?;
         let factor = BlockedFactor::new(Arc::clone(&order), terms.all_scalar(), &pattern, &a, l22);
+        if factor.schur().class_work() > 0 {
+            pattern.release_transpose(); // the grouped fill does not read it
+        }
         let p1 = a.rows().p() + 1;
         Ok(Self {
             c: Mat::zeros(terms.q(), p1),

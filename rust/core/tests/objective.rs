@@ -207,6 +207,38 @@ fn grouped_schur_fill_with_three_crossed_terms() {
     }
 }
 
+/// A grouped fill frees A21's transpose; the direct fill, switched on
+/// afterwards (as a GLMM's PIRLS does), builds it again and gives the dense
+/// oracle's objective.
+#[test]
+fn the_direct_fill_after_the_grouped_one_rebuilds_what_it_reads() {
+    let n = 900;
+    let mut pr = problem(n, 5);
+    pr.terms = vec![
+        ReTerm {
+            n_levels: 150,
+            k: 1,
+            codes: (0..n).map(|i| ((i * 7 + i / 13) % 150) as u32).collect(),
+            z: vec![1.0; n],
+        },
+        ReTerm {
+            n_levels: 30,
+            k: 1,
+            codes: (0..n).map(|i| ((i * 5 + i / 7) % 30) as u32).collect(),
+            z: vec![1.0; n],
+        },
+    ];
+    let ws = workspace(&pr);
+    assert!(ws.class_work() > 0, "the default groups this design");
+    let mut direct = ws.with_classes(false);
+    assert_eq!(direct.class_work(), 0);
+    for theta in [[0.8, 1.4], [1.3, 0.2]] {
+        let want = dense_objective(&pr, &theta, false);
+        let got = direct.objective(&theta, false).unwrap();
+        assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+    }
+}
+
 /// Two crossed intercepts whose Schur complement is dense (every level of
 /// the first term meets every level of the second): the grouped fill built
 /// by the dense product of each class's columns and by the sparse build give
