@@ -152,3 +152,50 @@ def test_a_dask_dataframe_on_a_local_cluster():
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
     np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
     np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-6)
+
+
+def _same_fit(fit, ref) -> None:
+    """The fit from chunks is the in-memory fit (the issue's tolerances)."""
+    assert fit.nobs == ref.nobs and fit.ngrps == ref.ngrps
+    assert list(fit.fixef.index) == list(ref.fixef.index)
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6, atol=1e-8)
+
+
+FAST_CASES = [c for c in CASES if c not in SLOW_CASES]
+
+
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_reference_cases_from_a_parquet_file(cache, tmp_path, name):
+    case = load_case(name)
+    data = mm.datasets.load(Path(case["dataset"]).stem)
+    path = tmp_path / "data.parquet"
+    _chunks(data, 1, 7)[0].to_parquet(path, index=False, row_group_size=max(1, len(data) // 5))
+    fit = mm.lmer(case["formula"], str(path), reml=case["REML"])
+    _same_fit(fit, cache.fit(name))
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_reference_cases_from_a_dask_dataframe_of_four_partitions(cache, dask_client, name):
+    import dask.dataframe as dd
+
+    case = load_case(name)
+    data = mm.datasets.load(Path(case["dataset"]).stem)
+    ddf = dd.from_pandas(_chunks(data, 1, 11)[0], npartitions=4)
+    assert ddf.npartitions == 4
+    fit = mm.lmer(case["formula"], ddf, reml=case["REML"])
+    _same_fit(fit, cache.fit(name))
