@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,8 @@ from .exceptions import DataError
 from .formula import ParsedFormula
 
 __all__ = ["Plan", "Scan", "Spec", "Transforms", "chunked_model", "merge_sums", "scan_chunk"]
+
+T = TypeVar("T")
 
 
 def _merge_pairwise(stack: list[tuple[int, BlockSums]], sums: BlockSums) -> None:
@@ -238,8 +241,10 @@ def chunked_model(
     spec = Spec.of(formula, weights, offset)
     scan = Scan()
     passes = ("levels (pass 1 of 2)", "cross-products (pass 2 of 2)")
-    for chunk in tracked(source.chunks(spec.columns), passes[0], source.rows, progress):
-        scan = scan.merge(scan_chunk(spec, chunk))
+    chunks = tracked(source.chunks(spec.columns), passes[0], source.rows, progress)
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        for part in _in_order(pool, lambda c: scan_chunk(spec, c), chunks, _WORKERS):
+            scan = scan.merge(part)
     plan = Plan.of(spec, scan, source.description)
     chunks = tracked(source.chunks(spec.columns), passes[1], source.rows, progress)
     total, tf = _summed(plan, chunks, _WORKERS)
@@ -258,7 +263,7 @@ def _summed(
     The first chunk with rows decides the centring and scaling; the others are
     formed by ``workers`` threads, at most that many chunks in flight, and
     merged pairwise in the order they were read (so the rounding does not
-    depend on the threads).
+    depend on the threads). Pass 1 scans the chunks the same way.
     """
     stack: list[tuple[int, BlockSums]] = []
     tf: Transforms | None = None
@@ -270,22 +275,29 @@ def _summed(
     if tf is None:
         raise DataError("no complete rows in the chunks")  # the first pass found some
     with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[BlockSums | None]] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(plan.sums, chunk, tf))
-            if len(pending) >= workers:
-                _push(stack, pending.popleft().result())
-        while pending:
-            _push(stack, pending.popleft().result())
+        for sums in _in_order(pool, lambda c: plan.sums(c, tf), chunks, workers):
+            if sums is not None:
+                _merge_pairwise(stack, sums)
     total = stack.pop()[1]
     while stack:
         total = stack.pop()[1].merge(total)
     return total, tf
 
 
-def _push(stack: list[tuple[int, BlockSums]], sums: BlockSums | None) -> None:
-    if sums is not None:
-        _merge_pairwise(stack, sums)
+def _in_order(
+    pool: ThreadPoolExecutor,
+    fn: Callable[[pd.DataFrame], T],
+    chunks: Iterable[pd.DataFrame],
+    n: int,
+) -> Iterator[T]:
+    """Yield ``fn`` of each chunk in the chunks' order, at most ``n`` chunks in flight."""
+    pending: deque[Future[T]] = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(fn, chunk))
+        if len(pending) >= n:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _some(sums: BlockSums | None) -> BlockSums:
