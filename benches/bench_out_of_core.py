@@ -92,7 +92,7 @@ def child(kind: str, path: str, workers: int) -> None:
 
         with (
             LocalCluster(
-                n_workers=workers, threads_per_worker=1, dashboard_address=None
+                n_workers=workers, threads_per_worker=1, dashboard_address=":0"
             ) as cluster,
             Client(cluster),
         ):

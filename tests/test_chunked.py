@@ -133,27 +133,6 @@ def test_whole_data_transforms_are_refused():
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
 
 
-def test_a_dask_dataframe_on_a_local_cluster():
-    import dask.dataframe as dd
-    from distributed import Client, LocalCluster
-
-    d = mm.datasets.load("star_k_sample")
-    f = "read ~ cltype + sx + (sx | sch/tch)"
-    ref = mm.lmer(f, d)
-    ddf = dd.from_pandas(d.sample(frac=1.0, random_state=3), npartitions=4)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster),
-    ):
-        fit = mm.lmer(f, ddf)
-    assert fit.nobs == ref.nobs and fit.ngrps == ref.ngrps
-    assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
-    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
-    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-6)
-
-
 def _same_fit(fit, ref) -> None:
     """The fit from chunks is the in-memory fit (the issue's tolerances)."""
     assert fit.nobs == ref.nobs and fit.ngrps == ref.ngrps
@@ -182,7 +161,7 @@ def dask_client():
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
