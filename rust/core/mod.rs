@@ -65,7 +65,8 @@
 //! - `order`: [`BlockOrder`]: the first term, the rest's block order, and the
 //!   one map between L's order and lme4's.
 //! - `crossprod`: [`RowData`] (X, y, weights, offset) and [`CrossProducts`]
-//!   (A), recomputed for new weights or a new response in the same patterns.
+//!   (A), recomputed for new weights or a new response in the same patterns;
+//!   `cross_blocks` forms its off-diagonal blocks.
 //! - `chunks`: [`BlockSums`]: A summed chunk by chunk (data larger than
 //!   memory), partial sums merged with their block patterns united.
 //! - `pattern`: [`Pattern`]: the symbolic plan (the pattern of M22 − L21L21ᵀ
@@ -100,6 +101,7 @@
 pub mod chol;
 pub mod chunks;
 mod class_terms;
+mod cross_blocks;
 pub mod crossprod;
 pub mod error;
 pub mod factor;
