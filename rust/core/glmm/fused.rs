@@ -27,6 +27,10 @@ use crate::core::workspace::Workspace;
 /// Rows per chunk of the parallel pass, and the most chunks.
 const CHUNK_ROWS: usize = 1 << 16;
 const MAX_CHUNKS: usize = 16;
+/// Fewer rows than `CHUNK_ROWS` still make two chunks from this many per
+/// chunk: a row costs tens of nanoseconds (an exponential, a logarithm,
+/// the products), a chunk's sums a nanosecond per entry to clear and add.
+const PAIR_ROWS: usize = 1 << 11;
 
 /// One scalar term: its index and its first random effect (lme4's order).
 #[derive(Clone, Copy)]
@@ -120,9 +124,16 @@ impl ScalarRows {
         let cp = ws.cross_products();
         let (n, p, q) = (ws.n(), ws.p(), ws.q());
         let size = cp.a11().len() + cp.a22d().len() + cp.a21().val.len() + (p + 1) * (q + p + 1);
-        // chunks of at least CHUNK_ROWS rows, each at least 4 times its sums' size
+        // chunks of at least CHUNK_ROWS rows, each at least 4 times its sums'
+        // size; or two of at least PAIR_ROWS rows, each at least a quarter of it
+        let pair = if n >= 2 * PAIR_ROWS && 8 * n >= size {
+            2
+        } else {
+            1
+        };
         let chunks = (n / CHUNK_ROWS)
             .min(n / (4 * size).max(1))
+            .max(pair)
             .clamp(1, MAX_CHUNKS);
         let sums = Sums {
             a11: vec![0.0; cp.a11().len()],

@@ -11,17 +11,21 @@
 //! order and cancels in the difference, whose error stays O(δ²), as the
 //! difference's own. One pass over the rows and one factorization per point.
 //!
-//! The points are independent of one another: on a model small enough for a
-//! single chunk of rows they run on copies of the model, spread over the
-//! threads (the result does not depend on how many), and the model itself is
-//! left as it was; on larger models (whose passes are parallel already)
-//! they run in turn on the model, which is then evaluated again at x.
+//! The points are independent of one another: on a model of fewer than
+//! `COPY_ROWS` rows they run on copies of the model, spread over the threads
+//! (the result does not depend on how many), and the model itself is left
+//! as it was; on larger models (whose passes are parallel already, and
+//! whose copies would be large) they run in turn on the model, which is then
+//! evaluated again at x.
 
 use rayon::prelude::*;
 
 use super::fused::EtaFrom;
 use super::Glmm;
 use crate::core::error::{check_finite, check_len, Result};
+
+/// Models with fewer rows run the Hessian's points on copies of themselves.
+const COPY_ROWS: usize = 1 << 16;
 
 /// The Hessian and the work it took: evaluations (points) and PIRLS
 /// iterations (factorizations).
@@ -99,7 +103,7 @@ impl Glmm {
             let u: Vec<f64> = u0.iter().zip(col).map(|(a, d)| a + s * d).collect();
             g.gradient_at_start(&xk[..nt], &xk[nt..], &u)
         };
-        let small = self.scalar.as_ref().is_some_and(|sr| sr.bounds.len() == 2);
+        let small = self.scalar.is_some() && self.n() < COPY_ROWS;
         let mut iterations = 2 * m + first.iterations;
         let grads: Vec<Vec<f64>> = if small {
             // copies of the model, one per group of points
