@@ -269,7 +269,7 @@ impl Rows<'_> {
         K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
     {
         let with_x = P != 0;
-        let p = if P == ANY_P { self.p } else { P };
+        let p = if P == ANY_P || !with_x { self.p } else { P };
         let p1 = p + 1;
         s.a11.fill(0.0);
         s.a22d.fill(0.0);
