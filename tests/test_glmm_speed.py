@@ -150,3 +150,32 @@ def test_one_step_hessian_is_the_converged_gradients_hessian(name):
     got = model.gradient_hessian(fit.theta, fit.beta)
     want = gradient_hessian(lambda v: model.state.laplace_grad(v[:nt], v[nt:])[1], x)
     assert np.max(np.abs(got - want)) <= 1e-6 * np.max(np.abs(want))
+
+
+def test_two_chunk_pass_and_hessian_copies_do_not_depend_on_the_number_of_threads():
+    # VerbAgg (7,584 rows): two row chunks, and the Hessian's points on copies of the model
+    code = """
+import json, numpy as np, pandas as pd, mixedmodels as mm
+from pathlib import Path
+ref = json.loads(Path(REF, "verbagg_crossed_binomial.json").read_text())
+data = pd.read_csv(Path(REF, "data", Path(ref["dataset"]).name))
+for col, levels in ref["factor_levels"].items():
+    data[col] = pd.Categorical(data[col].astype(str), categories=levels)
+m = mm.GeneralizedLinearMixedModel.from_formula(ref["formula"], data, family="binomial")
+theta, beta = np.array([1.3, 0.5]), np.array(list(ref["beta"].values()))
+v, g = m.value_gradient(np.concatenate([theta, beta]))
+h = m.gradient_hessian(theta, beta)
+print(repr(v), repr(list(g)), repr(h.tolist()))
+"""
+    outs = set()
+    for threads in ("1", "2"):
+        env = dict(os.environ, RAYON_NUM_THREADS=threads)
+        out = subprocess.run(
+            [sys.executable, "-c", f"REF = {str(REF)!r}\n" + code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outs.add(out.stdout.strip())
+    assert len(outs) == 1, outs

@@ -455,10 +455,19 @@ class GlmmState:
         run, grad = self._ws.laplace_beta_grad(_f64(theta))
         return self._count(PirlsRun(*run)), np.asarray(grad)
 
-    def gradient_one_step(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray) -> np.ndarray:
-        """Return the gradient in (θ, β) after one PIRLS step on u from u0 (one iteration)."""
-        self._count(PirlsRun(0.0, 0.0, 0.0, 0.0, 1, 0))
-        return np.asarray(self._ws.gradient_one_step(_f64(theta), _f64(beta), _f64(u0)))
+    def hessian(self, theta: np.ndarray, beta: np.ndarray, delta: float) -> np.ndarray | None:
+        """Return the Hessian in (θ, β) at (θ, β) from the core's gradients (None: not available).
+
+        Central differences with step ``delta`` (the core's ``hessian.rs``: scalar terms,
+        canonical links); the workspace is left at (θ, β).
+        """
+        out = self._ws.hessian(_f64(theta), _f64(beta), delta)
+        if out is None:
+            return None
+        hessian, evaluations, iterations = out
+        self.evaluations += evaluations
+        self.pirls_iterations += iterations
+        return np.asarray(hessian)
 
     def modes(self) -> np.ndarray:
         """Return the last run's modes u."""

@@ -42,6 +42,9 @@ from .optimize import Control, OptSummary, check_start, optimize_theta
 
 __all__ = ["GeneralizedLinearMixedModel", "finite_difference_hessian", "glmer"]
 
+_HESSIAN_STEP = 1e-4
+"""Step of the central differences of the vcov Hessian (lme4's ``deriv12``'s)."""
+
 
 class GeneralizedLinearMixedModel(DesignAttributes):
     """A generalized linear mixed model, ready to evaluate its objective and to be fitted.
@@ -303,30 +306,25 @@ class GeneralizedLinearMixedModel(DesignAttributes):
     def gradient_hessian(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """Return the Hessian of the objective at (θ, β) (the optimum) from the exact gradient.
 
-        Central differences of the gradient (`_glmm_fit.gradient_hessian`). Where the core has
-        the modes' derivative (scalar terms, canonical links: ``mode_jacobian``), the gradient
-        at x + s eᵢ is the one after a single PIRLS step from û + s ∂û/∂xᵢ, whose error is
-        even in s to leading order and cancels in the difference (``gradient_one_step``);
-        else PIRLS converges at each point from û at x + δeᵢ and from 2û − u(x + δeᵢ) at
-        x − δeᵢ. The workspace is left at (θ, β).
+        Central differences of the gradient (`_glmm_fit.gradient_hessian`, step 1e-4 as lme4's
+        ``deriv12``). Where the core has the modes' derivative (scalar terms, canonical links),
+        it computes them all in one call (``GlmmState.hessian``): the gradient at x ± δeᵢ taken
+        at the start û ± δ ∂û/∂xᵢ, without PIRLS, whose error is even in δ to leading order and
+        cancels in the difference; else PIRLS converges at each point from û at x + δeᵢ and
+        from 2û − u(x + δeᵢ) at x − δeᵢ. The workspace is left at (θ, β).
         """
-        nt, x = self.n_theta, np.concatenate([theta, beta])
+        hessian = self.state.hessian(theta, beta, _HESSIAN_STEP)
+        if hessian is not None:
+            return hessian
+        x = np.concatenate([theta, beta])
         u0 = self.state.modes()
-        jac = self.state.mode_jacobian()
-        at = [u0]
 
         def start(i: int, s: float) -> None:
-            if jac is not None:
-                at[0] = u0 + s * jac[:, i]
-            else:
-                self.state.set_modes(u0 if s > 0 else 2 * u0 - self.state.modes())
+            self.state.set_modes(u0 if s > 0 else 2 * u0 - self.state.modes())
 
-        def grad(v: np.ndarray) -> np.ndarray:
-            if jac is not None:
-                return self.state.gradient_one_step(v[:nt], v[nt:], at[0])
-            return self.value_gradient(v)[1]
-
-        hessian = gradient_hessian(grad, x, start=start)
+        hessian = gradient_hessian(
+            lambda v: self.value_gradient(v)[1], x, delta=_HESSIAN_STEP, start=start
+        )
         self.state.set_modes(u0)
         self.state.laplace(theta, beta)
         return hessian

@@ -52,12 +52,14 @@ mod fused;
 mod grad;
 mod grad_scalar;
 mod helpers;
+mod hessian;
 mod minv;
 mod pirls_scalar;
 mod predict;
 
 use fused::ScalarRows;
 use helpers::Memo;
+pub use hessian::Hessian;
 
 /// What one PIRLS run found.
 #[derive(Clone, Debug, Default)]

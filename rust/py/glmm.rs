@@ -229,23 +229,30 @@ impl PyGlmm {
         .transpose()
     }
 
-    /// The gradient in (θ, β) after one PIRLS step on u from u0 (the
-    /// Hessian's points; see the core's `gradient_one_step`).
-    fn gradient_one_step<'py>(
+    /// The Hessian of the objective in (θ, β) at (θ, β), by central
+    /// differences of the gradient with step delta (see the core's
+    /// `hessian.rs`): (hessian, evaluations, PIRLS iterations); None unless
+    /// the terms are scalar and the link canonical. The workspace is left
+    /// at (θ, β).
+    fn hessian<'py>(
         &mut self,
         py: Python<'py>,
         theta: PyReadonlyArray1<'_, f64>,
         beta: PyReadonlyArray1<'_, f64>,
-        u0: PyReadonlyArray1<'_, f64>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let (th, b, u) = (
-            convert::vec1(&theta),
-            convert::vec1(&beta),
-            convert::vec1(&u0),
-        );
+        delta: f64,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, usize, usize)>> {
+        let (th, b) = (convert::vec1(&theta), convert::vec1(&beta));
+        let m = th.len() + b.len();
         let g = &mut self.inner;
-        let grad = run(py, move || g.gradient_one_step(&th, &b, &u))?;
-        Ok(convert::array1(py, grad))
+        let out = run(py, move || g.hessian(&th, &b, delta))?;
+        out.map(|h| {
+            Ok((
+                convert::array2(py, h.values, m, m)?,
+                h.evaluations,
+                h.iterations,
+            ))
+        })
+        .transpose()
     }
 
     /// The last evaluation's modes u.

@@ -27,6 +27,10 @@ use crate::core::workspace::Workspace;
 /// Rows per chunk of the parallel pass, and the most chunks.
 const CHUNK_ROWS: usize = 1 << 16;
 const MAX_CHUNKS: usize = 16;
+/// Fewer rows than `CHUNK_ROWS` still make two chunks from this many per
+/// chunk: a row costs tens of nanoseconds (an exponential, a logarithm,
+/// the products), a chunk's sums a nanosecond per entry to clear and add.
+const PAIR_ROWS: usize = 1 << 11;
 
 /// One scalar term: its index and its first random effect (lme4's order).
 #[derive(Clone, Copy)]
@@ -64,7 +68,9 @@ struct Sums {
     a11: Vec<f64>,
     a22d: Vec<f64>,
     a21: Vec<f64>,
-    ztxy: Vec<f64>,
+    /// Z̃ᵀỹ (q), and Z̃ᵀX̃ level by level (q x p, row-major: p values per level).
+    zty: Vec<f64>,
+    zx: Vec<f64>,
     xx: Vec<f64>,
     dev: f64,
     bad: Option<(usize, f64, f64)>,
@@ -118,15 +124,23 @@ impl ScalarRows {
         let cp = ws.cross_products();
         let (n, p, q) = (ws.n(), ws.p(), ws.q());
         let size = cp.a11().len() + cp.a22d().len() + cp.a21().val.len() + (p + 1) * (q + p + 1);
-        // chunks of at least CHUNK_ROWS rows, each at least 4 times its sums' size
+        // chunks of at least CHUNK_ROWS rows, each at least 4 times its sums'
+        // size; or two of at least PAIR_ROWS rows, each at least a quarter of it
+        let pair = if n >= 2 * PAIR_ROWS && 8 * n >= size {
+            2
+        } else {
+            1
+        };
         let chunks = (n / CHUNK_ROWS)
             .min(n / (4 * size).max(1))
+            .max(pair)
             .clamp(1, MAX_CHUNKS);
         let sums = Sums {
             a11: vec![0.0; cp.a11().len()],
             a22d: vec![0.0; cp.a22d().len()],
             a21: vec![0.0; cp.a21().val.len()],
-            ztxy: vec![0.0; (p + 1) * q],
+            zty: vec![0.0; q],
+            zx: vec![0.0; q * p],
             xx: vec![0.0; (p + 1) * (p + 1)],
             dev: 0.0,
             bad: None,
@@ -166,10 +180,7 @@ pub(super) enum EtaFrom<'a> {
 
 /// What a pass reads.
 struct Rows<'a> {
-    n: usize,
     p: usize,
-    q: usize,
-    x: &'a [f64],
     xrow: &'a [f64],
     y: &'a [f64],
     prior: &'a [f64],
@@ -186,15 +197,19 @@ impl Rows<'_> {
     /// η of row i.
     #[inline(always)]
     fn eta(&self, i: usize, from: EtaFrom) -> f64 {
+        self.eta_p::<ANY_P>(i, from)
+    }
+
+    /// η of row i, X with P columns (`ANY_P`: the model's p; 0: Xβ formed).
+    #[inline(always)]
+    fn eta_p<const P: usize>(&self, i: usize, from: EtaFrom) -> f64 {
         match from {
             EtaFrom::Given(e) => e[i],
             EtaFrom::Modes { beta, u, with_beta } => {
                 let mut e = if with_beta {
-                    let mut s = 0.0;
-                    for (j, &bj) in beta.iter().enumerate() {
-                        s += self.xrow[i * self.p + j] * bj;
-                    }
-                    s
+                    let p = if P == ANY_P { self.p } else { P };
+                    let xi = &self.xrow[i * p..(i + 1) * p];
+                    xi.iter().zip(&beta[..p]).map(|(a, b)| a * b).sum()
                 } else {
                     self.xb[i]
                 };
@@ -215,7 +230,6 @@ impl Rows<'_> {
     where
         K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
     {
-        let (n, p, q) = (self.n, self.p, self.q);
         let with_x = !matches!(
             from,
             EtaFrom::Modes {
@@ -223,24 +237,56 @@ impl Rows<'_> {
                 ..
             }
         );
+        if !with_x {
+            return self.pass_cols::<0, K>(from, r0, r1, s, mu, row);
+        }
+        // X's columns as a constant: the products unrolled
+        match self.p {
+            1 => self.pass_cols::<1, K>(from, r0, r1, s, mu, row),
+            2 => self.pass_cols::<2, K>(from, r0, r1, s, mu, row),
+            3 => self.pass_cols::<3, K>(from, r0, r1, s, mu, row),
+            4 => self.pass_cols::<4, K>(from, r0, r1, s, mu, row),
+            5 => self.pass_cols::<5, K>(from, r0, r1, s, mu, row),
+            6 => self.pass_cols::<6, K>(from, r0, r1, s, mu, row),
+            7 => self.pass_cols::<7, K>(from, r0, r1, s, mu, row),
+            8 => self.pass_cols::<8, K>(from, r0, r1, s, mu, row),
+            _ => self.pass_cols::<ANY_P, K>(from, r0, r1, s, mu, row),
+        }
+    }
+
+    /// `pass` with P columns of X in the sums (0: none, PIRLS on u;
+    /// `ANY_P`: the model's p).
+    #[inline(always)]
+    fn pass_cols<const P: usize, K>(
+        &self,
+        from: EtaFrom,
+        r0: usize,
+        r1: usize,
+        s: &mut Sums,
+        mu: &mut [f64],
+        row: &K,
+    ) where
+        K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
+    {
+        let with_x = P != 0;
+        let p = if P == ANY_P || !with_x { self.p } else { P };
+        let p1 = p + 1;
         s.a11.fill(0.0);
         s.a22d.fill(0.0);
         s.a21.fill(0.0);
-        let resp = p * q;
+        s.zty.fill(0.0);
+        s.xx.fill(0.0);
         if with_x {
-            s.ztxy.fill(0.0);
-            s.xx.fill(0.0);
-        } else {
-            s.ztxy[resp..].fill(0.0);
+            s.zx.fill(0.0);
         }
         let (mut dev, mut zz) = (0.0, 0.0);
         s.bad = None;
-        let p1 = p + 1;
-        // [X ỹ]ᵀW[X ỹ] in a local array (p < 16): no aliasing with the sums
+        // [X ỹ]ᵀW[X ỹ] (whole squares) in a local array when X has fewer than 16 columns
+        let local = p1 <= 16;
         let (mut xr, mut xl) = ([0.0; 16], [0.0; 256]);
         let (f, other) = (&self.first, self.other.as_ref());
         for i in r0..r1 {
-            let e = self.eta(i, from);
+            let e = self.eta_p::<P>(i, from);
             let (w, r, d, m) = row(e, self.y[i], self.prior[i]);
             dev += d;
             if let Some(slot) = mu.get_mut(i - r0) {
@@ -254,65 +300,70 @@ impl Rows<'_> {
                 s.bad.get_or_insert((i, w, e));
                 continue;
             }
-            let (c1, z1) = (f.codes[i] as usize, f.z[i]);
+            let (c1, z1) = (f.offset + f.codes[i] as usize, f.z[i]);
             let wz1 = w * z1;
-            s.a11[c1] += wz1 * z1;
-            s.ztxy[resp + f.offset + c1] += wz1 * z;
+            s.a11[c1 - f.offset] += wz1 * z1;
+            s.zty[c1] += wz1 * z;
             let second = other.map(|o| {
-                let (c2, z2) = (o.codes[i] as usize, o.z[i]);
+                let (c2, z2) = (o.offset + o.codes[i] as usize, o.z[i]);
                 let wz2 = w * z2;
-                s.a22d[c2] += wz2 * z2;
+                s.a22d[c2 - o.offset] += wz2 * z2;
                 s.a21[self.sr.slots[i]] += wz1 * z2;
-                s.ztxy[resp + o.offset + c2] += wz2 * z;
-                (o.offset + c2, wz2)
+                s.zty[c2] += wz2 * z;
+                (c2, wz2)
             });
-            if with_x {
-                let c1 = f.offset + c1;
-                if p < 16 {
-                    for j in 0..p {
-                        let xj = self.xrow[i * p + j];
-                        s.ztxy[j * q + c1] += wz1 * xj;
-                        if let Some((c2, wz2)) = second {
-                            s.ztxy[j * q + c2] += wz2 * xj;
-                        }
-                        xr[j] = xj;
-                    }
-                    xr[p] = z;
-                    for k in 0..p1 {
-                        let wx = w * xr[k];
-                        for j in 0..=k {
-                            xl[j + k * p1] += wx * xr[j];
-                        }
-                    }
-                } else {
-                    let xv = |j: usize| if j == p { z } else { self.x[j * n + i] };
-                    for j in 0..p {
-                        let xj = xv(j);
-                        s.ztxy[j * q + c1] += wz1 * xj;
-                        if let Some((c2, wz2)) = second {
-                            s.ztxy[j * q + c2] += wz2 * xj;
-                        }
-                    }
-                    for k in 0..p1 {
-                        let wx = w * xv(k);
-                        for j in 0..=k {
-                            s.xx[j + k * p1] += wx * xv(j);
-                        }
+            if !with_x {
+                zz += w * z * z;
+                continue;
+            }
+            // Z̃ᵀX̃ level by level (p in a row), [X̃ ỹ]ᵀ[X̃ ỹ]
+            let xi = &self.xrow[i * p..(i + 1) * p];
+            let zx1 = &mut s.zx[c1 * p..(c1 + 1) * p];
+            for (a, &xj) in zx1.iter_mut().zip(xi) {
+                *a += wz1 * xj;
+            }
+            if let Some((c2, wz2)) = second {
+                let zx2 = &mut s.zx[c2 * p..(c2 + 1) * p];
+                for (a, &xj) in zx2.iter_mut().zip(xi) {
+                    *a += wz2 * xj;
+                }
+            }
+            if local {
+                xr[..p].copy_from_slice(xi);
+                xr[p] = z;
+                for k in 0..p1 {
+                    let wx = w * xr[k];
+                    let dst = &mut xl[k * 16..k * 16 + p1];
+                    for (a, &xj) in dst.iter_mut().zip(&xr[..p1]) {
+                        *a += wx * xj;
                     }
                 }
             } else {
-                zz += w * z * z;
+                let xv = |j: usize| if j == p { z } else { xi[j] };
+                for k in 0..p1 {
+                    let wx = w * xv(k);
+                    for j in 0..=k {
+                        s.xx[j + k * p1] += wx * xv(j);
+                    }
+                }
             }
         }
         s.dev = dev;
-        if with_x && p < 16 {
-            s.xx.iter_mut().zip(&xl).for_each(|(a, b)| *a += b);
+        if with_x && local {
+            for k in 0..p1 {
+                for j in 0..=k {
+                    s.xx[j + k * p1] = xl[k * 16 + j];
+                }
+            }
         }
         if !with_x {
             s.xx[p + p * p1] = zz;
         }
     }
 }
+
+/// `Rows::pass_cols`'s P for any number of X's columns.
+const ANY_P: usize = usize::MAX;
 
 /// Runs the pass over every chunk (in parallel when there are several).
 /// (with μ stored in `mu` per row unless it is empty).
@@ -381,10 +432,7 @@ impl Glmm {
     /// What a pass over the rows of `sr` reads.
     fn pass_rows<'a>(&'a self, sr: &'a ScalarRows) -> Rows<'a> {
         Rows {
-            n: self.n(),
             p: self.p(),
-            q: self.q(),
-            x: self.ws.rows().x(),
             xrow: &sr.xrow,
             y: &self.y,
             prior: &self.prior,
@@ -429,7 +477,6 @@ impl Glmm {
         }
         let (p, q) = (self.p(), self.q());
         let blocks = self.ws.cross_products_mut().blocks_mut();
-        let resp = if with_x { 0 } else { p * q };
         let add = |dst: &mut [f64], pick: &dyn Fn(&Sums) -> &[f64]| {
             dst.copy_from_slice(pick(&sr.sums[0]));
             for s in &sr.sums[1..] {
@@ -439,7 +486,16 @@ impl Glmm {
         add(blocks.a11, &|s| &s.a11);
         add(blocks.a22d, &|s| &s.a22d);
         add(blocks.a21, &|s| &s.a21);
-        add(&mut blocks.ztxy[resp..], &|s| &s.ztxy[resp..]);
+        add(&mut blocks.ztxy[p * q..], &|s| &s.zty);
+        if with_x {
+            // Z̃ᵀX̃ from the chunks' level-by-level sums (A's layout: column by column)
+            for j in 0..p {
+                let col = &mut blocks.ztxy[j * q..(j + 1) * q];
+                for (c, v) in col.iter_mut().enumerate() {
+                    *v = sr.sums.iter().map(|s| s.zx[c * p + j]).sum();
+                }
+            }
+        }
         let p1 = p + 1;
         let xx = |j: usize, k: usize| sr.sums.iter().map(|s| s.xx[j + k * p1]).sum::<f64>();
         for k in 0..p1 {

@@ -20,9 +20,8 @@
 
 use faer::MatMut;
 
-use super::fused::EtaFrom;
 use super::Glmm;
-use crate::core::error::{check_finite, check_len, Result};
+use crate::core::error::Result;
 
 /// The largest relative change of a θ element that is predicted.
 const MAX_CHANGE: f64 = 1.0;
@@ -132,69 +131,5 @@ impl Glmm {
             *d = 2.0 * *d - vl;
         }
         Ok(Some(jac))
-    }
-}
-
-impl Glmm {
-    /// The gradient in (θ, β) after one PIRLS step on u from `u0` (β
-    /// given), with M at the working weights of `u0`: for the Hessian's
-    /// points, whose starts û ± δ ∂û/∂xᵢ are off by ½δ²∂²û/∂xᵢ² + O(δ³).
-    /// The step leaves u off by O(δ⁴); M (and so the gradient) is off by
-    /// that start error to first order, an error even in δ to leading
-    /// order, which the central difference cancels: its error stays O(δ²),
-    /// as the difference's own. One factorization per point instead of two.
-    pub fn gradient_one_step(
-        &mut self,
-        theta: &[f64],
-        beta: &[f64],
-        u0: &[f64],
-    ) -> Result<Vec<f64>> {
-        check_len("beta", beta.len(), self.p())?;
-        check_finite("beta", beta)?;
-        self.set_modes(u0)?;
-        self.ws.terms().set_templates(theta, &mut self.templates)?;
-        self.theta = theta.to_vec();
-        self.fast = false;
-        self.have_beta = false;
-        self.beta.copy_from_slice(beta);
-        let mut xb = std::mem::take(&mut self.xb);
-        self.x_mul(beta, &mut xb);
-        self.xb = xb;
-        match self.fused_one_step(theta) {
-            Some(done) => done?,
-            None => {
-                let eta = self.linear_predictor(beta, u0, false);
-                self.working_step(theta, &eta, false)?;
-                self.u = self.ws.u_of_response();
-                let u = self.u.clone();
-                self.eta = self.linear_predictor(beta, &u, false);
-            }
-        }
-        self.gradient()
-    }
-
-    /// One PIRLS step on u from `self.u` at θ (β given, Xβ formed): A at
-    /// the working weights there, refactored, u the PLS solution and η at
-    /// it. None unless the model's terms are scalar.
-    pub(super) fn fused_one_step(&mut self, theta: &[f64]) -> Option<Result<()>> {
-        let mut sr = self.scalar.take()?;
-        let (beta, u0) = (self.beta.clone(), self.u.clone());
-        let from = EtaFrom::Modes {
-            beta: &beta,
-            u: &u0,
-            with_beta: false,
-        };
-        self.fused_pass(&mut sr, from);
-        let done = self.fused_commit(&sr, theta, false).map(|_| {
-            self.u = self.ws.u_of_response();
-            let u = self.u.clone();
-            // η and μ at the new modes (the gradient's rows need no more)
-            let mut mu = std::mem::take(&mut sr.mu);
-            self.fused_set_eta(&sr, (&beta, &u), false, &mut mu);
-            sr.mu_at_modes = !mu.is_empty();
-            sr.mu = mu;
-        });
-        self.scalar = Some(sr);
-        Some(done)
     }
 }

@@ -1,0 +1,155 @@
+//! The Hessian of the Laplace objective in (θ, β) at an optimum (lme4's,
+//! for `vcov`), by central differences of the exact gradient (scalar terms,
+//! canonical links).
+//!
+//! Column i is (g(x + δeᵢ) − g(x − δeᵢ))/2δ. At x ± δeᵢ the modes are not
+//! found by PIRLS: the gradient is taken at the start û ± δ ∂û/∂xᵢ
+//! ([`Glmm::mode_jacobian`]) as if it were the modes, A at its working
+//! weights and refactored. The start is off the modes by
+//! ½δ² ∂²û/∂xᵢ² + O(δ³), the same on both sides to leading order, and the
+//! gradient is a smooth function of it: its error is even in δ to leading
+//! order and cancels in the difference, whose error stays O(δ²), as the
+//! difference's own. One pass over the rows and one factorization per point.
+//!
+//! The points are independent of one another: on a model of fewer than
+//! `COPY_ROWS` rows they run on copies of the model, spread over the threads
+//! (the result does not depend on how many), and the model itself is left
+//! as it was; on larger models (whose passes are parallel already, and
+//! whose copies would be large) they run in turn on the model, which is then
+//! evaluated again at x.
+
+use rayon::prelude::*;
+
+use super::fused::EtaFrom;
+use super::Glmm;
+use crate::core::error::{check_finite, check_len, Result};
+
+/// Models with fewer rows run the Hessian's points on copies of themselves.
+const COPY_ROWS: usize = 1 << 16;
+
+/// The Hessian and the work it took: evaluations (points) and PIRLS
+/// iterations (factorizations).
+pub struct Hessian {
+    /// m x m, column-major (symmetric), m = n_θ + p.
+    pub values: Vec<f64>,
+    pub evaluations: usize,
+    pub iterations: usize,
+}
+
+impl Glmm {
+    /// The gradient in (θ, β) with `u0` taken for the modes (β given): A at
+    /// the working weights at `u0`, refactored (see the module's notes).
+    pub fn gradient_at_start(
+        &mut self,
+        theta: &[f64],
+        beta: &[f64],
+        u0: &[f64],
+    ) -> Result<Vec<f64>> {
+        check_len("beta", beta.len(), self.p())?;
+        check_finite("beta", beta)?;
+        self.set_modes(u0)?;
+        self.ws.terms().set_templates(theta, &mut self.templates)?;
+        self.theta = theta.to_vec();
+        self.fast = false;
+        self.have_beta = false;
+        self.beta.copy_from_slice(beta);
+        let mut xb = std::mem::take(&mut self.xb);
+        self.x_mul(beta, &mut xb);
+        self.xb = xb;
+        match self.scalar.take() {
+            Some(mut sr) => {
+                let from = EtaFrom::Modes {
+                    beta,
+                    u: u0,
+                    with_beta: false,
+                };
+                // μ at u0 into sr.mu (kept for canonical links): the gradient's rows
+                self.fused_pass(&mut sr, from);
+                let done = self.fused_commit(&sr, theta, false);
+                sr.mu_at_modes = !sr.mu.is_empty();
+                if done.is_ok() {
+                    self.fused_set_eta(&sr, (beta, u0), false, &mut []);
+                }
+                self.scalar = Some(sr);
+                done?;
+            }
+            None => {
+                let eta = self.linear_predictor(beta, u0, false);
+                self.working_step(theta, &eta, false)?;
+                self.eta = eta;
+            }
+        }
+        self.gradient()
+    }
+
+    /// The Hessian of the Laplace objective at (θ, β) with step δ (see the
+    /// module's notes); None unless [`mode_jacobian`](Self::mode_jacobian)
+    /// is available. The model is evaluated at (θ, β) first (nothing to do
+    /// when it was the last evaluation) and is left there.
+    pub fn hessian(&mut self, theta: &[f64], beta: &[f64], delta: f64) -> Result<Option<Hessian>> {
+        let first = self.laplace(theta, beta)?;
+        let Some(jac) = self.mode_jacobian()? else {
+            return Ok(None);
+        };
+        let (nt, q) = (theta.len(), self.q());
+        let m = nt + beta.len();
+        let u0 = self.u.clone();
+        let x: Vec<f64> = theta.iter().chain(beta).copied().collect();
+        let point = |g: &mut Glmm, k: usize| -> Result<Vec<f64>> {
+            let (i, s) = (k / 2, if k % 2 == 0 { delta } else { -delta });
+            let mut xk = x.clone();
+            xk[i] += s;
+            let col = &jac[i * q..(i + 1) * q];
+            let u: Vec<f64> = u0.iter().zip(col).map(|(a, d)| a + s * d).collect();
+            g.gradient_at_start(&xk[..nt], &xk[nt..], &u)
+        };
+        let small = self.scalar.is_some() && self.n() < COPY_ROWS;
+        let mut iterations = 2 * m + first.iterations;
+        let grads: Vec<Vec<f64>> = if small {
+            // copies of the model, one per group of points
+            let groups = rayon::current_num_threads().clamp(1, 2 * m);
+            let proto: &Glmm = self;
+            let parts: Vec<Result<Vec<Vec<f64>>>> = (0..groups)
+                .into_par_iter()
+                .map(|gi| {
+                    let mut g = proto.clone();
+                    (gi * 2 * m / groups..(gi + 1) * 2 * m / groups)
+                        .map(|k| point(&mut g, k))
+                        .collect()
+                })
+                .collect();
+            let mut all = Vec::with_capacity(2 * m);
+            for part in parts {
+                all.extend(part?);
+            }
+            all
+        } else {
+            let all = (0..2 * m)
+                .map(|k| point(self, k))
+                .collect::<Result<Vec<_>>>();
+            // back at (θ, β), from its modes
+            self.set_modes(&u0)?;
+            iterations += self.laplace(theta, beta)?.iterations;
+            all?
+        };
+        let mut h = vec![0.0; m * m];
+        for i in 0..m {
+            for (j, (a, b)) in grads[2 * i].iter().zip(&grads[2 * i + 1]).enumerate() {
+                h[j + i * m] = (a - b) / (2.0 * delta);
+            }
+        }
+        for i in 0..m {
+            for j in 0..i {
+                let v = 0.5 * (h[j + i * m] + h[i + j * m]);
+                h[j + i * m] = v;
+                h[i + j * m] = v;
+            }
+        }
+        let evaluations = 2 * m + usize::from(!small) + usize::from(first.iterations > 0);
+        Ok(Some(Hessian {
+            values: h,
+            evaluations,
+            iterations,
+        }))
+    }
+}
