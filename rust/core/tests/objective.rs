@@ -207,27 +207,26 @@ fn grouped_schur_fill_with_three_crossed_terms() {
     }
 }
 
+/// `problem(n, seed)` with two crossed intercepts of the given numbers of
+/// levels, every level of one meeting many of the other.
+fn crossed_intercepts(n: usize, seed: u64, (l1, l2): (usize, usize)) -> Problem {
+    let mut pr = problem(n, seed);
+    let term = |levels: usize, a: usize, b: usize| ReTerm {
+        n_levels: levels,
+        k: 1,
+        codes: (0..n).map(|i| ((i * a + i / b) % levels) as u32).collect(),
+        z: vec![1.0; n],
+    };
+    pr.terms = vec![term(l1, 7, 13), term(l2, 5, 7)];
+    pr
+}
+
 /// A grouped fill frees A21's transpose; the direct fill, switched on
 /// afterwards (as a GLMM's PIRLS does), builds it again and gives the dense
 /// oracle's objective.
 #[test]
 fn the_direct_fill_after_the_grouped_one_rebuilds_what_it_reads() {
-    let n = 900;
-    let mut pr = problem(n, 5);
-    pr.terms = vec![
-        ReTerm {
-            n_levels: 150,
-            k: 1,
-            codes: (0..n).map(|i| ((i * 7 + i / 13) % 150) as u32).collect(),
-            z: vec![1.0; n],
-        },
-        ReTerm {
-            n_levels: 30,
-            k: 1,
-            codes: (0..n).map(|i| ((i * 5 + i / 7) % 30) as u32).collect(),
-            z: vec![1.0; n],
-        },
-    ];
+    let pr = crossed_intercepts(900, 5, (150, 30));
     let ws = workspace(&pr);
     assert!(ws.class_work() > 0, "the default groups this design");
     let mut direct = ws.with_classes(false);
@@ -246,21 +245,7 @@ fn the_direct_fill_after_the_grouped_one_rebuilds_what_it_reads() {
 #[test]
 fn dense_and_sparse_class_builds_match_dense_oracle() {
     let n = 600;
-    let mut pr = problem(n, 17);
-    pr.terms = vec![
-        ReTerm {
-            n_levels: 40,
-            k: 1,
-            codes: (0..n).map(|i| ((i * 7 + i / 13) % 40) as u32).collect(),
-            z: vec![1.0; n],
-        },
-        ReTerm {
-            n_levels: 6,
-            k: 1,
-            codes: (0..n).map(|i| ((i * 5 + i / 7) % 6) as u32).collect(),
-            z: vec![1.0; n],
-        },
-    ];
+    let mut pr = crossed_intercepts(n, 17, (40, 6));
     // counts (values kept as 2-byte integers), then a second term whose
     // column is not 1 from row 300 on (values stored as f64)
     for ones in [true, false] {
