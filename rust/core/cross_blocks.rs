@@ -62,7 +62,10 @@ pub(super) fn cross_blocks(
         return;
     }
     let unit = terms.all_scalar(); // every block 1 x 1: no offsets stored
-    if unit && terms.n() * rows.len() <= SCATTER_MAX && order.n_blocks() <= u32::MAX as usize {
+    let scatter = unit && terms.n() * rows.len() <= SCATTER_MAX;
+    #[cfg(test)]
+    let scatter = scatter && !GENERAL_ONLY.with(std::cell::Cell::get);
+    if scatter && order.n_blocks() <= u32::MAX as usize {
         return scalar_cross_blocks(terms, order, (col, cb0), rows, scale, out, find);
     }
     let (start, level_rows) = terms.rows_by_level(col);
@@ -118,6 +121,20 @@ pub(super) fn cross_blocks(
             }
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static GENERAL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the scalar terms' scatter path off in this thread (tests).
+#[cfg(test)]
+pub(crate) fn without_scatter<T>(f: impl FnOnce() -> T) -> T {
+    GENERAL_ONLY.with(|c| c.set(true));
+    let out = f();
+    GENERAL_ONLY.with(|c| c.set(false));
+    out
 }
 
 /// Most (rows x later terms) pairs [`scalar_cross_blocks`] scatters at once

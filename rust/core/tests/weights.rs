@@ -299,3 +299,31 @@ fn bad_weights_and_offsets_are_refused() {
     assert!(matches!(ws.evaluation(), Err(CoreError::NotEvaluated)));
     assert!(matches!(ws.v_logdet(1.0), Err(CoreError::NotEvaluated)));
 }
+
+/// Scalar terms' blocks are formed by scattering rows to their levels
+/// (`cross_blocks::scalar_cross_blocks`): the same sums, to the bit, as the
+/// general level-by-level loop, when found and when refilled for new weights.
+#[test]
+fn scalar_blocks_scattered_equal_the_general_loop_exactly() {
+    use crate::core::cross_blocks::without_scatter;
+    let specs = [crossed(13, 1), crossed(7, 1), crossed(4, 1)];
+    let pr = design(300, 57, &specs).weighted(58);
+    let terms = Terms::new(pr.n, pr.terms.clone()).unwrap();
+    let order = BlockOrder::new(&terms);
+    let mut fast = CrossProducts::new(pr.rows(), &terms, &order);
+    let mut general = without_scatter(|| CrossProducts::new(pr.rows(), &terms, &order));
+    let new_w = pr.clone().weighted(59).weights;
+    for refill in [false, true] {
+        if refill {
+            fast.set_weights(&terms, &order, new_w.clone()).unwrap();
+            without_scatter(|| general.set_weights(&terms, &order, new_w.clone())).unwrap();
+        }
+        assert!(!fast.a21().val.is_empty() && !fast.a22().val.is_empty());
+        for (x, y) in [(fast.a21(), general.a21()), (fast.a22(), general.a22())] {
+            assert_eq!(
+                (&x.pat.ptr, &x.pat.row, &x.val),
+                (&y.pat.ptr, &y.pat.row, &y.val)
+            );
+        }
+    }
+}
