@@ -241,10 +241,9 @@ def chunked_model(
     spec = Spec.of(formula, weights, offset)
     scan = Scan()
     passes = ("levels (pass 1 of 2)", "cross-products (pass 2 of 2)")
-    chunks = tracked(source.chunks(spec.columns), passes[0], source.rows, progress)
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        for part in _in_order(pool, lambda c: scan_chunk(spec, c), chunks, _WORKERS):
-            scan = scan.merge(part)
+    # one thread: the scan is Python holding the GIL (two threads were no faster)
+    for chunk in tracked(source.chunks(spec.columns), passes[0], source.rows, progress):
+        scan = scan.merge(scan_chunk(spec, chunk))
     plan = Plan.of(spec, scan, source.description)
     chunks = tracked(source.chunks(spec.columns), passes[1], source.rows, progress)
     total, tf = _summed(plan, chunks, _WORKERS)
@@ -263,7 +262,7 @@ def _summed(
     The first chunk with rows decides the centring and scaling; the others are
     formed by ``workers`` threads, at most that many chunks in flight, and
     merged pairwise in the order they were read (so the rounding does not
-    depend on the threads). Pass 1 scans the chunks the same way.
+    depend on the threads).
     """
     stack: list[tuple[int, BlockSums]] = []
     tf: Transforms | None = None
