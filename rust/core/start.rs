@@ -18,10 +18,18 @@
 //! ```
 //!
 //! a linear system in σ² and the Σ_t (1 + Σ_t k_t(k_t + 1)/2 unknowns; for
-//! scalar terms exactly MIVQUE0). The sum over m is split into the stored
-//! blocks of A (A_lm ≠ 0 only where levels share rows) and the rank-p
-//! projection: Σ_m B_lm S B_lmᵀ = Σ_m A_lm S A_lmᵀ − F_l h_lᵀ − h_l F_lᵀ +
-//! h_l U h_lᵀ with F_l = Σ_m A_lm S h_m and U = Σ_m h_mᵀ S h_m.
+//! scalar terms exactly MIVQUE0). For S = sym E_ab (one unknown of term t'),
+//! the sum over m splits into the stored blocks of A (A_lm ≠ 0 only where
+//! levels share rows) and the rank-p projection:
+//!
+//! ```text
+//! Σ_m B_lm S B_lmᵀ = Σ_m (A_lm S A_lmᵀ − v_lm h_lᵀ − h_l v_lmᵀ) + h_l U h_lᵀ,
+//! v_lm = A_lm S h_m,   U = Σ_{m in t'} h_mᵀ S h_m,
+//! ```
+//!
+//! and, summed over the levels l of t, the last term is ⟨U, W_t[i, j]⟩ with
+//! W_t[i, j] = Σ_l h_l[i]ᵀ h_l[j] (p x p): one pass over A's blocks for
+//! every unknown at once.
 //!
 //! θ_t is the lower Cholesky factor of Σ_t / σ², its variances kept within
 //! [10⁻⁴, 10⁴] and its correlations within ±0.9: never at the boundary,
@@ -91,155 +99,111 @@ impl Workspace {
             u0.push(u0.last().unwrap() + l.n_theta());
         }
         let nu = *u0.last().unwrap();
+        let vech = |t: usize, i: usize, j: usize| {
+            // (i ≥ j) of term t: its place among the unknowns (and equations)
+            let k = layout[t].k;
+            u0[t] + j * k - j * (j + 1) / 2 + i
+        };
         let mut mat = vec![0.0; nu * nu];
         let mut rhs = vec![0.0; nu];
-        let ata = |v: &[f64], k: usize, i: usize, j: usize| {
-            // a diagonal block of A, from its lower triangle
-            if i >= j {
-                v[i + j * k]
-            } else {
-                v[j + i * k]
-            }
-        };
-        rhs[0] = rss;
-        mat[0] = (n - p) as f64;
-        // the observed forms, the σ² column, and Σ_m B_mm for the RSS row
-        let mut bdiag: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
-        self.for_each_a_block(|blk| {
-            if blk.a != blk.b {
-                return;
-            }
-            let k = layout[blk.ta].k;
-            for j in 0..k {
-                for i in 0..k {
-                    let (hi, hj) = (&h[(blk.a + i) * p..][..p], &h[(blk.a + j) * p..][..p]);
-                    bdiag[blk.ta][i + j * k] += ata(blk.v, k, i, j) - dot(hi, hj);
-                }
-            }
-        });
+        // W_t[i, j] = Σ_l h_l[i] h_l[j]ᵀ (p x p, all k² of them), and the observed forms
+        let mut wt: Vec<Vec<f64>> = layout
+            .iter()
+            .map(|l| vec![0.0; l.k * l.k * p * p])
+            .collect();
         for (t, lay) in layout.iter().enumerate() {
             let k = lay.k;
-            let mut e = u0[t];
-            for j in 0..k {
-                for i in j..k {
-                    mat[e] = bdiag[t][i + j * k];
-                    rhs[e] = (0..lay.n_levels)
-                        .map(|l| r[lay.offset + l * k + i] * r[lay.offset + l * k + j])
-                        .sum();
-                    e += 1;
+            for l in 0..lay.n_levels {
+                let o = lay.offset + l * k;
+                for j in 0..k {
+                    let hj = &h[(o + j) * p..][..p];
+                    for i in 0..k {
+                        let hi = &h[(o + i) * p..][..p];
+                        let wij = &mut wt[t][(i + j * k) * p * p..][..p * p];
+                        for d in 0..p {
+                            for c in 0..p {
+                                wij[c + d * p] += hi[c] * hj[d];
+                            }
+                        }
+                    }
+                    for i in j..k {
+                        rhs[vech(t, i, j)] += r[o + i] * r[o + j];
+                    }
                 }
             }
         }
-        // the column of each unknown Σ_t'[a, b]: the expectations for S = E_ab + E_ba
-        let kmax = layout.iter().map(|l| l.k).max().unwrap_or(0);
-        let mut f = vec![0.0; q * p];
-        let mut acc: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
-        let mut sa = vec![0.0; kmax * kmax];
-        for (tp, lay) in layout.iter().enumerate() {
-            let kp = lay.k;
-            let mut col = u0[tp];
-            for b in 0..kp {
-                for aa in b..kp {
-                    let mut s = vec![0.0; kp * kp];
-                    s[aa + b * kp] = 1.0;
-                    s[b + aa * kp] = 1.0;
-                    let sym = if aa == b { 1.0 } else { 2.0 };
-                    mat[col * nu] = sym * bdiag[tp][aa + b * kp];
-                    f.fill(0.0);
-                    acc.iter_mut().for_each(|v| v.fill(0.0));
-                    // the stored blocks: A_lm S A_lmᵀ and F_l = Σ_m A_lm S h_m
-                    self.for_each_a_block(|blk| {
-                        let (ka, kb) = (layout[blk.ta].k, layout[blk.tb].k);
-                        let diag = blk.a == blk.b;
-                        let get = |x: usize, y: usize| {
-                            if diag {
-                                ata(blk.v, ka, x, y)
-                            } else {
-                                blk.v[x + y * ka]
-                            }
-                        };
-                        if blk.tb == tp {
-                            // l = the row block (term ta), m = the column block
-                            add_block(
-                                &mut acc[blk.ta],
-                                &mut f,
-                                &mut sa,
-                                &s,
-                                &h,
-                                p,
-                                ka,
-                                kb,
-                                blk.a,
-                                blk.b,
-                                get,
-                            );
-                        }
-                        if blk.ta == tp && !diag {
-                            let get_t = |x: usize, y: usize| blk.v[y + x * ka];
-                            add_block(
-                                &mut acc[blk.tb],
-                                &mut f,
-                                &mut sa,
-                                &s,
-                                &h,
-                                p,
-                                kb,
-                                ka,
-                                blk.b,
-                                blk.a,
-                                get_t,
-                            );
-                        }
-                    });
-                    // U = Σ_{m in t'} h_mᵀ S h_m (p x p)
-                    let mut um = vec![0.0; p * p];
-                    for m in 0..lay.n_levels {
-                        let o = lay.offset + m * kp;
-                        for x in 0..kp {
-                            for y in 0..kp {
-                                let sv = s[x + y * kp];
-                                if sv == 0.0 {
-                                    continue;
-                                }
-                                let (hx, hy) = (&h[(o + x) * p..][..p], &h[(o + y) * p..][..p]);
-                                for c in 0..p {
-                                    for d in 0..p {
-                                        um[c + d * p] += sv * hx[c] * hy[d];
-                                    }
-                                }
-                            }
-                        }
+        rhs[0] = rss;
+        mat[0] = (n - p) as f64;
+        // one pass over A's stored blocks: B's diagonal (the σ² column), and for
+        // every unknown S of the column block's term, A_lm S A_lmᵀ − v h_lᵀ − h_l v
+        let mut pass = Pass {
+            ks: layout.iter().map(|l| l.k).collect(),
+            u0: &u0,
+            h: &h,
+            p,
+            nu,
+            v: vec![0.0; layout.iter().map(|l| l.k).max().unwrap_or(0) * p],
+        };
+        let mut bdiag: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
+        self.for_each_a_block(|b| {
+            let ka = layout[b.ta].k;
+            if b.a == b.b {
+                // a diagonal block, from its lower triangle
+                let at = |x: usize, y: usize| {
+                    if x >= y {
+                        b.v[x + y * ka]
+                    } else {
+                        b.v[y + x * ka]
                     }
-                    // − F_l h_lᵀ − h_l F_lᵀ + h_l U h_lᵀ, level by level
-                    let mut hu = vec![0.0; p];
-                    for (t, lt) in layout.iter().enumerate() {
-                        let k = lt.k;
-                        for l in 0..lt.n_levels {
-                            let o = lt.offset + l * k;
-                            for j in 0..k {
-                                let hj = &h[(o + j) * p..][..p];
-                                for (c, v) in hu.iter_mut().enumerate() {
-                                    *v = (0..p).map(|d| um[c + d * p] * hj[d]).sum();
-                                }
-                                for i in j..k {
-                                    let hi = &h[(o + i) * p..][..p];
-                                    let (fi, fj) = (&f[(o + i) * p..][..p], &f[(o + j) * p..][..p]);
-                                    acc[t][i + j * k] += dot(hi, &hu) - dot(fi, hj) - dot(hi, fj);
-                                }
-                            }
-                        }
+                };
+                for j in 0..ka {
+                    for i in 0..ka {
+                        bdiag[b.ta][i + j * ka] += at(i, j);
                     }
-                    for (t, lt) in layout.iter().enumerate() {
-                        let k = lt.k;
-                        let mut e = u0[t];
+                }
+                pass.add(&mut mat, (b.ta, b.a), (b.ta, b.a), at);
+            } else {
+                pass.add(&mut mat, (b.ta, b.a), (b.tb, b.b), |x, y| b.v[x + y * ka]);
+                pass.add(&mut mat, (b.tb, b.b), (b.ta, b.a), |x, y| b.v[y + x * ka]);
+            }
+        });
+        // B's diagonal: the σ² column and the RSS row; the projection's h_l U h_l
+        let trace = |m: &[f64]| (0..p).map(|c| m[c + c * p]).sum::<f64>();
+        for (t, lay) in layout.iter().enumerate() {
+            let k = lay.k;
+            let wtt = &wt[t];
+            let wij = |i: usize, j: usize| &wtt[(i + j * k) * p * p..][..p * p];
+            for j in 0..k {
+                for i in j..k {
+                    let b = bdiag[t][i + j * k] - trace(wij(i, j));
+                    mat[vech(t, i, j)] = b;
+                    mat[vech(t, i, j) * nu] = if i == j { b } else { 2.0 * b };
+                }
+            }
+        }
+        for (tp, lp) in layout.iter().enumerate() {
+            let kp = lp.k;
+            for bb in 0..kp {
+                for aa in bb..kp {
+                    // U = W_t'[aa, bb] + W_t'[bb, aa] (once when aa = bb)
+                    let w1 = &wt[tp][(aa + bb * kp) * p * p..][..p * p];
+                    let w2 = &wt[tp][(bb + aa * kp) * p * p..][..p * p];
+                    let u: Vec<f64> = if aa == bb {
+                        w1.to_vec()
+                    } else {
+                        w1.iter().zip(w2).map(|(x, y)| x + y).collect()
+                    };
+                    let col = vech(tp, aa, bb) * nu;
+                    for (t, lay) in layout.iter().enumerate() {
+                        let k = lay.k;
                         for j in 0..k {
                             for i in j..k {
-                                mat[e + col * nu] = acc[t][i + j * k];
-                                e += 1;
+                                // ⟨U, W_t[i, j]⟩ = Σ_l h_l[i]ᵀ U h_l[j]
+                                let wj = &wt[t][(i + j * k) * p * p..][..p * p];
+                                mat[vech(t, i, j) + col] += dot(&u, wj);
                             }
                         }
                     }
-                    col += 1;
                 }
             }
         }
@@ -253,42 +217,70 @@ impl Workspace {
     }
 }
 
-/// Adds block A_lm (k x km, `get(x, y)`) of level l (first random effect
-/// `l0`) and level m (`m0`, of the term of S): vech... A_lm S A_lmᵀ to
-/// `acc` (k x k, lower triangle) and A_lm S h_m to F_l.
-#[allow(clippy::too_many_arguments)]
-fn add_block(
-    acc: &mut [f64],
-    f: &mut [f64],
-    sa: &mut [f64],
-    s: &[f64],
-    h: &[f64],
+/// The pass over A's blocks of [`Workspace::moment_start`].
+struct Pass<'a> {
+    /// k of each term, the first unknown of each term, h (q x p by rows).
+    ks: Vec<usize>,
+    u0: &'a [usize],
+    h: &'a [f64],
     p: usize,
-    k: usize,
-    km: usize,
-    l0: usize,
-    m0: usize,
-    get: impl Fn(usize, usize) -> f64,
-) {
-    // sa = S A_lmᵀ (km x k)
-    for x in 0..k {
-        for y in 0..km {
-            sa[y + x * km] = (0..km).map(|z| s[y + z * km] * get(x, z)).sum();
-        }
+    nu: usize,
+    /// v = A S h_m (k_l x p).
+    v: Vec<f64>,
+}
+
+impl Pass<'_> {
+    /// The place of unknown (and equation) (i ≥ j) of term t.
+    fn vech(&self, t: usize, i: usize, j: usize) -> usize {
+        self.u0[t] + j * self.ks[t] - j * (j + 1) / 2 + i
     }
-    for j in 0..k {
-        for i in j..k {
-            acc[i + j * k] += (0..km).map(|y| get(i, y) * sa[y + j * km]).sum::<f64>();
+
+    /// Adds block A_lm (`blk(x, y)`, k_l x k_m) of level l (term tl, first
+    /// random effect l0) and level m (tm, m0) to the equations of tl, in the
+    /// columns of tm's unknowns S: A_lm S A_lmᵀ − v h_lᵀ − h_l vᵀ, v = A_lm S h_m.
+    fn add(
+        &mut self,
+        mat: &mut [f64],
+        (tl, l0): (usize, usize),
+        (tm, m0): (usize, usize),
+        blk: impl Fn(usize, usize) -> f64,
+    ) {
+        let (kl, km, p, h) = (self.ks[tl], self.ks[tm], self.p, self.h);
+        if kl == 1 && km == 1 {
+            // scalar terms: a² − 2a h_l·h_m
+            let a = blk(0, 0);
+            let hh = dot(&h[l0 * p..][..p], &h[m0 * p..][..p]);
+            mat[self.vech(tl, 0, 0) + self.vech(tm, 0, 0) * self.nu] += a * a - 2.0 * a * hh;
+            return;
         }
-    }
-    // F_l[x] += Σ_y (A_lm S)[x, y] h_m[y] = Σ_y sa[y, x] h_m[y]
-    for x in 0..k {
-        let fx = &mut f[(l0 + x) * p..(l0 + x + 1) * p];
-        for y in 0..km {
-            let c = sa[y + x * km];
-            if c != 0.0 {
-                let hy = &h[(m0 + y) * p..][..p];
-                fx.iter_mut().zip(hy).for_each(|(v, hv)| *v += c * hv);
+        for bb in 0..km {
+            for aa in bb..km {
+                let col = self.vech(tm, aa, bb) * self.nu;
+                // v_x = (A S h_m)_x = A_x,aa h_m[bb] + A_x,bb h_m[aa] (once when aa = bb)
+                let (ha, hb) = (&h[(m0 + aa) * p..][..p], &h[(m0 + bb) * p..][..p]);
+                for x in 0..kl {
+                    let (xa, xb) = (blk(x, aa), blk(x, bb));
+                    for c in 0..p {
+                        self.v[x * p + c] = if aa == bb {
+                            xa * ha[c]
+                        } else {
+                            xa * hb[c] + xb * ha[c]
+                        };
+                    }
+                }
+                for j in 0..kl {
+                    let hj = &h[(l0 + j) * p..][..p];
+                    for i in j..kl {
+                        let hi = &h[(l0 + i) * p..][..p];
+                        let asa = if aa == bb {
+                            blk(i, aa) * blk(j, aa)
+                        } else {
+                            blk(i, aa) * blk(j, bb) + blk(i, bb) * blk(j, aa)
+                        };
+                        let vh = dot(&self.v[i * p..][..p], hj) + dot(hi, &self.v[j * p..][..p]);
+                        mat[self.vech(tl, i, j) + col] += asa - vh;
+                    }
+                }
             }
         }
     }
