@@ -103,11 +103,13 @@ pub fn minimize(
     let mut from_trial = false;
     if let Some(t) = first_trial.filter(|t| t.len() == n && set.maxeval > 1) {
         let xt = project(&t);
-        let ft = obj.value(&xt)?;
-        feval += 1;
-        log.push((xt.clone(), ft));
-        if ft < f {
-            (x, f, from_trial) = (xt, ft, true);
+        // a trial point the objective cannot be evaluated at is passed over
+        if let Ok(ft) = obj.value(&xt) {
+            feval += 1;
+            log.push((xt.clone(), ft));
+            if ft < f {
+                (x, f, from_trial) = (xt, ft, true);
+            }
         }
     }
     let mut g = obj.gradient(&x)?;
@@ -546,6 +548,25 @@ mod tests {
             r.theta
         );
         assert!(r.gradient[0] > 0.0);
+    }
+
+    #[test]
+    fn a_first_trial_is_taken_when_lower_and_theta_is_pinned_down() {
+        let a = vec![4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0];
+        let (c, free) = (vec![0.3, -1.2, 2.0], [f64::NEG_INFINITY; 3]);
+        let mut q = Quadratic { a, c: c.clone() };
+        let run = |q: &mut Quadratic, t: FirstTrial| minimize(q, &[1.0, 0.0, 1.0], &free, &SET, t);
+        let plain = run(&mut q, None).unwrap();
+        let near = run(&mut q, Some(vec![0.31, -1.19, 2.01])).unwrap();
+        let worse = run(&mut q, Some(vec![9.0, 9.0, 9.0])).unwrap();
+        // from the trial, the Hessian by differences: Newton's step, then the gradient's
+        assert!(near.feval < plain.feval && near.log[1].0 == [0.31, -1.19, 2.01]);
+        assert!(worse.log[1].1 > worse.log[0].1);
+        for r in [&plain, &near, &worse] {
+            for (x, c) in r.theta.iter().zip(&c) {
+                assert!((x - c).abs() < 1e-9, "{:?}", r.theta);
+            }
+        }
     }
 
     #[test]
