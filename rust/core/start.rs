@@ -35,7 +35,7 @@
 //! [10⁻⁴, 10⁴] and its correlations within ±0.9: never at the boundary,
 //! where a diagonal θ has a zero gradient, and never singular.
 
-use super::small::chol_lower;
+use super::small::{chol_lower, col};
 use super::workspace::Workspace;
 
 /// Variances (relative to σ²) and correlations of the start are kept within
@@ -84,13 +84,19 @@ impl Workspace {
         }
         let mut h = vec![0.0; q * p]; // row i: h for random effect i (lme4's order)
         let mut r = vec![0.0; q];
+        // h_i = L_X⁻¹ (Z̃ᵀX̃)_i by the explicit inverse (no division per row)
+        let mut lxinv = vec![0.0; p * p];
+        for c in 0..p {
+            lxinv[c + c * p] = 1.0;
+            forward(&mut lxinv[c * p..(c + 1) * p]);
+        }
+        let cols: Vec<&[f64]> = (0..=p).map(|j| col(ztxy, j)).collect();
         for i in 0..q {
             let hi = &mut h[i * p..(i + 1) * p];
-            for (j, v) in hi.iter_mut().enumerate() {
-                *v = ztxy[(i, j)];
+            for (a, v) in hi.iter_mut().enumerate() {
+                *v = (0..=a).map(|b| lxinv[a + b * p] * cols[b][i]).sum();
             }
-            forward(hi);
-            r[i] = ztxy[(i, p)] - dot(hi, &w);
+            r[i] = cols[p][i] - dot(hi, &w);
         }
         let layout = self.layout();
         // unknowns: σ², then vech(Σ_t) term by term (equations in the same order)
