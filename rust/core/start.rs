@@ -44,16 +44,26 @@ const VAR_MIN: f64 = 1e-4;
 const VAR_MAX: f64 = 1e4;
 const CORR_MAX: f64 = 0.9;
 
-/// No start when q (p + 1) exceeds this (the h_l and F_l are q x p).
+/// No start when q (p + 1) exceeds this (the h_l are q x p), or when the
+/// work of W (q k p²) or of the pass over A's blocks (blocks x k² x the
+/// unknowns of a term x (p + 1)) exceeds `MAX_WORK`: a start is worth a few
+/// evaluations of the objective at most.
 const MAX_QP: usize = 1 << 24;
+const MAX_WORK: usize = 1 << 27;
 
 impl Workspace {
     /// A starting θ by MIVQUE0 (see the module's notes), in the workspace's
     /// θ (lme4's layout); None when X̃ᵀX̃ is singular, the system is
-    /// singular, or the model is too large for it (q(p + 1) > 2²⁴).
+    /// singular, or the model is too large for it (see `MAX_QP`, `MAX_WORK`).
     pub fn moment_start(&self) -> Option<Vec<f64>> {
         let (n, p, q) = (self.n(), self.p(), self.q());
-        if q * (p + 1) > MAX_QP || n <= p {
+        let kmax = self.layout().iter().map(|l| l.k).max().unwrap_or(0);
+        if q * (p + 1) > MAX_QP || n <= p || q * kmax * p * p > MAX_WORK {
+            return None;
+        }
+        let mut blocks = 0;
+        self.for_each_a_block(|_| blocks += 1);
+        if blocks * kmax * kmax * (kmax * (kmax + 1) / 2) * (p + 1) > MAX_WORK {
             return None;
         }
         let a = self.cross_products();
