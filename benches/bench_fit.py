@@ -186,6 +186,7 @@ def run_ours(case: Case, df: pd.DataFrame, reps: int, warmup: bool) -> dict:
         "times": times,
         "objective": float(fit.objective),
         "feval": int(fit.optsum.feval),
+        "ngrad": int(fit.optsum.geval + (fit.optsum.check.geval if fit.optsum.check else 0)),
         "theta": [float(v) for v in fit.theta],
         "notes": caught,
     }
@@ -599,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\nTimes are medians; ratios are their time / ours (above 1: we are faster). "
         "Objectives: REML criterion or ML deviance (-2 logLik; glmm's -2 * loglik).\n"
-        "feval: objective evaluations to convergence, ours/lme4/glmm (glmm: +N gradient evals)."
+        "feval: objective evaluations to convergence, ours/lme4/glmm (+N gradient evals)."
     )
     print()
     print_table(results)

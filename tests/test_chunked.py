@@ -38,8 +38,8 @@ def test_reference_cases_from_chunks(cache, name, n_chunks):
         assert model.objective(theta) == pytest.approx(whole.objective(theta), rel=1e-10)
     fit, ref = model.fit(), cache.fit(name)
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
-    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-8, atol=1e-8)
     assert fit.sigma == pytest.approx(ref.sigma, rel=1e-6)
     assert list(fit.fixef.index) == list(ref.fixef.index)
     assert fit.ngrps == ref.ngrps
@@ -64,7 +64,7 @@ def test_parquet_files_with_factors_weights_offsets_and_missing_values(tmp_path)
     assert fit.nobs == ref.nobs == 177 and fit.n_dropped == 3
     assert list(fit.fixef.index) == list(ref.fixef.index)
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
-    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-8, atol=1e-8)
     new = d.dropna().iloc[:5]
     np.testing.assert_allclose(
         fit.predict(new, re_form="~0"), ref.predict(new, re_form="~0"), rtol=1e-7
@@ -99,7 +99,7 @@ def test_a_one_shot_iterator_is_read_once_and_its_spool_removed(tmp_path, monkey
     assert sum(reads) == 180 and len(reads) == 5  # one pass over the iterator
     assert fit.nobs == 180 and list(fit.fixef.index) == list(ref.fixef.index)
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
-    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-8, atol=1e-8)
     del fit
     import gc
 
@@ -138,8 +138,8 @@ def _same_fit(fit, ref) -> None:
     assert fit.nobs == ref.nobs and fit.ngrps == ref.ngrps
     assert list(fit.fixef.index) == list(ref.fixef.index)
     assert fit.objective == pytest.approx(ref.objective, rel=1e-10)
-    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-8, atol=1e-8)
 
 
 FAST_CASES = [c for c in CASES if c not in SLOW_CASES]

@@ -3,6 +3,10 @@ reference case, at lme4's optimum and at lme4's start."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import case_params, load_case
@@ -73,3 +77,46 @@ def test_gradient_with_weights_and_offset(reml):
         np.testing.assert_allclose(
             model.gradient(th), central_difference(model, th), rtol=1e-5, atol=1e-4
         )
+
+
+GRAD_THREADS = """
+import numpy as np, pandas as pd, mixedmodels as mm
+rng = np.random.default_rng(9)
+n, m = 30_000, 6_000
+g = rng.integers(0, m, n)
+x = rng.standard_normal(n)
+b = rng.standard_normal((m, 2)) * [1.0, 0.5]
+d = pd.DataFrame({"y": 1 + x + b[g, 0] + b[g, 1] * x + rng.standard_normal(n), "x": x,
+                  "g": pd.Categorical(g)})
+model = mm.LinearMixedModel.from_formula("y ~ x + (1 + x | g)", d)
+print(repr(model.gradient([0.8, 0.2, 0.4]).tolist()))
+"""
+
+
+def test_a_single_terms_gradient_over_many_levels_is_the_same_on_any_threads():
+    # 6,000 levels: the pass over the levels is split across threads in fixed chunks
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", GRAD_THREADS],
+            env={**os.environ, "RAYON_NUM_THREADS": t},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for t in ("1", "2", "3")
+    ]
+    assert runs[0] == runs[1] == runs[2] and runs[0].startswith("[")
+
+
+def test_a_single_terms_gradient_over_many_levels_matches_finite_differences():
+    rng = np.random.default_rng(9)
+    n, m = 30_000, 6_000
+    g = rng.integers(0, m, n)
+    x = rng.standard_normal(n)
+    b = rng.standard_normal((m, 2)) * [1.0, 0.5]
+    d = {"y": 1 + x + b[g, 0] + b[g, 1] * x + rng.standard_normal(n), "x": x, "g": g.astype(str)}
+    for reml in (True, False):
+        model = mm.LinearMixedModel.from_formula("y ~ x + (1 + x | g)", d, reml=reml)
+        theta = np.array([0.8, 0.2, 0.4])
+        fd = central_difference(model, theta)
+        np.testing.assert_allclose(model.gradient(theta), fd, rtol=1e-5, atol=1e-3)

@@ -123,6 +123,7 @@ def fit_theta(
     lower: np.ndarray,
     control: Control,
     native: NativeMinimizer | None = None,
+    moments: bool = False,
 ) -> OptSummary:
     """Minimize ``fun`` over θ >= lower and check the optimum (θ: the core's).
 
@@ -133,7 +134,7 @@ def fit_theta(
     for a proven decrease), not polished or restarted. Every evaluation of
     the check is in the returned ``fitlog``.
     """
-    opt = optimize_theta(fun, start, lower, control, grad, native=native)
+    opt = optimize_theta(fun, start, lower, control, grad, native=native, moments=moments)
     if not control.check:
         return opt
     t0 = time.perf_counter()
@@ -280,6 +281,16 @@ def polish(
         if step is None:
             break  # no positive definite model, even from the gradient's differences
         d, pred = step
+        if pred <= noise and at_bound.any():
+            # below the objective's rounding, the coordinates at their bound stay there (a
+            # diagonal θ at 0 has a zero gradient by symmetry: no step off it is resolved)
+            inner = idx[~at_bound[idx]]
+            held = (
+                _newton(g, hess, inner, out.theta, lower)
+                if inner.size and hess is not None
+                else None
+            )
+            d, pred = held or (np.zeros_like(d), 0.0)
         if np.abs(d).max() <= 1e-10 * max(1.0, float(np.abs(out.theta).max())):
             out.gap = max(pred, 0.0)  # at the optimum to rounding: no step
             return out
@@ -288,10 +299,14 @@ def polish(
         dec = out.fval - fc
         if not math.isfinite(fc):
             break
-        if pred <= noise and dec >= -noise:
-            # below what the objective can resolve: the exact gradient places θ
+        if pred <= noise and dec >= -10.0 * noise:
+            # below what the objective can resolve: the exact gradient places θ, and the
+            # next step from the gradient there (until the step is below 1e-10) pins it down
             out.theta, out.fval, out.gap = cand, fc, max(pred, 0.0)
-            return out
+            g_new = gr(cand)
+            hess = _bfgs_update(hess, d, g_new - g) if hess is not None else None
+            g = g_new
+            continue
         if dec > 0:
             out.theta, out.fval = cand, fc
             g_new = gr(cand)

@@ -319,11 +319,17 @@ def model_matrix(
 
 
 def _clearly_independent(X: np.ndarray) -> bool:
-    """Whether one or two columns are far from dependence (the Cholesky test in closed form)."""
-    a = float(X[:, 0] @ X[:, 0])
+    """Whether one or two columns are far from dependence (the Cholesky test in closed form).
+
+    The sums by ``einsum``, not BLAS: a threaded BLAS dot of many rows costs far more than
+    the sum on a busy machine, and its threads then spin against the core's.
+    """
+    x0 = X[:, 0]
+    a = float(np.einsum("i,i->", x0, x0))
     if X.shape[1] == 1:
         return a > 0
-    b, c = float(X[:, 1] @ X[:, 1]), float(X[:, 0] @ X[:, 1])
+    x1 = X[:, 1]
+    b, c = float(np.einsum("i,i->", x1, x1)), float(np.einsum("i,i->", x0, x1))
     return a > 0 and b > 0 and 1.0 - c * c / (a * b) > 1e-8
 
 

@@ -245,13 +245,19 @@ class ModelState:
     def minimizer(self, reml: bool) -> Callable[..., tuple]:
         """Return the core's minimizer over the CORE's θ (`optimize.Control`'s ``"bfgs"``).
 
-        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step)``
-        runs the core's projected BFGS with no call into Python per evaluation.
+        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step, moments)``
+        runs the core's projected BFGS with no call into Python per evaluation
+        (with ``moments``, trying the method of moments' θ right after the start).
         """
         ws = self._ws
         return lambda start, *settings: ws.minimize(
             np.ascontiguousarray(start, dtype=np.float64), reml, *settings
         )
+
+    def moment_start(self) -> np.ndarray | None:
+        """Return θ by the method of moments (MIVQUE0, from the cross-products), or None."""
+        th = self._ws.moment_start()
+        return None if th is None else self.model_theta(np.asarray(th))
 
     def core_objective(self, core_theta: np.ndarray, reml: bool) -> float:
         """Return the objective at the core's θ (see `core_theta`)."""

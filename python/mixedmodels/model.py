@@ -232,7 +232,9 @@ class LinearMixedModel(DesignAttributes):
         """
         control = control or _DEFAULT_CONTROL
         state = self.state
-        # lme4's start, on the core's (well-scaled) θ, or the caller's θ mapped there
+        # lme4's start, on the core's (well-scaled) θ, or the caller's θ mapped there; from
+        # lme4's start, the core's BFGS tries the method of moments' θ next
+        moments = start is None
         start = self.start() if start is None else state.core_theta(self._theta(start))
         reml = self.reml
         fun = state.objective_function(reml)  # of the core's θ
@@ -243,6 +245,7 @@ class LinearMixedModel(DesignAttributes):
             self.lower,
             control,
             state.minimizer(reml),
+            moments,
         )
         if not (state.theta_scale is None and state.linear_theta_map):
             optsum = _model_units(optsum, state)

@@ -60,11 +60,11 @@ class Control:
         objective, GLMMs and profiles: the choice depends on the objective
         only, never on how a run went), ``"bobyqa"`` (NLopt's LN_BOBYQA, as
         lme4's default ``nloptwrap`` and MixedModels.jl),
-        ``"bfgs"`` (the core's projected BFGS on the exact
-        gradient, with no call into Python per evaluation: the objective at
-        the line search's trial points, the gradient at the accepted ones;
-        it stops when the predicted decrease is below
-        ``ftol_abs + ftol_rel |f|`` and its step below ``xtol_abs``),
+        ``"bfgs"`` (the core's projected BFGS on the exact gradient, no call
+        into Python per evaluation; from the default start it tries the
+        method of moments' θ (MIVQUE0) next; it stops when the predicted
+        decrease is below ``ftol_abs + ftol_rel |f|`` and its step below
+        ``xtol_abs``, or ends with gradient steps to a step below 1e-10),
         ``"cobyqa"`` (scipy's COBYQA) or
         ``"lbfgsb"`` (scipy's L-BFGS-B on the exact gradient: each
         evaluation is one gradient, which brings the objective with it).
@@ -190,10 +190,11 @@ _OPTIMIZERS = {
     "auto": "",
 }
 
-NativeMinimizer = Callable[[np.ndarray, float, float, float, int, float], tuple]
+NativeMinimizer = Callable[[np.ndarray, float, float, float, int, float, bool], tuple]
 """The core's minimizer (`ModelState.minimizer`): (start, ftol_abs, ftol_rel,
-xtol_abs, maxeval, initial step) -> (θ, f, gradient, Hessian, feval, geval, θs
-evaluated, their objectives, why it stopped)."""
+xtol_abs, maxeval, initial step, try the method of moments' θ after the start)
+-> (θ, f, gradient, Hessian, feval, geval, θs evaluated, their objectives, why
+it stopped)."""
 
 
 def _is_real(value: object) -> bool:
@@ -300,11 +301,14 @@ def optimize_theta(
     grad: Callable[[np.ndarray], np.ndarray] | None = None,
     initial_step: np.ndarray | None = None,
     native: NativeMinimizer | None = None,
+    moments: bool = False,
 ) -> OptSummary:
     """Minimize ``fun`` over θ >= lower, starting at ``start`` (one run, no check).
 
     ``grad`` (the gradient of ``fun``) is needed by ``"lbfgsb"`` only, and
-    ``native`` (the core's minimizer of the same objective) by ``"bfgs"``.
+    ``native`` (the core's minimizer of the same objective) by ``"bfgs"``,
+    which with ``moments`` tries the method of moments' θ right after the
+    start and continues from it when its objective is lower.
     ``initial_step``, one per coordinate, overrides ``control.initial_step``
     (a GLMM's second stage steps β by its standard errors).
     """
@@ -369,7 +373,13 @@ def optimize_theta(
             raise MixedModelsError("the 'bfgs' optimizer needs the model's core")
         step = control.initial_step or 0.75
         run = native(
-            start, control.ftol_abs, control.ftol_rel, control.xtol_abs, control.maxeval, step
+            start,
+            control.ftol_abs,
+            control.ftol_rel,
+            control.xtol_abs,
+            control.maxeval,
+            step,
+            moments,
         )
         xmin, _, gradient, hessian, _, geval, thetas, values, ret = run
         fitlog.extend(zip(thetas, values.tolist(), strict=True))
@@ -400,7 +410,9 @@ def optimize_theta(
     if fmin is None:
         fmin = f(xmin)
     best_theta, best_val = min(fitlog, key=lambda t: t[1])
-    if best_val < fmin:
+    # a logged point lower by more than the objective's rounding (a point lower by rounding
+    # only is no better: the gradient-based optimizer's last steps are placed by the gradient)
+    if best_val < fmin - 1e-11 * max(1.0, abs(fmin)):
         xmin, fmin, gradient = best_theta.copy(), best_val, None
 
     # Try small θ elements bounded by zero at zero (MixedModels.jl's check).

@@ -14,6 +14,10 @@
 //! ∂ log det RXᵀRX  / ∂θ_i = −2 Σ_j P_j[r_i, :] · U_j[c_i, :]
 //! ```
 
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 use super::error::Result;
 use super::gradient::GradientParts;
 use super::small::{col, solve_l, solve_lt, t_mul, tt_mul, Dim, K};
@@ -33,10 +37,16 @@ struct Levels<'a> {
     with_rx: bool,
 }
 
-/// Σ_j M_j⁻¹TᵀA_j, Σ_j Z̃ᵀr_j u_jᵀ and Σ_j P_j U_jᵀ (k x k, column-major),
-/// generic over k so that the usual sizes unroll.
+/// Levels per chunk of the pass when it is split across threads (a fixed
+/// size: the sums do not depend on the number of threads), and the least
+/// work (levels x k² x (p + 2)) for a split.
+const CHUNK_LEVELS: usize = 2048;
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// Σ_j M_j⁻¹TᵀA_j, Σ_j Z̃ᵀr_j u_jᵀ and Σ_j P_j U_jᵀ (k x k, column-major)
+/// over the levels `levels`, generic over k so that the usual sizes unroll.
 #[inline(always)]
-fn sums<D: Dim>(k: D, lv: &Levels<'_>) -> [Vec<f64>; 3] {
+fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
     let kn = k.get();
     let kk = kn * kn;
     let p = lv.beta.len();
@@ -44,7 +54,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>) -> [Vec<f64>; 3] {
     let (mut u, mut tu, mut ztr) = (vec![0.0; kn], vec![0.0; kn], vec![0.0; kn]);
     let (mut linv, mut w) = (vec![0.0; kk], vec![0.0; kk]);
     let (mut bx, mut pm, mut uc) = (vec![0.0; kn * p], vec![0.0; kn * p], vec![0.0; kn]);
-    for j in 0..lv.n_levels {
+    for j in levels {
         let l = &lv.l11[j * kk..(j + 1) * kk];
         let aj = &lv.a11[j * kk..(j + 1) * kk];
         let base = j * kn;
@@ -154,11 +164,28 @@ impl Workspace {
             n_levels: order.lf(),
             with_rx,
         };
-        let [s, dp, dr] = match k {
-            1 => sums(K::<1>, &lv),
-            2 => sums(K::<2>, &lv),
-            3 => sums(K::<3>, &lv),
-            _ => sums(k, &lv),
+        let run = |r: Range<usize>| match k {
+            1 => sums(K::<1>, &lv, r),
+            2 => sums(K::<2>, &lv, r),
+            3 => sums(K::<3>, &lv, r),
+            _ => sums(k, &lv, r),
+        };
+        let n = lv.n_levels;
+        let [s, dp, dr] = if n * k * k * (p + 2) < PARALLEL_MIN_WORK || n <= CHUNK_LEVELS {
+            run(0..n)
+        } else {
+            // fixed chunks, summed in order: the same sums on any number of threads
+            let parts: Vec<[Vec<f64>; 3]> = (0..n.div_ceil(CHUNK_LEVELS))
+                .into_par_iter()
+                .map(|c| run(c * CHUNK_LEVELS..((c + 1) * CHUNK_LEVELS).min(n)))
+                .collect();
+            let mut total = parts[0].clone();
+            for part in &parts[1..] {
+                for (t, v) in total.iter_mut().zip(part) {
+                    t.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                }
+            }
+            total
         };
         let nt = self.n_theta();
         let (mut ld_l2, mut ld_rx2, mut pwrss) = (vec![0.0; nt], vec![0.0; nt], vec![0.0; nt]);

@@ -84,7 +84,8 @@
 //!   complement of the first term when every term is scalar; level by level
 //!   for a single term).
 //! - `qn`: the projected BFGS minimizer over θ on the exact gradient, run in
-//!   the core ([`Workspace::minimize`]).
+//!   the core ([`Workspace::minimize`]); `start`: its first trial point, θ
+//!   by the method of moments from A ([`Workspace::moment_start`]).
 //! - `family`, `glmm`: GLMMs. [`Family`] (binomial, Poisson, Gamma and
 //!   negative binomial with lme4's links: the per-row link and variance
 //!   functions, deviance residuals and lme4's aic, with lme4's clamps) and
@@ -119,6 +120,7 @@ pub mod schur;
 mod schur_classes;
 pub mod selinv;
 pub mod small;
+mod start;
 pub mod terms;
 pub mod workspace;
 

@@ -12,10 +12,18 @@
 //! points; the gradient only at the accepted one (the factor is then already
 //! there). It stops when the decrease the local quadratic model predicts,
 //! ½ g_Fᵀ H_F⁻¹ g_F, is below `ftol_abs + ftol_rel |f|` and the step below
-//! `xtol_abs`, or the predicted decrease is below the objective's rounding
-//! (the optimality check that ends every fit then polishes θ with Newton
-//! steps on this H). The step bound pins θ down in flat directions, where a
-//! tiny predicted decrease still leaves θ off.
+//! `xtol_abs`. Once the predicted decrease is below the objective's rounding
+//! (about 1e-12 |f|: a line search can no longer tell a better point), the
+//! run ends with quasi-Newton steps placed by the gradient alone, every
+//! coordinate at its bound held there, until the step is below 1e-10
+//! max(1, |θ|) (at most four): the objective cannot pin θ down in its flat
+//! directions, the exact gradient can, so that θ does not depend on the path
+//! to it (to about 1e-10).
+//!
+//! An optional first trial point (the method of moments' θ, `start.rs`) is
+//! evaluated right after the start; when it is lower, the run continues from
+//! it with H the Hessian by forward differences of the gradient there (for
+//! up to eight θ elements): from near the optimum, Newton's steps.
 
 use super::error::Result;
 use super::workspace::Workspace;
@@ -24,8 +32,8 @@ use super::workspace::Workspace;
 #[derive(Clone, Copy, Debug)]
 pub struct QnSettings {
     /// Stop when the predicted decrease is below `ftol_abs + ftol_rel |f|`
-    /// and the step below `xtol_abs` (largest element), or the predicted
-    /// decrease below the objective's rounding (1e-13 |f|).
+    /// and the step below `xtol_abs` (largest element); below the
+    /// objective's rounding (1e-12 |f|), the gradient's steps finish the run.
     pub ftol_abs: f64,
     pub ftol_rel: f64,
     pub xtol_abs: f64,
@@ -34,6 +42,10 @@ pub struct QnSettings {
     /// Length (max norm) of the first step, down the gradient.
     pub initial_step: f64,
 }
+
+/// A point tried right after the start (the method of moments' θ): the run
+/// continues from it when its objective is lower.
+pub type FirstTrial = Option<Vec<f64>>;
 
 /// Why [`minimize`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,19 +90,47 @@ pub fn minimize(
     start: &[f64],
     lower: &[f64],
     set: &QnSettings,
+    first_trial: FirstTrial,
 ) -> Result<QnResult> {
     let n = start.len();
-    let mut x: Vec<f64> = start.iter().zip(lower).map(|(&v, &l)| v.max(l)).collect();
+    let project =
+        |p: &[f64]| -> Vec<f64> { p.iter().zip(lower).map(|(&v, &l)| v.max(l)).collect() };
+    let mut x = project(start);
     let mut log = Vec::new();
     let mut f = obj.value(&x)?;
     log.push((x.clone(), f));
+    let mut feval = 1;
+    let mut from_trial = false;
+    if let Some(t) = first_trial.filter(|t| t.len() == n && set.maxeval > 1) {
+        let xt = project(&t);
+        // a trial point the objective cannot be evaluated at is passed over
+        if let Ok(ft) = obj.value(&xt) {
+            feval += 1;
+            log.push((xt.clone(), ft));
+            if ft < f {
+                (x, f, from_trial) = (xt, ft, true);
+            }
+        }
+    }
     let mut g = obj.gradient(&x)?;
-    let (mut feval, mut geval) = (1, 1);
+    let mut geval = 1;
     // H starts as a multiple of I that makes the first step `initial_step`
-    // long; after the first step it is rescaled by yᵀy / sᵀy
+    // long; after the first step it is rescaled by yᵀy / sᵀy. From the first
+    // trial point (near the optimum, most often), H starts as the Hessian by
+    // forward differences of the gradient instead (n gradients), when that is
+    // positive definite: Newton's steps then, rather than a first step whose
+    // length is a guess.
     let all: Vec<usize> = (0..n).collect();
     let mut h = restart(&g, &all, n, set.initial_step);
     let mut first = true;
+    if from_trial && n <= FD_HESSIAN_MAX {
+        let hd = fd_hessian(obj, &x, &g)?;
+        geval += n;
+        if newton_step(&hd, &g, &all).is_some() {
+            (h, first) = (hd, false);
+        }
+    }
+    let mut polished = 0;
     let stop = loop {
         // held: at the bound with the gradient pointing outward, or with the
         // step pointing outward
@@ -120,13 +160,47 @@ pub fn minimize(
             continue;
         };
         let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        if pred <= 1e-13 * f.abs().max(1.0)
-            || (pred <= set.ftol_abs + set.ftol_rel * f.abs() && dmax <= set.xtol_abs)
+        let rounding = ROUNDING * f.abs().max(1.0);
+        if pred > rounding && pred <= set.ftol_abs + set.ftol_rel * f.abs() && dmax <= set.xtol_abs
         {
             break QnStop::Converged;
         }
         if feval >= set.maxeval {
             break QnStop::MaxEval;
+        }
+        if pred <= rounding {
+            // below what the objective resolves: steps on the gradient alone,
+            // every coordinate at its bound held there (a diagonal θ at 0 has
+            // a zero gradient, by symmetry: the objective cannot tell whether
+            // a step off the bound helps)
+            free.retain(|&i| x[i] > lower[i]);
+            let held = free.len() < n;
+            let Some((d, _)) = (if held {
+                newton_step(&h, &g, &free)
+            } else {
+                Some((d, pred))
+            }) else {
+                break QnStop::Converged;
+            };
+            let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let xmax = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            if dmax <= POLISH_XTOL * xmax || polished >= POLISH_STEPS {
+                break QnStop::Converged;
+            }
+            let xn: Vec<f64> = (0..n).map(|i| (x[i] + d[i]).max(lower[i])).collect();
+            let fv = obj.value(&xn)?;
+            feval += 1;
+            log.push((xn.clone(), fv));
+            // a rise well beyond rounding: the model is wrong here; x stays
+            if !(fv <= f + 10.0 * rounding) {
+                break QnStop::Converged;
+            }
+            let gn = obj.gradient(&xn)?;
+            geval += 1;
+            polished += 1;
+            update(&mut h, &x, &xn, &g, &gn, &mut first);
+            (x, f, g) = (xn, fv, gn);
+            continue;
         }
         let slope = dot(&g, &d);
         // the largest feasible step, and the point at step t (a coordinate
@@ -153,7 +227,8 @@ pub fn minimize(
         let mut accepted: Option<(f64, f64)> = None;
         let mut best: Option<(f64, f64)> = None;
         let xmax = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        while feval < set.maxeval && t * dmax > 1e-13 * xmax {
+        // (down to a step whose predicted decrease the objective cannot resolve)
+        while feval < set.maxeval && t * dmax > 1e-13 * xmax && -slope * t > rounding {
             let fv = obj.value(&point(t))?;
             feval += 1;
             log.push((point(t), fv));
@@ -206,16 +281,7 @@ pub fn minimize(
             (t, fv, xn) = (t2, f2, x2);
             grow += 1;
         }
-        let s: Vec<f64> = (0..n).map(|i| xn[i] - x[i]).collect();
-        let y: Vec<f64> = (0..n).map(|i| gn[i] - g[i]).collect();
-        let sy: f64 = dot(&s, &y);
-        if sy > 1e-12 * dot(&s, &s).sqrt() * dot(&y, &y).sqrt() {
-            if first {
-                h = scaled_identity(n, dot(&y, &y) / sy);
-                first = false;
-            }
-            bfgs_update(&mut h, &s, &y, sy);
-        }
+        update(&mut h, &x, &xn, &g, &gn, &mut first);
         x = xn;
         f = fv;
         g = gn;
@@ -250,14 +316,62 @@ impl Objective for Profiled<'_> {
 impl Workspace {
     /// Minimizes the objective (REML criterion or ML deviance) over θ ≥ the
     /// lower bounds from `start` with [`minimize`].
-    pub fn minimize(&mut self, start: &[f64], reml: bool, set: &QnSettings) -> Result<QnResult> {
+    /// With `moments`, the method of moments' θ ([`moment_start`](Self::moment_start))
+    /// is tried right after `start`.
+    pub fn minimize(
+        &mut self,
+        start: &[f64],
+        reml: bool,
+        set: &QnSettings,
+        moments: bool,
+    ) -> Result<QnResult> {
         let lower = self.lower();
-        minimize(&mut Profiled { ws: self, reml }, start, &lower, set)
+        let first = if moments { self.moment_start() } else { None };
+        minimize(&mut Profiled { ws: self, reml }, start, &lower, set, first)
     }
 }
 
+/// The objective's rounding, relative to max(1, |f|), about: below it, a
+/// decrease is not resolved.
+const ROUNDING: f64 = 1e-12;
+
+/// The gradient steps that end a run stop at a step this long (largest
+/// element, relative to max(1, |θ|)), or after `POLISH_STEPS` of them.
+const POLISH_XTOL: f64 = 1e-10;
+const POLISH_STEPS: usize = 4;
+
+/// From the first trial point, H starts as the Hessian by differences of the
+/// gradient when θ has at most this many elements.
+const FD_HESSIAN_MAX: usize = 8;
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The Hessian at `x` by forward differences of the gradient (`g` at `x`),
+/// one coordinate at a time, each stepped up (within the lower bounds),
+/// symmetrized.
+fn fd_hessian(obj: &mut impl Objective, x: &[f64], g: &[f64]) -> Result<Vec<f64>> {
+    let n = x.len();
+    let mut h = vec![0.0; n * n];
+    let mut xs = x.to_vec();
+    for j in 0..n {
+        let step = 1e-4 * x[j].abs().max(1.0);
+        xs[j] = x[j] + step;
+        let gj = obj.gradient(&xs)?;
+        xs[j] = x[j];
+        for i in 0..n {
+            h[i + j * n] = (gj[i] - g[i]) / step;
+        }
+    }
+    for j in 0..n {
+        for i in 0..j {
+            let v = 0.5 * (h[i + j * n] + h[j + i * n]);
+            h[i + j * n] = v;
+            h[j + i * n] = v;
+        }
+    }
+    Ok(h)
 }
 
 /// The starting approximation: a multiple of I that makes a step down the
@@ -273,6 +387,23 @@ fn scaled_identity(n: usize, s: f64) -> Vec<f64> {
         h[i + i * n] = s;
     }
     h
+}
+
+/// The BFGS update of `h` for the step from `x` to `xn` and the gradients
+/// `g`, `gn` there; the first one rescales the starting multiple of I to
+/// yᵀy / sᵀy. Skipped without positive curvature along the step.
+fn update(h: &mut Vec<f64>, x: &[f64], xn: &[f64], g: &[f64], gn: &[f64], first: &mut bool) {
+    let n = x.len();
+    let s: Vec<f64> = (0..n).map(|i| xn[i] - x[i]).collect();
+    let y: Vec<f64> = (0..n).map(|i| gn[i] - g[i]).collect();
+    let sy: f64 = dot(&s, &y);
+    if sy > 1e-12 * dot(&s, &s).sqrt() * dot(&y, &y).sqrt() {
+        if *first {
+            *h = scaled_identity(n, dot(&y, &y) / sy);
+            *first = false;
+        }
+        bfgs_update(h, &s, &y, sy);
+    }
 }
 
 /// H := H − (Hs)(Hs)ᵀ / sᵀHs + yyᵀ / sᵀy.
@@ -386,7 +517,14 @@ mod tests {
             a: vec![4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0],
             c: vec![0.3, -1.2, 2.0],
         };
-        let r = minimize(&mut q, &[1.0, 0.0, 1.0], &[f64::NEG_INFINITY; 3], &SET).unwrap();
+        let r = minimize(
+            &mut q,
+            &[1.0, 0.0, 1.0],
+            &[f64::NEG_INFINITY; 3],
+            &SET,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.stop, QnStop::Converged);
         for (x, c) in r.theta.iter().zip(&q.c) {
             assert!((x - c).abs() < 1e-6, "{:?}", r.theta);
@@ -402,7 +540,7 @@ mod tests {
             a: vec![2.0, 0.5, 0.5, 1.0],
             c: vec![-1.0, 1.0],
         };
-        let r = minimize(&mut q, &[1.0, 1.0], &[0.0, f64::NEG_INFINITY], &SET).unwrap();
+        let r = minimize(&mut q, &[1.0, 1.0], &[0.0, f64::NEG_INFINITY], &SET, None).unwrap();
         assert_eq!(r.theta[0], 0.0);
         assert!(
             (r.theta[1] - (1.0 - 0.5 * 1.0 / 1.0)).abs() < 1e-6,
@@ -413,13 +551,32 @@ mod tests {
     }
 
     #[test]
+    fn a_first_trial_is_taken_when_lower_and_theta_is_pinned_down() {
+        let a = vec![4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0];
+        let (c, free) = (vec![0.3, -1.2, 2.0], [f64::NEG_INFINITY; 3]);
+        let mut q = Quadratic { a, c: c.clone() };
+        let run = |q: &mut Quadratic, t: FirstTrial| minimize(q, &[1.0, 0.0, 1.0], &free, &SET, t);
+        let plain = run(&mut q, None).unwrap();
+        let near = run(&mut q, Some(vec![0.31, -1.19, 2.01])).unwrap();
+        let worse = run(&mut q, Some(vec![9.0, 9.0, 9.0])).unwrap();
+        // from the trial, the Hessian by differences: Newton's step, then the gradient's
+        assert!(near.feval < plain.feval && near.log[1].0 == [0.31, -1.19, 2.01]);
+        assert!(worse.log[1].1 > worse.log[0].1);
+        for r in [&plain, &near, &worse] {
+            for (x, c) in r.theta.iter().zip(&c) {
+                assert!((x - c).abs() < 1e-9, "{:?}", r.theta);
+            }
+        }
+    }
+
+    #[test]
     fn the_evaluation_budget_is_kept() {
         let mut q = Quadratic {
             a: vec![100.0, 0.0, 0.0, 0.01],
             c: vec![3.0, -4.0],
         };
         let set = QnSettings { maxeval: 4, ..SET };
-        let r = minimize(&mut q, &[0.0, 0.0], &[f64::NEG_INFINITY; 2], &set).unwrap();
+        let r = minimize(&mut q, &[0.0, 0.0], &[f64::NEG_INFINITY; 2], &set, None).unwrap();
         assert!(r.feval <= 4);
         assert_eq!(r.stop, QnStop::MaxEval);
     }

@@ -213,6 +213,7 @@ impl SelectedInverse {
                 }
             }
         }
+        linv.fill(0.0);
         invert_lower(nj, ljj, linv);
         let linv = view(linv, nj, nj);
         if nj * nj * nj.max(nr) <= SMALL || nj <= NARROW {
@@ -469,11 +470,13 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// Seven zeroed buffers of the given lengths.
+    /// Seven buffers of the given lengths, not cleared (each is written
+    /// before it is read, the upper triangle of L_JJ⁻¹ excepted).
     fn take(&mut self, lens: [usize; 7]) -> [&mut [f64]; 7] {
         let total: usize = lens.iter().sum();
-        self.buf.clear();
-        self.buf.resize(total, 0.0);
+        if self.buf.len() < total {
+            self.buf.resize(total, 0.0);
+        }
         let mut rest = self.buf.as_mut_slice();
         lens.map(|n| {
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);

@@ -189,6 +189,14 @@ impl PyWorkspace {
         convert::array1(py, self.lower.clone())
     }
 
+    /// A starting θ by the method of moments from the cross-products (each
+    /// term's covariance from its levels' residual moments after least
+    /// squares), or None when least squares leaves no residual.
+    fn moment_start<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray1<f64>>>> {
+        let th = self.with_lock(py, |ws| Ok(ws.moment_start()))?;
+        Ok(th.map(|t| convert::array1(py, t)))
+    }
+
     /// A copy of this workspace with a new response (on the scale of the
     /// data); everything that depends only on X, Z, the weights and the
     /// grouping is reused.
@@ -228,11 +236,13 @@ impl PyWorkspace {
         Ok(convert::array1(py, g))
     }
 
-    /// minimize(theta, reml, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step)
+    /// minimize(theta, reml, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step, moments)
     ///
     /// Minimizes `objective(·, reml)` over θ ≥ `lower` from `theta` by the
     /// core's projected BFGS on the exact gradient (no call into Python per
-    /// evaluation). Returns (θ, objective, gradient, Hessian approximation,
+    /// evaluation); with `moments`, the method of moments' θ (`moment_start`)
+    /// is tried right after `theta`, and the run continues from it when its
+    /// objective is lower. Returns (θ, objective, gradient, Hessian approximation,
     /// objective evaluations, gradient evaluations, every θ evaluated (rows),
     /// their objectives, why it stopped).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -246,6 +256,7 @@ impl PyWorkspace {
         xtol_abs: f64,
         maxeval: usize,
         initial_step: f64,
+        moments: bool,
     ) -> PyResult<(
         Bound<'py, PyArray1<f64>>,
         f64,
@@ -265,7 +276,9 @@ impl PyWorkspace {
             maxeval,
             initial_step,
         };
-        let r = run(py, move || self.lock().minimize(&start, reml, &set))?;
+        let r = run(py, move || {
+            self.lock().minimize(&start, reml, &set, moments)
+        })?;
         let n = r.theta.len();
         let rows = r.log.len();
         let mut log = vec![0.0; rows * n];
