@@ -245,9 +245,8 @@ class ModelState:
     def minimizer(self, reml: bool) -> Callable[..., tuple]:
         """Return the core's minimizer over the CORE's θ (`optimize.Control`'s ``"bfgs"``).
 
-        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step, moments)``
-        runs the core's projected BFGS with no call into Python per evaluation
-        (with ``moments``, trying the method of moments' θ right after the start).
+        ``minimize(start, ftol_abs, ftol_rel, xtol_abs, maxeval, initial_step, moments)``:
+        the core's projected BFGS, no call into Python per evaluation (`optimize`).
         """
         ws = self._ws
         return lambda start, *settings: ws.minimize(
