@@ -14,7 +14,9 @@ of H⁻¹ᐟ²g below 0.002) bounds the same quantity, ‖H⁻¹ᐟ²g‖²/2.
 
 `gap_check` takes g and H as given, whatever computed them; `checked` gives
 it the fit's Hessian (the one β's covariance comes from, lme4's ``deriv12``)
-and a central-difference gradient (one-sided, inward, at a bound), records
+and the exact gradient where the model has one (the optimizer's, when it
+ended at the fit's point), else a central-difference gradient (one-sided,
+inward, at a bound), records
 the check in ``fit.optsum.check`` and warns (`ConvergenceWarning`, with
 the gap) when the gap exceeds ``Control.gap_tol``.
 """
@@ -129,7 +131,11 @@ def checked(fit: GeneralizedLinearMixedModelResult) -> GeneralizedLinearMixedMod
         def f(v: np.ndarray) -> float:
             return model.objective(v[:nt], v[nt:])
 
-    if model.has_gradient:  # the exact gradient (canonical links, `_glmm_fit`)
+    known = fit.optsum.gradient
+    if model.has_gradient and known is not None and np.array_equal(fit.optsum.final, x):
+        g = known  # the exact gradient at x, as the optimizer computed it there
+        method = "exact gradient"
+    elif model.has_gradient:  # the exact gradient (canonical links, `_glmm_fit`)
         g = (model.value_gradient_nagq0(x) if fit.nagq == 0 else model.value_gradient(x))[1]
         method = "exact gradient"
     else:

@@ -460,13 +460,15 @@ class GlmmState:
         run, grad = self._ws.laplace_beta_grad(_f64(theta))
         return self._count(PirlsRun(*run)), np.asarray(grad)
 
-    def hessian(self, theta: np.ndarray, beta: np.ndarray, delta: float) -> np.ndarray | None:
+    def hessian(
+        self, theta: np.ndarray, beta: np.ndarray, delta: float, forward: bool = False
+    ) -> np.ndarray | None:
         """Return the Hessian in (θ, β) at (θ, β) from the core's gradients (None: not available).
 
-        Central differences with step ``delta`` (the core's ``hessian.rs``: scalar terms,
-        canonical links); the workspace is left at (θ, β).
+        Central (or, with ``forward``, forward) differences with step ``delta`` (the core's
+        ``hessian.rs``: scalar terms, canonical links); the workspace is left at (θ, β).
         """
-        out = self._ws.hessian(_f64(theta), _f64(beta), delta)
+        out = self._ws.hessian(_f64(theta), _f64(beta), delta, forward)
         if out is None:
             return None
         hessian, evaluations, iterations = out

@@ -229,8 +229,8 @@ impl PyGlmm {
         .transpose()
     }
 
-    /// The Hessian of the objective in (θ, β) at (θ, β), by central
-    /// differences of the gradient with step delta (see the core's
+    /// The Hessian of the objective in (θ, β) at (θ, β), by central (or,
+    /// with `forward`, forward) differences of the gradient with step delta (see the core's
     /// `hessian.rs`): (hessian, evaluations, PIRLS iterations); None unless
     /// the terms are scalar and the link canonical. The workspace is left
     /// at (θ, β).
@@ -240,11 +240,12 @@ impl PyGlmm {
         theta: PyReadonlyArray1<'_, f64>,
         beta: PyReadonlyArray1<'_, f64>,
         delta: f64,
+        forward: bool,
     ) -> PyResult<Option<(Bound<'py, PyAny>, usize, usize)>> {
         let (th, b) = (convert::vec1(&theta), convert::vec1(&beta));
         let m = th.len() + b.len();
         let g = &mut self.inner;
-        let out = run(py, move || g.hessian(&th, &b, delta))?;
+        let out = run(py, move || g.hessian(&th, &b, delta, forward))?;
         out.map(|h| {
             Ok((
                 convert::array2(py, h.values, m, m)?,

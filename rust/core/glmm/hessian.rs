@@ -1,15 +1,22 @@
 //! The Hessian of the Laplace objective in (θ, β) at an optimum (lme4's,
-//! for `vcov`), by central differences of the exact gradient (scalar terms,
+//! for `vcov`), by differences of the exact gradient (scalar terms,
 //! canonical links).
 //!
-//! Column i is (g(x + δeᵢ) − g(x − δeᵢ))/2δ. At x ± δeᵢ the modes are not
-//! found by PIRLS: the gradient is taken at the start û ± δ ∂û/∂xᵢ
-//! ([`Glmm::mode_jacobian`]) as if it were the modes, A at its working
-//! weights and refactored. The start is off the modes by
-//! ½δ² ∂²û/∂xᵢ² + O(δ³), the same on both sides to leading order, and the
-//! gradient is a smooth function of it: its error is even in δ to leading
-//! order and cancels in the difference, whose error stays O(δ²), as the
-//! difference's own. One pass over the rows and one factorization per point.
+//! Central differences: column i is (g(x + δeᵢ) − g(x − δeᵢ))/2δ, 2m
+//! gradients. Forward differences: (g(x + hᵢeᵢ) − g(x))/hᵢ with
+//! hᵢ = δ max(1, |xᵢ|), m + 1 gradients; their error is O(δ) (½hᵢ times
+//! the third derivatives) plus the gradient's rounding over hᵢ, so they take
+//! δ about √ε (`GeneralizedLinearMixedModel.gradient_hessian`: 1e-8, the
+//! usual step of forward differences of an accurate gradient, Nocedal and
+//! Wright §8.1). At x + seᵢ the modes are not found by PIRLS: the gradient
+//! is taken at the start û + s ∂û/∂xᵢ ([`Glmm::mode_jacobian`]) as if it
+//! were the modes, A at its working weights and refactored. The start is off
+//! the modes by ½s² ∂²û/∂xᵢ² + O(s³): with central differences the same on
+//! both sides to leading order, so the gradient's error is even in s and
+//! cancels in the difference, whose error stays O(δ²), as the difference's
+//! own; with forward differences it adds O(δ) to the column, as the
+//! difference's own error. One pass over the rows and one factorization per
+//! point.
 //!
 //! The points are independent of one another: on a model of fewer than
 //! `COPY_ROWS` rows they run on copies of the model, spread over the threads
@@ -82,11 +89,18 @@ impl Glmm {
         self.gradient()
     }
 
-    /// The Hessian of the Laplace objective at (θ, β) with step δ (see the
-    /// module's notes); None unless [`mode_jacobian`](Self::mode_jacobian)
-    /// is available. The model is evaluated at (θ, β) first (nothing to do
-    /// when it was the last evaluation) and is left there.
-    pub fn hessian(&mut self, theta: &[f64], beta: &[f64], delta: f64) -> Result<Option<Hessian>> {
+    /// The Hessian of the Laplace objective at (θ, β) with step δ, by central
+    /// differences or (`forward`) forward ones (see the module's notes); None
+    /// unless [`mode_jacobian`](Self::mode_jacobian) is available. The model
+    /// is evaluated at (θ, β) first (nothing to do when it was the last
+    /// evaluation) and is left there.
+    pub fn hessian(
+        &mut self,
+        theta: &[f64],
+        beta: &[f64],
+        delta: f64,
+        forward: bool,
+    ) -> Result<Option<Hessian>> {
         let first = self.laplace(theta, beta)?;
         let Some(jac) = self.mode_jacobian()? else {
             return Ok(None);
@@ -95,8 +109,17 @@ impl Glmm {
         let m = nt + beta.len();
         let u0 = self.u.clone();
         let x: Vec<f64> = theta.iter().chain(beta).copied().collect();
+        // the points (coordinate, signed step): x ± δeᵢ, or x + hᵢeᵢ and x itself,
+        // hᵢ = δ max(1, |xᵢ|) as represented (xᵢ + hᵢ − xᵢ: no rounding in the step)
+        let steps: Vec<(usize, f64)> = if forward {
+            let h = |i: usize| (x[i] + delta * x[i].abs().max(1.0)) - x[i];
+            (0..m).map(|i| (i, h(i))).chain([(0, 0.0)]).collect()
+        } else {
+            (0..m).flat_map(|i| [(i, delta), (i, -delta)]).collect()
+        };
+        let n_points = steps.len();
         let point = |g: &mut Glmm, k: usize| -> Result<Vec<f64>> {
-            let (i, s) = (k / 2, if k % 2 == 0 { delta } else { -delta });
+            let (i, s) = steps[k];
             let mut xk = x.clone();
             xk[i] += s;
             let col = &jac[i * q..(i + 1) * q];
@@ -104,27 +127,27 @@ impl Glmm {
             g.gradient_at_start(&xk[..nt], &xk[nt..], &u)
         };
         let small = self.scalar.is_some() && self.n() < COPY_ROWS;
-        let mut iterations = 2 * m + first.iterations;
+        let mut iterations = n_points + first.iterations;
         let grads: Vec<Vec<f64>> = if small {
             // copies of the model, one per group of points
-            let groups = rayon::current_num_threads().clamp(1, 2 * m);
+            let groups = rayon::current_num_threads().clamp(1, n_points);
             let proto: &Glmm = self;
             let parts: Vec<Result<Vec<Vec<f64>>>> = (0..groups)
                 .into_par_iter()
                 .map(|gi| {
                     let mut g = proto.clone();
-                    (gi * 2 * m / groups..(gi + 1) * 2 * m / groups)
+                    (gi * n_points / groups..(gi + 1) * n_points / groups)
                         .map(|k| point(&mut g, k))
                         .collect()
                 })
                 .collect();
-            let mut all = Vec::with_capacity(2 * m);
+            let mut all = Vec::with_capacity(n_points);
             for part in parts {
                 all.extend(part?);
             }
             all
         } else {
-            let all = (0..2 * m)
+            let all = (0..n_points)
                 .map(|k| point(self, k))
                 .collect::<Result<Vec<_>>>();
             // back at (θ, β), from its modes
@@ -134,8 +157,13 @@ impl Glmm {
         };
         let mut h = vec![0.0; m * m];
         for i in 0..m {
-            for (j, (a, b)) in grads[2 * i].iter().zip(&grads[2 * i + 1]).enumerate() {
-                h[j + i * m] = (a - b) / (2.0 * delta);
+            let (a, b, scale) = if forward {
+                (&grads[i], &grads[m], steps[i].1)
+            } else {
+                (&grads[2 * i], &grads[2 * i + 1], 2.0 * delta)
+            };
+            for (j, (a, b)) in a.iter().zip(b).enumerate() {
+                h[j + i * m] = (a - b) / scale;
             }
         }
         for i in 0..m {
@@ -145,7 +173,7 @@ impl Glmm {
                 h[i + j * m] = v;
             }
         }
-        let evaluations = 2 * m + usize::from(!small) + usize::from(first.iterations > 0);
+        let evaluations = n_points + usize::from(!small) + usize::from(first.iterations > 0);
         Ok(Some(Hessian {
             values: h,
             evaluations,
