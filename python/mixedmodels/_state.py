@@ -201,7 +201,6 @@ class ModelState:
             raise ThetaError("this model state is not bound to a σ; pass sigma")
         return self._sigma
 
-    # -- sizes -----------------------------------------------------------------------
     @property
     def n(self) -> int:
         """Return the number of observations."""
@@ -463,10 +462,9 @@ class GlmmState:
     def hessian(
         self, theta: np.ndarray, beta: np.ndarray, delta: float, forward: bool = False
     ) -> np.ndarray | None:
-        """Return the Hessian in (θ, β) at (θ, β) from the core's gradients (None: not available).
+        """Return the Hessian in (θ, β) from the core's gradients (None: not available).
 
-        Central (or, with ``forward``, forward) differences with step ``delta`` (the core's
-        ``hessian.rs``: scalar terms, canonical links); the workspace is left at (θ, β).
+        Central (``forward``: forward) differences, step ``delta`` (`hessian.rs`); left at (θ, β).
         """
         out = self._ws.hessian(_f64(theta), _f64(beta), delta, forward)
         if out is None:
