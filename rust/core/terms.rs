@@ -250,31 +250,44 @@ impl Terms {
     /// `out` is q x m column-major, lme4's order): one pass over the rows,
     /// each entry summed over the rows in their order, as `zt_mul_add`.
     pub fn zt_mul_add_cols(&self, cols: &[&[f64]], scale: Option<&[f64]>, out: &mut [f64]) {
-        let q = self.q();
+        let (q, m) = (self.q(), cols.len());
+        // each level's values for all columns side by side (a row then adds to one
+        // place, not to m places q apart), copied back to out's layout after
+        let mut acc = vec![0.0; q * m];
+        for (j, a) in acc.chunks_exact_mut(m.max(1)).enumerate().take(q) {
+            for (c, v) in a.iter_mut().enumerate() {
+                *v = out[c * q + j];
+            }
+        }
         for (term, lay) in self.terms.iter().zip(&self.layout) {
             let k = term.k;
             for r in 0..self.n {
-                let base = lay.offset + term.codes[r] as usize * k;
+                let base = (lay.offset + term.codes[r] as usize * k) * m;
                 let z = &term.z[r * k..(r + 1) * k];
+                let dst = &mut acc[base..base + k * m];
                 for (c, col) in cols.iter().enumerate() {
                     let vr = col[r];
                     if vr == 0.0 {
                         continue;
                     }
-                    let dst = &mut out[c * q + base..c * q + base + k];
                     match scale {
                         None => {
                             for i in 0..k {
-                                dst[i] += z[i] * vr;
+                                dst[i * m + c] += z[i] * vr;
                             }
                         }
                         Some(s) => {
                             for i in 0..k {
-                                dst[i] += s[r] * z[i] * vr;
+                                dst[i * m + c] += s[r] * z[i] * vr;
                             }
                         }
                     }
                 }
+            }
+        }
+        for (j, a) in acc.chunks_exact(m.max(1)).enumerate().take(q) {
+            for (c, &v) in a.iter().enumerate() {
+                out[c * q + j] = v;
             }
         }
     }
