@@ -20,7 +20,7 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::chunks::{BlockSums, SumColumns};
-use super::cross_blocks::{cross_blocks, scaled_row};
+use super::cross_blocks::cross_blocks;
 use super::error::{check_finite, check_len, CoreError, Result};
 use super::order::BlockOrder;
 use super::terms::Terms;
@@ -367,46 +367,37 @@ impl CrossProducts {
         } else {
             Cow::Borrowed(&[][..])
         };
-        for v in [&mut self.a11, &mut self.a22d] {
-            v.fill(0.0);
-        }
-        if with_x {
-            self.ztxy.fill(0.0);
-        } else {
-            self.ztxy[p * q..].fill(0.0);
-        }
         // where each term's diagonal blocks start: a11 for f, its first rest
         // block for the others
         let mut first_block = vec![usize::MAX; tt.len()];
         for (i, &t) in order.rest_terms().iter().enumerate() {
             first_block[t] = order.block0()[i];
         }
-        let kmax = tt.iter().map(|t| t.k).max().unwrap_or(0);
-        let mut zs = vec![0.0; kmax];
-        for r in 0..n {
-            for (t, term) in tt.iter().enumerate() {
-                let (k, code) = (term.k, term.codes[r] as usize);
-                let z = &mut zs[..k];
-                scaled_row(&term.z[r * k..(r + 1) * k], scale, r, z);
-                // the diagonal block Z̃_tᵀZ̃_t of the row's level
+        // per term, one pass over the rows: each level's diagonal block Z̃_tᵀZ̃_t
+        // and its rows of Z̃ᵀ[X̃ ỹ] (only ỹ's without `with_x`), every value
+        // overwritten
+        let mut cols: Vec<&[f64]> = (0..if with_x { p } else { 0 })
+            .map(|j| &xs[j * n..(j + 1) * n])
+            .collect();
+        cols.push(&ys);
+        let (m, c0) = (cols.len(), p + 1 - cols.len());
+        for (t, (term, lay)) in tt.iter().zip(terms.layout()).enumerate() {
+            let k = term.k;
+            let (kk, w) = (k * k, k * k + k * m);
+            let acc = terms.level_sums(t, &cols, scale);
+            for (l, s) in acc.chunks_exact(w).enumerate() {
                 let blk = match first_block[t] {
-                    usize::MAX => &mut self.a11[code * k * k..][..k * k],
-                    b0 => &mut self.a22d[self.a22d_off[b0 + code]..][..k * k],
+                    usize::MAX => &mut self.a11[l * kk..][..kk],
+                    b0 => &mut self.a22d[self.a22d_off[b0 + l]..][..kk],
                 };
-                for c in 0..k {
-                    for i in 0..k {
-                        blk[i + c * k] += z[i] * z[c];
+                blk.copy_from_slice(&s[..kk]);
+                for i in 0..k {
+                    let row = lay.offset + l * k + i;
+                    for c in 0..m {
+                        self.ztxy[(c0 + c) * q + row] = s[kk + i * m + c];
                     }
                 }
             }
-        }
-        // Z̃ᵀ[X̃ ỹ], all columns in one pass over the rows
-        if with_x {
-            let mut cols: Vec<&[f64]> = (0..p).map(|j| &xs[j * n..(j + 1) * n]).collect();
-            cols.push(&ys);
-            terms.zt_mul_add_cols(&cols, scale, &mut self.ztxy);
-        } else {
-            terms.zt_mul_add(&ys, scale, &mut self.ztxy[p * q..]);
         }
         // the off-diagonal blocks: f's columns with every term of the rest
         // (A21), each term of the rest with the later ones (A22)

@@ -7,7 +7,7 @@
 //! shares.
 
 use super::error::{check_finite, check_len, CoreError, Result};
-use super::small::{t_mul, tt_mul};
+use super::small::{t_mul, tt_mul, Dim, K};
 
 /// One random-effects term: a grouping factor and its model columns.
 #[derive(Clone, Debug)]
@@ -246,50 +246,54 @@ impl Terms {
         }
     }
 
-    /// `out[c] += Z̃ᵀ cols[c]` for several columns at once (each n values;
-    /// `out` is q x m column-major, lme4's order): one pass over the rows,
-    /// each entry summed over the rows in their order, as `zt_mul_add`.
-    pub fn zt_mul_add_cols(&self, cols: &[&[f64]], scale: Option<&[f64]>, out: &mut [f64]) {
-        let (q, m) = (self.q(), cols.len());
-        // each level's values for all columns side by side (a row then adds to one
-        // place, not to m places q apart), copied back to out's layout after
-        let mut acc = vec![0.0; q * m];
-        for (j, a) in acc.chunks_exact_mut(m.max(1)).enumerate().take(q) {
-            for (c, v) in a.iter_mut().enumerate() {
-                *v = out[c * q + j];
-            }
+    /// Per level of term `t`, summed over its rows in their order: Z̃ᵀZ̃
+    /// (k x k, column-major) and Z̃ᵀ of the columns `cols` (k x m, a random
+    /// effect's m values side by side), Z̃ = diag(s) Z. Level-major, k² + k·m
+    /// values a level: a row adds to one place, not to two q apart.
+    pub fn level_sums(&self, t: usize, cols: &[&[f64]], scale: Option<&[f64]>) -> Vec<f64> {
+        match self.terms[t].k {
+            1 => self.level_sums_k(K::<1>, t, cols, scale),
+            2 => self.level_sums_k(K::<2>, t, cols, scale),
+            3 => self.level_sums_k(K::<3>, t, cols, scale),
+            k => self.level_sums_k(k, t, cols, scale),
         }
-        for (term, lay) in self.terms.iter().zip(&self.layout) {
-            let k = term.k;
-            for r in 0..self.n {
-                let base = (lay.offset + term.codes[r] as usize * k) * m;
-                let z = &term.z[r * k..(r + 1) * k];
-                let dst = &mut acc[base..base + k * m];
-                for (c, col) in cols.iter().enumerate() {
-                    let vr = col[r];
-                    if vr == 0.0 {
-                        continue;
-                    }
-                    match scale {
-                        None => {
-                            for i in 0..k {
-                                dst[i * m + c] += z[i] * vr;
-                            }
-                        }
-                        Some(s) => {
-                            for i in 0..k {
-                                dst[i * m + c] += s[r] * z[i] * vr;
-                            }
-                        }
+    }
+
+    #[inline(always)]
+    fn level_sums_k<D: Dim>(
+        &self,
+        kd: D,
+        t: usize,
+        cols: &[&[f64]],
+        scale: Option<&[f64]>,
+    ) -> Vec<f64> {
+        let term = &self.terms[t];
+        let (k, m) = (kd.get(), cols.len());
+        let (kk, w) = (k * k, k * k + k * m);
+        let mut acc = vec![0.0; term.n_levels * w];
+        let mut zs = vec![0.0; k];
+        for r in 0..self.n {
+            let z = &term.z[r * k..(r + 1) * k];
+            match scale {
+                None => zs.copy_from_slice(z),
+                Some(s) => zs.iter_mut().zip(z).for_each(|(o, z)| *o = s[r] * z),
+            }
+            let slot = &mut acc[term.codes[r] as usize * w..][..w];
+            for c in 0..k {
+                for i in 0..k {
+                    slot[i + c * k] += zs[i] * zs[c];
+                }
+            }
+            for (c, col) in cols.iter().enumerate() {
+                let v = col[r];
+                if v != 0.0 {
+                    for i in 0..k {
+                        slot[kk + i * m + c] += zs[i] * v;
                     }
                 }
             }
         }
-        for (j, a) in acc.chunks_exact(m.max(1)).enumerate().take(q) {
-            for (c, &v) in a.iter().enumerate() {
-                out[c * q + j] = v;
-            }
-        }
+        acc
     }
 
     /// `out += Z̃ b` for one column `b` (q values in lme4's order), Z̃ =
