@@ -38,6 +38,12 @@ pub fn opt_vec1(a: Option<PyReadonlyArray1<'_, f64>>) -> Option<Vec<f64>> {
 pub fn col_major(x: &PyReadonlyArray2<'_, f64>) -> (usize, usize, Vec<f64>) {
     let a = x.as_array();
     let (n, p) = (a.nrows(), a.ncols());
+    if a.t().is_standard_layout() {
+        // Fortran order: the memory is the column-major values (one copy)
+        if let Some(s) = a.as_slice_memory_order() {
+            return (n, p, s.to_vec());
+        }
+    }
     let mut v = Vec::with_capacity(n * p);
     for j in 0..p {
         v.extend(a.column(j).iter().copied());
@@ -68,8 +74,11 @@ pub fn terms(
         out.push(ReTerm {
             n_levels: *n_levels,
             k: za.ncols(),
-            codes: codes.iter().map(|&c| c as u32).collect(),
-            z: za.iter().copied().collect(),
+            codes: match codes.as_slice() {
+                Some(s) => s.iter().map(|&c| c as u32).collect(),
+                None => codes.iter().map(|&c| c as u32).collect(),
+            },
+            z: za.as_slice().map_or_else(|| za.iter().copied().collect(), <[f64]>::to_vec),
         });
     }
     Ok(out)
