@@ -35,7 +35,7 @@
 //! [10⁻⁴, 10⁴] and its correlations within ±0.9: never at the boundary,
 //! where a diagonal θ has a zero gradient, and never singular.
 
-use super::small::{chol_lower, col};
+use super::small::{chol_lower, col, Dim, K};
 use super::workspace::Workspace;
 
 /// Variances (relative to σ²) and correlations of the start are kept within
@@ -161,23 +161,26 @@ impl Workspace {
             v: vec![0.0; layout.iter().map(|l| l.k).max().unwrap_or(0) * p],
         };
         let mut bdiag: Vec<Vec<f64>> = layout.iter().map(|l| vec![0.0; l.k * l.k]).collect();
+        let mut full = vec![0.0; kmax * kmax];
         self.for_each_a_block(|b| {
             let ka = layout[b.ta].k;
             if b.a == b.b {
-                // a diagonal block, from its lower triangle
-                let at = |x: usize, y: usize| {
-                    if x >= y {
-                        b.v[x + y * ka]
-                    } else {
-                        b.v[y + x * ka]
-                    }
-                };
+                // a diagonal block, whole from its lower triangle
+                let full = &mut full[..ka * ka];
                 for j in 0..ka {
                     for i in 0..ka {
-                        bdiag[b.ta][i + j * ka] += at(i, j);
+                        full[i + j * ka] = b.v[i.max(j) + i.min(j) * ka];
                     }
                 }
-                pass.add(&mut mat, (b.ta, b.a), (b.ta, b.a), at);
+                for (d, v) in bdiag[b.ta].iter_mut().zip(full.iter()) {
+                    *d += v;
+                }
+                match ka {
+                    1 => pass.add_diagonal(K::<1>, &mut mat, (b.ta, b.a), full),
+                    2 => pass.add_diagonal(K::<2>, &mut mat, (b.ta, b.a), full),
+                    3 => pass.add_diagonal(K::<3>, &mut mat, (b.ta, b.a), full),
+                    _ => pass.add(&mut mat, (b.ta, b.a), (b.ta, b.a), |x, y| full[x + y * ka]),
+                }
             } else {
                 pass.add(&mut mat, (b.ta, b.a), (b.tb, b.b), |x, y| b.v[x + y * ka]);
                 pass.add(&mut mat, (b.tb, b.b), (b.ta, b.a), |x, y| b.v[y + x * ka]);
@@ -295,6 +298,63 @@ impl Pass<'_> {
                         };
                         let vh = dot(&self.v[i * p..][..p], hj) + dot(hi, &self.v[j * p..][..p]);
                         mat[self.vech(tl, i, j) + col] += asa - vh;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Pass<'_> {
+    /// [`add`](Self::add) for a diagonal block (l = m, `blk` whole, k x k
+    /// column-major) with k known at compile time: the same sums, unrolled.
+    #[inline(always)]
+    fn add_diagonal<D: Dim>(
+        &mut self,
+        kd: D,
+        mat: &mut [f64],
+        (t, l0): (usize, usize),
+        blk: &[f64],
+    ) {
+        let (k, p, nu) = (kd.get(), self.p, self.nu);
+        let base = self.u0[t];
+        let hl = &self.h[l0 * p..(l0 + k) * p];
+        let v = &mut self.v[..k * p];
+        if k == 1 {
+            // a² − 2a h_l·h_l
+            let a = blk[0];
+            mat[base + base * nu] += a * a - 2.0 * a * dot(hl, hl);
+            return;
+        }
+        let mut unknown = base;
+        for bb in 0..k {
+            for aa in bb..k {
+                let col = unknown * nu;
+                unknown += 1;
+                let (ha, hb) = (&hl[aa * p..][..p], &hl[bb * p..][..p]);
+                for x in 0..k {
+                    let (xa, xb) = (blk[x + aa * k], blk[x + bb * k]);
+                    for c in 0..p {
+                        v[x * p + c] = if aa == bb {
+                            xa * ha[c]
+                        } else {
+                            xa * hb[c] + xb * ha[c]
+                        };
+                    }
+                }
+                let mut row = base;
+                for j in 0..k {
+                    let hj = &hl[j * p..][..p];
+                    for i in j..k {
+                        let hi = &hl[i * p..][..p];
+                        let asa = if aa == bb {
+                            blk[i + aa * k] * blk[j + aa * k]
+                        } else {
+                            blk[i + aa * k] * blk[j + bb * k] + blk[i + bb * k] * blk[j + aa * k]
+                        };
+                        let vh = dot(&v[i * p..][..p], hj) + dot(hi, &v[j * p..][..p]);
+                        mat[row + col] += asa - vh;
+                        row += 1;
                     }
                 }
             }
