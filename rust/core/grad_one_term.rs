@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::error::Result;
 use super::gradient::GradientParts;
-use super::small::{col, solve_l, solve_lt, t_mul, tt_mul, Dim, K};
+use super::small::{col, t_mul, tt_mul, Dim, K};
 use super::workspace::Workspace;
 
 /// What the pass over the levels reads: per level the L11 block, A's block
@@ -43,21 +43,54 @@ struct Levels<'a> {
 const CHUNK_LEVELS: usize = 2048;
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
+/// `x := L⁻¹ x` for lower-triangular `L` (k x k) whose diagonal's
+/// reciprocals are `dinv`: multiplications only.
+#[inline(always)]
+fn l_solve<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
+    let k = k.get();
+    for r in 0..k {
+        let mut v = x[r];
+        for i in 0..r {
+            v -= l[r + i * k] * x[i];
+        }
+        x[r] = v * dinv[r];
+    }
+}
+
+/// `x := L⁻ᵀ x`, as [`l_solve`].
+#[inline(always)]
+fn lt_solve<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
+    let k = k.get();
+    for r in (0..k).rev() {
+        let mut v = x[r];
+        for i in r + 1..k {
+            v -= l[i + r * k] * x[i];
+        }
+        x[r] = v * dinv[r];
+    }
+}
+
 /// Σ_j M_j⁻¹TᵀA_j, Σ_j Z̃ᵀr_j u_jᵀ and Σ_j P_j U_jᵀ (k x k, column-major)
 /// over the levels `levels`, generic over k so that the usual sizes unroll.
+/// Divisions are the slow operation here: k per level (L_j's diagonal),
+/// and RX's diagonal once.
 #[inline(always)]
 fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
     let kn = k.get();
     let kk = kn * kn;
     let p = lv.beta.len();
+    let rx_inv: Vec<f64> = (0..p).map(|m| 1.0 / lv.rx[m + m * p]).collect();
     let (mut s, mut dp, mut dr) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kk]);
     let (mut u, mut tu, mut ztr) = (vec![0.0; kn], vec![0.0; kn], vec![0.0; kn]);
-    let (mut linv, mut w) = (vec![0.0; kk], vec![0.0; kk]);
+    let (mut linv, mut w, mut dinv) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kn]);
     let (mut bx, mut pm, mut uc) = (vec![0.0; kn * p], vec![0.0; kn * p], vec![0.0; kn]);
     for j in levels {
         let l = &lv.l11[j * kk..(j + 1) * kk];
         let aj = &lv.a11[j * kk..(j + 1) * kk];
         let base = j * kn;
+        for r in 0..kn {
+            dinv[r] = 1.0 / l[r + r * kn];
+        }
         // û_j and Z̃ᵀr_j
         for r in 0..kn {
             let (mut cu, mut zu) = (lv.c[p][base + r], lv.ztxy[p][base + r]);
@@ -68,7 +101,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
             u[r] = cu;
             ztr[r] = zu;
         }
-        solve_lt(l, k, &mut u, 1);
+        lt_solve(l, &dinv, k, &mut u);
         tu.copy_from_slice(&u);
         t_mul(lv.t, kn, &mut tu);
         for r in 0..kn {
@@ -85,12 +118,12 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
         linv.fill(0.0);
         for m in 0..kn {
             linv[m + m * kn] = 1.0;
-            solve_l(l, k, &mut linv[m * kn..(m + 1) * kn], 1);
+            l_solve(l, &dinv, k, &mut linv[m * kn..(m + 1) * kn]);
         }
         w.copy_from_slice(aj);
         for wc in w.chunks_exact_mut(kn) {
             tt_mul(lv.t, k, wc);
-            solve_l(l, k, wc, 1);
+            l_solve(l, &dinv, k, wc);
         }
         for b in 0..kn {
             for a in 0..kn {
@@ -108,7 +141,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
         for m in 0..p {
             let bc = &mut bx[m * kn..(m + 1) * kn];
             bc.copy_from_slice(&lv.c[m][base..base + kn]);
-            solve_lt(l, k, bc, 1);
+            lt_solve(l, &dinv, k, bc);
             t_mul(lv.t, kn, bc);
         }
         for m in 0..p {
@@ -120,7 +153,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
                 for i in 0..m {
                     v -= pm[r + i * kn] * lv.rx[i + m * p];
                 }
-                pm[r + m * kn] = v / lv.rx[m + m * p];
+                pm[r + m * kn] = v * rx_inv[m];
             }
         }
         // += P_j U_jᵀ with U_j = Tᵀ P_j
