@@ -7,7 +7,15 @@
 //! shares.
 
 use super::error::{check_finite, check_len, CoreError, Result};
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 use super::small::{t_mul, tt_mul, Dim, K};
+
+/// Rows per chunk of [`Terms::level_sums`] (at least), and the most chunks.
+const SUM_CHUNK_ROWS: usize = 1 << 16;
+const MAX_SUM_CHUNKS: usize = 8;
 
 /// One random-effects term: a grouping factor and its model columns.
 #[derive(Clone, Debug)]
@@ -246,17 +254,42 @@ impl Terms {
         }
     }
 
-    /// Per level of term `t`, summed over its rows in their order: Z̃ᵀZ̃
-    /// (k x k, column-major) and Z̃ᵀ of the columns `cols` (k x m, a random
-    /// effect's m values side by side), Z̃ = diag(s) Z. Level-major, k² + k·m
-    /// values a level: a row adds to one place, not to two q apart.
+    /// Per level of term `t`, summed over its rows: Z̃ᵀZ̃ (k x k,
+    /// column-major) and Z̃ᵀ of the columns `cols` (k x m, a random effect's
+    /// m values side by side), Z̃ = diag(s) Z. Level-major, k² + k·m values a
+    /// level: a row adds to one place, not to two q apart.
+    ///
+    /// Many rows are split into chunks summed in parallel, each into its own
+    /// copy of the sums, added in order after: the chunks depend on n and
+    /// the sums' size alone, so the sums do not depend on the number of
+    /// threads. Few rows (or sums as large as the rows) are summed in one
+    /// pass, in the rows' order.
     pub fn level_sums(&self, t: usize, cols: &[&[f64]], scale: Option<&[f64]>) -> Vec<f64> {
-        match self.terms[t].k {
-            1 => self.level_sums_k(K::<1>, t, cols, scale),
-            2 => self.level_sums_k(K::<2>, t, cols, scale),
-            3 => self.level_sums_k(K::<3>, t, cols, scale),
-            k => self.level_sums_k(k, t, cols, scale),
+        let term = &self.terms[t];
+        let size = term.n_levels * (term.k * term.k + term.k * cols.len());
+        let chunks = (self.n / SUM_CHUNK_ROWS)
+            .min(MAX_SUM_CHUNKS)
+            .min(self.n / size.max(1));
+        let run = |rows: Range<usize>| match term.k {
+            1 => self.level_sums_k(K::<1>, t, cols, scale, rows),
+            2 => self.level_sums_k(K::<2>, t, cols, scale, rows),
+            3 => self.level_sums_k(K::<3>, t, cols, scale, rows),
+            k => self.level_sums_k(k, t, cols, scale, rows),
+        };
+        if chunks < 2 {
+            return run(0..self.n);
         }
+        let bounds: Vec<usize> = (0..=chunks).map(|c| c * self.n / chunks).collect();
+        let parts: Vec<Vec<f64>> = (0..chunks)
+            .into_par_iter()
+            .map(|c| run(bounds[c]..bounds[c + 1]))
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut acc = parts.next().unwrap_or_default();
+        for part in parts {
+            acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        }
+        acc
     }
 
     #[inline(always)]
@@ -266,13 +299,14 @@ impl Terms {
         t: usize,
         cols: &[&[f64]],
         scale: Option<&[f64]>,
+        rows: Range<usize>,
     ) -> Vec<f64> {
         let term = &self.terms[t];
         let (k, m) = (kd.get(), cols.len());
         let (kk, w) = (k * k, k * k + k * m);
         let mut acc = vec![0.0; term.n_levels * w];
         let mut zs = vec![0.0; k];
-        for r in 0..self.n {
+        for r in rows {
             let z = &term.z[r * k..(r + 1) * k];
             match scale {
                 None => zs.copy_from_slice(z),

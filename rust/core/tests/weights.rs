@@ -9,13 +9,24 @@ use crate::core::{BlockOrder, CoreError, CrossProducts, Terms};
 #[test]
 fn cross_products_match_dense() {
     let specs = [crossed(6, 2), crossed(9, 1), crossed(4, 3)];
-    let pr = design(70, 51, &specs).weighted(52);
+    assert_blocks_match_dense(&design(70, 51, &specs).weighted(52));
+}
+
+/// Enough rows that the diagonal blocks and Z̃ᵀ[X̃ ỹ] are summed in chunks
+/// (in parallel), added after: the same blocks to rounding.
+#[test]
+fn cross_products_of_rows_summed_in_chunks_match_dense() {
+    let specs = [crossed(7, 2), crossed(5, 1), crossed(3, 3)];
+    assert_blocks_match_dense(&design(200_000, 54, &specs).weighted(55));
+}
+
+fn assert_blocks_match_dense(pr: &Problem) {
     let terms = Terms::new(pr.n, pr.terms.clone()).unwrap();
     let order = BlockOrder::new(&terms);
     let a = CrossProducts::new(pr.rows(), &terms, &order);
     let (n, p, q) = (pr.n, pr.p, terms.q());
     let (w, o) = (pr.w(), pr.offset.clone().unwrap());
-    let z = dense_z(&pr);
+    let z = dense_z(pr);
     let zxy = Mat::<f64>::from_fn(n, q + p + 1, |i, j| {
         let v = match j {
             j if j < q => z[(i, j)],
