@@ -78,7 +78,9 @@ pub fn terms(
                 Some(s) => s.iter().map(|&c| c as u32).collect(),
                 None => codes.iter().map(|&c| c as u32).collect(),
             },
-            z: za.as_slice().map_or_else(|| za.iter().copied().collect(), <[f64]>::to_vec),
+            z: za
+                .as_slice()
+                .map_or_else(|| za.iter().copied().collect(), <[f64]>::to_vec),
         });
     }
     Ok(out)
