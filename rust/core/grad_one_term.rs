@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::error::Result;
 use super::gradient::GradientParts;
-use super::small::{col, t_mul, tt_mul, Dim, K};
+use super::small::{col, solve_l_recip, solve_lt_recip, t_mul, tt_mul, Dim, K};
 use super::workspace::Workspace;
 
 /// What the pass over the levels reads: per level the L11 block, A's block
@@ -42,33 +42,6 @@ struct Levels<'a> {
 /// work (levels x k² x (p + 2)) for a split.
 const CHUNK_LEVELS: usize = 2048;
 const PARALLEL_MIN_WORK: usize = 1 << 16;
-
-/// `x := L⁻¹ x` for lower-triangular `L` (k x k) whose diagonal's
-/// reciprocals are `dinv`: multiplications only.
-#[inline(always)]
-fn l_solve<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
-    let k = k.get();
-    for r in 0..k {
-        let mut v = x[r];
-        for i in 0..r {
-            v -= l[r + i * k] * x[i];
-        }
-        x[r] = v * dinv[r];
-    }
-}
-
-/// `x := L⁻ᵀ x`, as [`l_solve`].
-#[inline(always)]
-fn lt_solve<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
-    let k = k.get();
-    for r in (0..k).rev() {
-        let mut v = x[r];
-        for i in r + 1..k {
-            v -= l[i + r * k] * x[i];
-        }
-        x[r] = v * dinv[r];
-    }
-}
 
 /// Σ_j M_j⁻¹TᵀA_j, Σ_j Z̃ᵀr_j u_jᵀ and Σ_j P_j U_jᵀ (k x k, column-major)
 /// over the levels `levels`, generic over k so that the usual sizes unroll.
@@ -101,7 +74,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
             u[r] = cu;
             ztr[r] = zu;
         }
-        lt_solve(l, &dinv, k, &mut u);
+        solve_lt_recip(l, &dinv, k, &mut u);
         tu.copy_from_slice(&u);
         t_mul(lv.t, kn, &mut tu);
         for r in 0..kn {
@@ -118,12 +91,12 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
         linv.fill(0.0);
         for m in 0..kn {
             linv[m + m * kn] = 1.0;
-            l_solve(l, &dinv, k, &mut linv[m * kn..(m + 1) * kn]);
+            solve_l_recip(l, &dinv, k, &mut linv[m * kn..(m + 1) * kn]);
         }
         w.copy_from_slice(aj);
         for wc in w.chunks_exact_mut(kn) {
             tt_mul(lv.t, k, wc);
-            l_solve(l, &dinv, k, wc);
+            solve_l_recip(l, &dinv, k, wc);
         }
         for b in 0..kn {
             for a in 0..kn {
@@ -141,7 +114,7 @@ fn sums<D: Dim>(k: D, lv: &Levels<'_>, levels: Range<usize>) -> [Vec<f64>; 3] {
         for m in 0..p {
             let bc = &mut bx[m * kn..(m + 1) * kn];
             bc.copy_from_slice(&lv.c[m][base..base + kn]);
-            lt_solve(l, &dinv, k, bc);
+            solve_lt_recip(l, &dinv, k, bc);
             t_mul(lv.t, kn, bc);
         }
         for m in 0..p {

@@ -175,6 +175,33 @@ pub fn solve_lt<D: Dim>(l: &[f64], k: D, x: &mut [f64], stride: usize) {
     }
 }
 
+/// `x := L⁻¹ x` for lower-triangular `L` (k x k) whose diagonal's
+/// reciprocals are `dinv`: multiplications only.
+#[inline(always)]
+pub fn solve_l_recip<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
+    let k = k.get();
+    for r in 0..k {
+        let mut v = x[r];
+        for i in 0..r {
+            v -= l[r + i * k] * x[i];
+        }
+        x[r] = v * dinv[r];
+    }
+}
+
+/// `x := L⁻ᵀ x`, as [`solve_l_recip`] (k x k, the diagonal's reciprocals given).
+#[inline(always)]
+pub fn solve_lt_recip<D: Dim>(l: &[f64], dinv: &[f64], k: D, x: &mut [f64]) {
+    let k = k.get();
+    for r in (0..k).rev() {
+        let mut v = x[r];
+        for i in r + 1..k {
+            v -= l[i + r * k] * x[i];
+        }
+        x[r] = v * dinv[r];
+    }
+}
+
 /// `x := Tᵀ x` for lower-triangular `T` (k x k), in place.
 #[inline(always)]
 pub fn tt_mul<D: Dim>(t: &[f64], k: D, x: &mut [f64]) {
