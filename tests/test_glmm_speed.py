@@ -153,12 +153,14 @@ def test_one_step_hessian_is_the_converged_gradients_hessian(name):
 
 
 def test_two_chunk_pass_and_hessian_copies_do_not_depend_on_the_number_of_threads():
-    # VerbAgg (7,584 rows): two row chunks, and the Hessian's points on copies of the model
+    # VerbAgg's rows five times over (37,920 rows): two row chunks, and the Hessian's points
+    # on copies of the model
     code = """
 import json, numpy as np, pandas as pd, mixedmodels as mm
 from pathlib import Path
 ref = json.loads(Path(REF, "verbagg_crossed_binomial.json").read_text())
 data = pd.read_csv(Path(REF, "data", Path(ref["dataset"]).name))
+data = pd.concat([data] * 5, ignore_index=True)
 for col, levels in ref["factor_levels"].items():
     data[col] = pd.Categorical(data[col].astype(str), categories=levels)
 m = mm.GeneralizedLinearMixedModel.from_formula(ref["formula"], data, family="binomial")
