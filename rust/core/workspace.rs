@@ -289,7 +289,11 @@ impl Workspace {
         self.theta.copy_from_slice(theta);
         let qf = self.order.qf();
         let cols = self.c.ncols() - first;
-        let (c1, c2) = self.c.as_mut().subcols_mut(first, cols).split_at_row_mut(qf);
+        let (c1, c2) = self
+            .c
+            .as_mut()
+            .subcols_mut(first, cols)
+            .split_at_row_mut(qf);
         self.factor
             .refactor(&self.pattern, &self.a, &self.templates, c1, c2)
     }
