@@ -181,3 +181,20 @@ print(repr(v), repr(list(g)), repr(h.tolist()))
         )
         outs.add(out.stdout.strip())
     assert len(outs) == 1, outs
+
+
+def test_hessian_base_point_from_the_fit_is_the_recomputed_one():
+    # the fit's Hessian takes the gradient at the optimum as the optimizer left it; computed
+    # again from û (the memo forgotten) every point is evaluated: the same numbers
+    ref = json.loads((REF / "grouseticks_poisson.json").read_text())
+    data = pd.read_csv(REF / "data" / Path(ref["dataset"]).name)
+    for col, levels in ref["factor_levels"].items():
+        data[col] = pd.Categorical(data[col].astype(str), categories=levels)
+    fit = mm.glmer(ref["formula"], data, family=ref["family"], link=ref["link"])
+    model = fit.model
+    model.state.set_modes(model.state.modes())
+    before = model.state.evaluations
+    again = model.gradient_hessian(fit.theta, fit.beta)
+    m = len(fit.theta) + len(fit.beta)
+    assert model.state.evaluations - before == m + 2  # PIRLS at x, m + 1 points
+    np.testing.assert_array_equal(again, fit.hessian)

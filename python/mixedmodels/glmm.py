@@ -310,7 +310,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
 
         With scalar terms and a canonical link the core computes it in one call
         (``GlmmState.hessian``): forward differences, the gradient at x + hᵢeᵢ (hᵢ = 1e-8
-        max(1, |xᵢ|), about √ε) at the start û + hᵢ ∂û/∂xᵢ without PIRLS, m + 1 gradients
+        max(1, |xᵢ|), about √ε) at the start û + hᵢ ∂û/∂xᵢ without PIRLS, m gradients beyond x's
         (within 3e-7 of the Hessian's largest element on the reference cases). Otherwise
         central differences (`_glmm_fit.gradient_hessian`, lme4's step 1e-4), PIRLS from û at
         x + δeᵢ and from 2û − u(x + δeᵢ) at x − δeᵢ. The workspace is left at (θ, β).
