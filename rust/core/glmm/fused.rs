@@ -110,6 +110,10 @@ impl ScalarRows {
     pub fn slots(&self) -> &[usize] {
         &self.slots
     }
+    /// X row by row (n x p, row-major).
+    pub fn xrow(&self) -> &[f64] {
+        &self.xrow
+    }
 
     /// None unless every term is scalar and there are at most two.
     pub fn new(ws: &Workspace) -> Option<Self> {

@@ -62,6 +62,10 @@ impl Memo {
     pub fn given_beta(&self) -> bool {
         self.beta.is_some()
     }
+    /// β, when it was given.
+    pub fn beta(&self) -> Option<&[f64]> {
+        self.beta.as_deref()
+    }
 }
 
 impl Glmm {
