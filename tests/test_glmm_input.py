@@ -146,3 +146,37 @@ def test_cli_fits_a_glmm(cbpp, tmp_path, capsys):
     # lme4's AIC line for this model (tests/reference/glmm/cbpp_binomial.json: AIC 194.05)
     assert "   194.1    204.2    -92.0    184.1       51 " in out
     assert main(["fit", formula, "--data", str(p), "--link", "probit"]) == 2
+
+
+def _inverse_gaussian_near_zero() -> pd.DataFrame:
+    # inverse Gaussian responses whose means come near 0: with the identity link, steps of
+    # Control.precise()'s size (0.75) from the start reach η < 0, outside the family's domain
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(8), 6)
+    x = rng.uniform(0, 1, g.size)
+    mu = np.maximum(0.15 + 0.8 * x + rng.normal(scale=0.12, size=8)[g], 0.02)
+    return pd.DataFrame({"y": rng.wald(mu, 2.0), "x": x, "g": [f"g{v}" for v in g]})
+
+
+def test_a_pirls_failure_at_a_trial_point_makes_the_optimizer_back_off():
+    data = _inverse_gaussian_near_zero()
+    kw = dict(family="inverse.gaussian", link="identity")
+    default = mm.glmer("y ~ x + (1 | g)", data, **kw)
+    fit = mm.glmer("y ~ x + (1 | g)", data, control=mm.Control.precise(), **kw)
+    values = [v for _, v in fit.optsum.fitlog + fit.optsum_nagq0.fitlog]
+    assert max(values) > 1e9  # the failed trial points, as very large objectives
+    assert fit.objective <= default.objective + 1e-6 * abs(default.objective)
+    # the returned point is an ordinary one: the objective there as evaluated afresh
+    assert fit.objective == pytest.approx(fit.model.objective(fit.theta, fit.beta), rel=1e-10)
+
+
+def test_a_pirls_failure_at_the_start_is_raised():
+    data = _inverse_gaussian_near_zero()
+    with pytest.raises(mm.PirlsError, match="working weight"):
+        mm.glmer(
+            "y ~ x + (1 | g)",
+            data,
+            family="inverse.gaussian",
+            link="identity",
+            start={"theta": [0.1], "beta": [-1.0, 0.0]},
+        )

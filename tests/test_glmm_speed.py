@@ -153,12 +153,14 @@ def test_one_step_hessian_is_the_converged_gradients_hessian(name):
 
 
 def test_two_chunk_pass_and_hessian_copies_do_not_depend_on_the_number_of_threads():
-    # VerbAgg (7,584 rows): two row chunks, and the Hessian's points on copies of the model
+    # VerbAgg's rows five times over (37,920 rows): two row chunks, and the Hessian's points
+    # on copies of the model
     code = """
 import json, numpy as np, pandas as pd, mixedmodels as mm
 from pathlib import Path
 ref = json.loads(Path(REF, "verbagg_crossed_binomial.json").read_text())
 data = pd.read_csv(Path(REF, "data", Path(ref["dataset"]).name))
+data = pd.concat([data] * 5, ignore_index=True)
 for col, levels in ref["factor_levels"].items():
     data[col] = pd.Categorical(data[col].astype(str), categories=levels)
 m = mm.GeneralizedLinearMixedModel.from_formula(ref["formula"], data, family="binomial")
@@ -179,3 +181,43 @@ print(repr(v), repr(list(g)), repr(h.tolist()))
         )
         outs.add(out.stdout.strip())
     assert len(outs) == 1, outs
+
+
+def test_hessian_base_point_from_the_fit_is_the_recomputed_one():
+    # the fit's Hessian takes the gradient at the optimum as the optimizer left it; computed
+    # again from û (the memo forgotten) every point is evaluated: the same numbers
+    ref = json.loads((REF / "grouseticks_poisson.json").read_text())
+    data = pd.read_csv(REF / "data" / Path(ref["dataset"]).name)
+    for col, levels in ref["factor_levels"].items():
+        data[col] = pd.Categorical(data[col].astype(str), categories=levels)
+    fit = mm.glmer(ref["formula"], data, family=ref["family"], link=ref["link"])
+    model = fit.model
+    model.state.set_modes(model.state.modes())
+    before = model.state.evaluations
+    again = model.gradient_hessian(fit.theta, fit.beta)
+    m = len(fit.theta) + len(fit.beta)
+    assert model.state.evaluations - before == m + 2  # PIRLS at x, m + 1 points
+    np.testing.assert_array_equal(again, fit.hessian)
+
+
+def test_predicted_starts_follow_a_change_of_beta():
+    # β given (the second stage): the modes move by −M⁻¹ΛᵀZᵀWXΔβ to first order, so a small
+    # change of β starts PIRLS off by O(Δβ²): two iterations (one step, one to confirm)
+    ref = json.loads((REF / "verbagg_crossed_binomial.json").read_text())
+    data = pd.read_csv(REF / "data" / Path(ref["dataset"]).name)
+    for col, levels in ref["factor_levels"].items():
+        data[col] = pd.Categorical(data[col].astype(str), categories=levels)
+    model = mm.GeneralizedLinearMixedModel.from_formula(ref["formula"], data, family="binomial")
+    theta = np.array(ref["theta"])
+    beta0 = np.array(list(ref["beta"].values()))
+    rng = np.random.default_rng(3)
+    betas = [beta0 + rng.normal(scale=1e-4, size=beta0.size) for _ in range(5)]
+    model.state.laplace(theta, beta0)
+    warm = [model.state.laplace(theta, b) for b in betas]
+    cold = []
+    for b in betas:
+        model.state.set_modes(None)
+        cold.append(model.state.laplace(theta, b))
+    for w, c in zip(warm, cold, strict=True):
+        assert w.laplace == pytest.approx(c.laplace, rel=1e-12)
+    assert all(w.iterations <= 2 for w in warm), [w.iterations for w in warm]

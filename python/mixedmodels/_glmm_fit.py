@@ -14,17 +14,52 @@ about twice it). The Hessian of the deviance at the optimum (lme4's, for
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .exceptions import PirlsError
 from .optimize import Control, OptSummary
 
-__all__ = ["PirlsRun", "finite_difference_hessian", "gradient_hessian", "quasi_newton"]
+__all__ = ["PirlsRun", "finite_difference_hessian", "gradient_hessian", "quasi_newton", "trial"]
 
 FunGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+_FAILED = 1e10
+"""How far above the start's objective a point where PIRLS fails is put (relative, at least 1)."""
+
+
+def trial(fun: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+    """Return ``fun`` for an optimizer: PIRLS failing at a trial point gives a very large objective.
+
+    A point outside the family's domain (an identity link's η < 0 for a
+    positive mean, where the working weights are negative) is one the
+    optimizer only probes: it then sees the start's objective plus
+    ``_FAILED`` times its size (an objective and gradient: ∞ and NaN), and
+    backs off. A failure at the first point (the start) is raised; so is one
+    at the returned point, when the fit evaluates it again.
+    """
+    start: list[tuple[float, bool]] = []  # the start's objective, and whether with a gradient
+
+    def f(x: np.ndarray) -> Any:
+        try:
+            out = fun(x)
+        except PirlsError:
+            if not start:
+                raise
+            value, with_gradient = start[0]
+            if with_gradient:
+                return math.inf, np.full(len(x), np.nan)
+            return value + _FAILED * max(1.0, abs(value))
+        if not start:
+            pair = isinstance(out, tuple)
+            start.append((float(out[0] if pair else out), pair))
+        return out
+
+    return f
 
 
 class PirlsRun(NamedTuple):

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ._agq import check_quadrature
 from ._glmm_check import checked
-from ._glmm_fit import finite_difference_hessian, gradient_hessian, quasi_newton
+from ._glmm_fit import finite_difference_hessian, gradient_hessian, quasi_newton, trial
 from ._state import GlmmState, PirlsRun
 from .design import Design, DesignAttributes, build_design
 from .exceptions import ArgumentError, ControlError, ConvergenceWarning, DataError, ThetaError
@@ -310,7 +310,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
 
         With scalar terms and a canonical link the core computes it in one call
         (``GlmmState.hessian``): forward differences, the gradient at x + hᵢeᵢ (hᵢ = 1e-8
-        max(1, |xᵢ|), about √ε) at the start û + hᵢ ∂û/∂xᵢ without PIRLS, m + 1 gradients
+        max(1, |xᵢ|), about √ε) at the start û + hᵢ ∂û/∂xᵢ without PIRLS, m gradients beyond x's
         (within 3e-7 of the Hessian's largest element on the reference cases). Otherwise
         central differences (`_glmm_fit.gradient_hessian`, lme4's step 1e-4), PIRLS from û at
         x + δeᵢ and from 2û − u(x + δeᵢ) at x − δeᵢ. The workspace is left at (θ, β).
@@ -350,14 +350,13 @@ class GeneralizedLinearMixedModel(DesignAttributes):
         # stage 1: θ alone, β inside PIRLS
         b0, tol0 = None, None
         if grad:
-            # a start for the second stage: 1e-9 of the objective, and PIRLS's step to 1e-7
-            # (not 1e-10: one iteration fewer per evaluation), are near enough
+            # a start for the second stage: 1e-9 of the objective, PIRLS's step to 1e-7 (not 1e-10)
             rel, tol0 = (1e-12, None) if self.nagq == 0 else (1e-9, self.state.set_tol(1e-7))
             optsum0, b0 = quasi_newton(
-                self.value_gradient_nagq0, theta0, lower, control, rel_tol=rel
+                trial(self.value_gradient_nagq0), theta0, lower, control, rel_tol=rel
             )
         else:
-            optsum0 = optimize_theta(self.objective_nagq0, theta0, lower, control)
+            optsum0 = optimize_theta(trial(self.objective_nagq0), theta0, lower, control)
         self.state.laplace_beta(optsum0.final)
         st = self.state.state()
         if tol0 is not None:
@@ -374,13 +373,14 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             return self._evaluate(x[:nt], x[nt:])[0]
 
         if grad:
-            # β = β₀ + RX⁻¹y/√2: the Hessian in y is about the identity
-            # and in θ about the first stage's (the profiled Hessian's approximation)
+            # β = β₀ + RX⁻¹y/√2: the Hessian about I in y, and in θ the first stage's BFGS one
             transform, hess0 = np.eye(len(x0)), np.eye(len(x0))
             transform[nt:, nt:] = np.linalg.inv(st["rx"]) / math.sqrt(2)
             if b0 is not None:
                 hess0[:nt, :nt] = b0
-            optsum, _ = quasi_newton(self.value_gradient, x0, lower2, control, transform, hess0)
+            optsum, _ = quasi_newton(
+                trial(self.value_gradient), x0, lower2, control, transform, hess0
+            )
             _warn(optsum)
             return optsum.final[:nt], optsum.final[nt:], optsum, optsum0
         # steps as MixedModels.jl's: a third of β's standard errors (RX-based, at the
@@ -391,7 +391,7 @@ class GeneralizedLinearMixedModel(DesignAttributes):
             step = np.concatenate([np.full(nt, 0.05), se / 3])
         else:
             step = None
-        optsum = optimize_theta(f, x0, lower2, control, initial_step=step)
+        optsum = optimize_theta(trial(f), x0, lower2, control, initial_step=step)
         _warn(optsum)
         return optsum.final[:nt], optsum.final[nt:], optsum, optsum0
 

@@ -206,7 +206,9 @@ impl BlockedFactor {
         } = self;
         let order = &**order;
         let (tf, kf) = (&templates[order.first()], order.kf());
+        // c's columns are the last ones of Z̃ᵀ[X̃ ỹ] (all, or ỹ's alone)
         let ztxy = a.ztxy();
+        let ztxy = ztxy.subcols(ztxy.ncols() - c1.ncols(), c1.ncols());
         let src: Vec<&[f64]> = (0..ztxy.ncols())
             .map(|c| &col(ztxy, c)[order.f_range()])
             .collect();

@@ -235,7 +235,7 @@ impl Workspace {
                 return Ok(ev.clone());
             }
         }
-        let ld_l2 = self.refactor_at(theta)?;
+        let ld_l2 = self.refactor_from(theta, 0)?;
         // S = [X̃ ỹ]ᵀ[X̃ ỹ] − c1ᵀc1 − c2ᵀc2 and its Cholesky factor
         let p = self.p();
         self.r.copy_from(self.a.xyxy());
@@ -274,15 +274,26 @@ impl Workspace {
         Ok(ev)
     }
 
-    /// Sets θ and refactors L (forming c), without R: log det(LLᵀ). The
-    /// fixed effects' factor is not formed (`evaluation` then fails until
-    /// the next `update`); what PIRLS on u at fixed β needs.
+    /// Sets θ and refactors L, forming c's response column alone, without
+    /// R: log det(LLᵀ). The fixed effects' factor is not formed
+    /// (`evaluation` then fails until the next `update`) and c's X columns
+    /// are stale; what PIRLS on u at fixed β needs.
     pub fn refactor_at(&mut self, theta: &[f64]) -> Result<f64> {
+        self.refactor_from(theta, self.p())
+    }
+
+    /// Sets θ and refactors L, forming c's columns from `first` on.
+    fn refactor_from(&mut self, theta: &[f64], first: usize) -> Result<f64> {
         self.eval = None;
         self.terms.set_templates(theta, &mut self.templates)?;
         self.theta.copy_from_slice(theta);
         let qf = self.order.qf();
-        let (c1, c2) = self.c.as_mut().split_at_row_mut(qf);
+        let cols = self.c.ncols() - first;
+        let (c1, c2) = self
+            .c
+            .as_mut()
+            .subcols_mut(first, cols)
+            .split_at_row_mut(qf);
         self.factor
             .refactor(&self.pattern, &self.a, &self.templates, c1, c2)
     }

@@ -30,7 +30,10 @@ const MAX_CHUNKS: usize = 16;
 /// Fewer rows than `CHUNK_ROWS` still make two chunks from this many per
 /// chunk: a row costs tens of nanoseconds (an exponential, a logarithm,
 /// the products), a chunk's sums a nanosecond per entry to clear and add.
-const PAIR_ROWS: usize = 1 << 11;
+/// Below it a pass is too short to share: VerbAgg's 7,584 rows take about
+/// 0.15 ms, and waking a second thread and waiting for it costs about what
+/// it saves on an idle machine, more on a busy one (one chunk is faster).
+const PAIR_ROWS: usize = 1 << 14;
 
 /// One scalar term: its index and its first random effect (lme4's order).
 #[derive(Clone, Copy)]
@@ -106,6 +109,10 @@ impl ScalarRows {
     }
     pub fn slots(&self) -> &[usize] {
         &self.slots
+    }
+    /// X row by row (n x p, row-major).
+    pub fn xrow(&self) -> &[f64] {
+        &self.xrow
     }
 
     /// None unless every term is scalar and there are at most two.

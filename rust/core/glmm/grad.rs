@@ -113,7 +113,13 @@ impl Glmm {
             return Err(CoreError::NotEvaluated);
         }
         if let Some(sr) = self.scalar.as_deref() {
-            return Ok(self.gradient_scalar(sr, derivs));
+            let g = self.gradient_scalar(sr, derivs);
+            // β given, A's X blocks not refilled since PIRLS (`at_last`): the state a
+            // Hessian's point is computed in (`hessian.rs`), so its base point
+            if let (Some(m), false, true) = (self.memo.as_mut(), self.fast, self.x_stale) {
+                m.grad = Some(g.clone());
+            }
+            return Ok(g);
         }
         if self.slots.is_none() {
             self.slots = Some(row_slots(&self.ws));

@@ -8,13 +8,17 @@ use crate::core::family::{Distribution, Link};
 /// PIRLS's tolerance then, and its record. Asked again at the same point
 /// (as the fit's stages, its Hessian and its check are), PIRLS would start
 /// at the converged modes and stop at once where it stopped before; the
-/// record is returned as it was, with no iterations.
+/// record is returned as it was, with no iterations. With β given, the
+/// gradient too once computed in PIRLS's own final state (`grad`): what the
+/// forward-difference Hessian takes for its base point
+/// (`Glmm::hessian`).
 #[derive(Clone)]
 pub(super) struct Memo {
     theta: Vec<f64>,
     beta: Option<Vec<f64>>,
     tol: f64,
     out: Pirls,
+    pub grad: Option<Vec<f64>>,
 }
 
 /// (w, (y − μ)/μ', the deviance residual) of one row at η (y, prior weight).
@@ -58,6 +62,10 @@ impl Memo {
     pub fn given_beta(&self) -> bool {
         self.beta.is_some()
     }
+    /// β, when it was given.
+    pub fn beta(&self) -> Option<&[f64]> {
+        self.beta.as_deref()
+    }
 }
 
 impl Glmm {
@@ -78,6 +86,7 @@ impl Glmm {
             beta: (!with_beta).then(|| self.beta.clone()),
             tol: self.tol,
             out: o.clone(),
+            grad: None,
         });
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Central differences: column i is (g(x + δeᵢ) − g(x − δeᵢ))/2δ, 2m
 //! gradients. Forward differences: (g(x + hᵢeᵢ) − g(x))/hᵢ with
-//! hᵢ = δ max(1, |xᵢ|), m + 1 gradients; their error is O(δ) (½hᵢ times
+//! hᵢ = δ max(1, |xᵢ|), m + 1 gradients (m when g(x) was computed as PIRLS
+//! left the model there, as the fit's optimizer does); their error is O(δ) (½hᵢ times
 //! the third derivatives) plus the gradient's rounding over hᵢ, so they take
 //! δ about √ε (`GeneralizedLinearMixedModel.gradient_hessian`: 1e-8, the
 //! usual step of forward differences of an accurate gradient, Nocedal and
@@ -102,6 +103,9 @@ impl Glmm {
         forward: bool,
     ) -> Result<Option<Hessian>> {
         let first = self.laplace(theta, beta)?;
+        // the gradient at (θ, β) as PIRLS left it, when it was computed then: the
+        // forward differences' base point (the same numbers as `gradient_at_start`'s at û)
+        let known = self.memo.as_ref().and_then(|m| m.grad.clone());
         let Some(jac) = self.mode_jacobian()? else {
             return Ok(None);
         };
@@ -111,9 +115,11 @@ impl Glmm {
         let x: Vec<f64> = theta.iter().chain(beta).copied().collect();
         // the points (coordinate, signed step): x ± δeᵢ, or x + hᵢeᵢ and x itself,
         // hᵢ = δ max(1, |xᵢ|) as represented (xᵢ + hᵢ − xᵢ: no rounding in the step)
+        let base = if forward { known } else { None };
         let steps: Vec<(usize, f64)> = if forward {
             let h = |i: usize| (x[i] + delta * x[i].abs().max(1.0)) - x[i];
-            (0..m).map(|i| (i, h(i))).chain([(0, 0.0)]).collect()
+            let at_x = base.is_none().then_some((0, 0.0));
+            (0..m).map(|i| (i, h(i))).chain(at_x).collect()
         } else {
             (0..m).flat_map(|i| [(i, delta), (i, -delta)]).collect()
         };
@@ -156,9 +162,10 @@ impl Glmm {
             all?
         };
         let mut h = vec![0.0; m * m];
+        let g0 = base.as_ref().unwrap_or_else(|| &grads[grads.len() - 1]);
         for i in 0..m {
             let (a, b, scale) = if forward {
-                (&grads[i], &grads[m], steps[i].1)
+                (&grads[i], g0, steps[i].1)
             } else {
                 (&grads[2 * i], &grads[2 * i + 1], 2.0 * delta)
             };

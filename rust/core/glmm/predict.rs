@@ -14,17 +14,24 @@
 //!
 //! So one solve with the last factorization moves the modes to first order
 //! in the change of θ, and PIRLS starts off by O(Δθ²) rather than O(Δθ):
-//! one iteration fewer per evaluation, typically. (A change of β, with β
-//! given, is not predicted: its term needs ZᵀWX, which PIRLS on u does not
-//! form.)
+//! one iteration fewer per evaluation, typically. A change of β, with β
+//! given, moves the modes by ∂u/∂β Δβ = −M⁻¹ΛᵀZᵀWX Δβ: for scalar terms
+//! (whose passes keep μ at the modes, hence W) one more pass over the rows
+//! forms ΛᵀZᵀW(XΔβ), and the same solve takes both (the fit's second
+//! stage, where θ and β move together).
 
 use faer::MatMut;
 
-use super::Glmm;
+use super::fused::ScalarRows;
+use super::{grad, Glmm};
 use crate::core::error::Result;
 
 /// The largest relative change of a θ element that is predicted.
 const MAX_CHANGE: f64 = 1.0;
+/// The largest change of Xβ in a row (β given) that is predicted: beyond
+/// it the first-order move of the modes can overshoot far enough (a Poisson
+/// model's weights e^η) that PIRLS fails where the last modes would not.
+const MAX_ETA_CHANGE: f64 = 0.1;
 
 impl Glmm {
     /// Moves the modes (and β inside PIRLS) along their derivative in θ
@@ -61,13 +68,31 @@ impl Glmm {
                 any = true;
             }
         }
-        if !any {
+        // β given and changed: its term −ΛᵀZᵀWX Δβ, with W at the last modes (scalar rows)
+        let s_beta = match (
+            memo.beta(),
+            with_beta,
+            self.scalar.as_deref(),
+            grad::canonical_mu(self.family),
+        ) {
+            (Some(old), false, Some(sr), Some(derivs)) if old != self.beta.as_slice() => {
+                let d: Vec<f64> = self.beta.iter().zip(old).map(|(a, b)| a - b).collect();
+                self.ztwx(sr, &d, |mu, y, wt| derivs(mu, y, wt).1)
+            }
+            _ => None,
+        };
+        if !any && s_beta.is_none() {
             return None;
         }
         let (hu, hb) = if with_beta {
-            self.joint_solve(&v, &vec![0.0; p])
+            let (hu, hb) = self.joint_solve(&v, &vec![0.0; p]);
+            (hu.iter().map(|h| 2.0 * h).collect(), hb)
         } else {
-            let mut h = v.clone();
+            // M⁻¹(2v − ΛᵀZᵀWX Δβ)
+            let mut h: Vec<f64> = v.iter().map(|vl| 2.0 * vl).collect();
+            if let Some(s) = &s_beta {
+                h.iter_mut().zip(s).for_each(|(a, b)| *a -= b);
+            }
             self.ws
                 .factor()
                 .solve(MatMut::from_column_major_slice_mut(&mut h, q, 1));
@@ -78,7 +103,7 @@ impl Glmm {
         }
         let before = (self.u.clone(), self.beta.clone());
         for ((u, h), vl) in self.u.iter_mut().zip(&hu).zip(&v) {
-            *u += 2.0 * h - vl;
+            *u += h - vl;
         }
         if with_beta && self.have_beta {
             for (b, h) in self.beta.iter_mut().zip(&hb) {
@@ -131,5 +156,43 @@ impl Glmm {
             *d = 2.0 * *d - vl;
         }
         Ok(Some(jac))
+    }
+}
+
+impl Glmm {
+    /// ΛᵀZᵀW X d at the working weights of the last pass at the modes (μ
+    /// kept, a canonical link: `w` from μ, y and the prior weight); None
+    /// unless μ is kept and was at the modes, or when X d exceeds
+    /// `MAX_ETA_CHANGE` in some row.
+    fn ztwx(
+        &self,
+        sr: &ScalarRows,
+        d: &[f64],
+        w: impl Fn(f64, f64, f64) -> f64,
+    ) -> Option<Vec<f64>> {
+        let n = self.n();
+        if !sr.mu_at_modes || sr.mu.len() != n {
+            return None;
+        }
+        let p = d.len();
+        let (xrow, ws) = (sr.xrow(), &self.ws);
+        let terms = [Some(sr.first()), sr.other()]
+            .map(|t| t.map(|t| (t.cols(ws), self.templates[t.term][0])));
+        let mut out = vec![0.0; self.q()];
+        for i in 0..n {
+            let xd: f64 = xrow[i * p..(i + 1) * p]
+                .iter()
+                .zip(d)
+                .map(|(a, b)| a * b)
+                .sum();
+            if !(xd.abs() <= MAX_ETA_CHANGE) {
+                return None;
+            }
+            let t = w(sr.mu[i], self.y[i], self.prior[i]) * xd;
+            for (c, lam) in terms.iter().flatten() {
+                out[c.offset + c.codes[i] as usize] += lam * c.z[i] * t;
+            }
+        }
+        Some(out)
     }
 }
