@@ -28,8 +28,7 @@ use super::order::BlockOrder;
 use super::pattern::Pattern;
 use super::schur::{FillInputs, SchurFill};
 use super::small::{
-    chol_lower, col, col_mut, sandwich, solve_l, solve_l_recip, solve_lt, solve_right_lt, tt_mul,
-    Dim, LogDet, K,
+    chol_lower, col, col_mut, sandwich, solve_l, solve_lt, solve_right_lt, tt_mul, Dim, LogDet, K,
 };
 
 /// The factor L in compressed columns, with its permutation: row i of L is
@@ -443,20 +442,18 @@ fn first_term_blocks<D: Dim>(
     let (kn, kk) = (k.get(), k.get() * k.get());
     // T, the level's block, scratch and a column: on the stack (registers
     // for a block size known at compile time) up to 4 x 4
-    let mut stack = [0.0f64; 3 * 16 + 2 * 4];
+    let mut stack = [0.0f64; 3 * 16 + 4];
     let mut heap;
     let buf: &mut [f64] = if kk <= 16 {
         &mut stack
     } else {
-        heap = vec![0.0; 3 * kk + 2 * kn];
+        heap = vec![0.0; 3 * kk + kn];
         &mut heap
     };
     let (t, buf) = buf.split_at_mut(kk);
     let (m, buf) = buf.split_at_mut(kk);
     let (tmp, buf) = buf.split_at_mut(kk);
-    let (v, buf) = buf.split_at_mut(kn);
-    // the reciprocals of the level's diagonal: k divisions, not k per column
-    let dinv = &mut buf[..kn];
+    let v = &mut buf[..kn];
     t.copy_from_slice(&tf[..kk]);
     let mut ld = LogDet::default();
     for (j, (l, a)) in l11
@@ -470,12 +467,11 @@ fn first_term_blocks<D: Dim>(
         }
         for d in 0..kn {
             ld.push(m[d + d * kn]);
-            dinv[d] = 1.0 / m[d + d * kn];
         }
         for (col, s) in src.iter().enumerate() {
             v.copy_from_slice(&s[j * kn..(j + 1) * kn]);
             tt_mul(t, k, v);
-            solve_l_recip(m, dinv, k, v);
+            solve_l(m, k, v, 1);
             for (r, &vr) in v.iter().enumerate() {
                 c1[(j * kn + r, col)] = vr;
             }
