@@ -368,7 +368,7 @@ impl Run {
 }
 
 /// Rows per block of the pass's row kernel (a multiple of 4).
-const BLOCK: usize = 32;
+const BLOCK: usize = 64;
 
 /// `Rows::pass_cols`'s P for any number of X's columns.
 const ANY_P: usize = usize::MAX;
