@@ -56,6 +56,8 @@ mod hessian;
 mod minv;
 mod pirls_scalar;
 mod predict;
+mod row_pass;
+mod vmath;
 
 use fused::ScalarRows;
 use helpers::Memo;

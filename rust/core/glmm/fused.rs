@@ -17,16 +17,12 @@
 
 use rayon::prelude::*;
 
-use super::helpers::{logit_row, row_of};
 use super::minv::row_slots;
+use super::row_pass::{run_pass, Rows, Sums, CHUNK_ROWS, MAX_CHUNKS};
 use super::Glmm;
 use crate::core::error::{CoreError, Result};
-use crate::core::family::{Distribution, Family, Link};
 use crate::core::workspace::Workspace;
 
-/// Rows per chunk of the parallel pass, and the most chunks.
-const CHUNK_ROWS: usize = 1 << 16;
-const MAX_CHUNKS: usize = 16;
 /// Fewer rows than `CHUNK_ROWS` still make two chunks from this many per
 /// chunk: a row costs tens of nanoseconds (an exponential, a logarithm,
 /// the products), a chunk's sums a nanosecond per entry to clear and add.
@@ -61,22 +57,6 @@ impl ScalarTerm {
             z: &t.z,
         }
     }
-}
-
-/// One chunk's sums of a pass (A's blocks as `CrossProducts::blocks_mut`
-/// lays them out) and its deviance; the first row whose working weight or
-/// response is not usable, with its weight and η.
-#[derive(Clone, Default)]
-struct Sums {
-    a11: Vec<f64>,
-    a22d: Vec<f64>,
-    a21: Vec<f64>,
-    /// Z̃ᵀỹ (q), and Z̃ᵀX̃ level by level (q x p, row-major: p values per level).
-    zty: Vec<f64>,
-    zx: Vec<f64>,
-    xx: Vec<f64>,
-    dev: f64,
-    bad: Option<(usize, f64, f64)>,
 }
 
 /// The rows of a model with one or two scalar terms, in block order, and
@@ -185,256 +165,6 @@ pub(super) enum EtaFrom<'a> {
     },
 }
 
-/// What a pass reads.
-struct Rows<'a> {
-    p: usize,
-    xrow: &'a [f64],
-    y: &'a [f64],
-    prior: &'a [f64],
-    offset: &'a [f64],
-    xb: &'a [f64],
-    sr: &'a ScalarRows,
-    first: TermCols<'a>,
-    other: Option<TermCols<'a>>,
-    lf: f64,
-    lr: f64,
-}
-
-impl Rows<'_> {
-    /// η of row i.
-    #[inline(always)]
-    fn eta(&self, i: usize, from: EtaFrom) -> f64 {
-        self.eta_p::<ANY_P>(i, from)
-    }
-
-    /// η of row i, X with P columns (`ANY_P`: the model's p; 0: Xβ formed).
-    #[inline(always)]
-    fn eta_p<const P: usize>(&self, i: usize, from: EtaFrom) -> f64 {
-        match from {
-            EtaFrom::Given(e) => e[i],
-            EtaFrom::Modes { beta, u, with_beta } => {
-                let mut e = if with_beta {
-                    let p = if P == ANY_P { self.p } else { P };
-                    let xi = &self.xrow[i * p..(i + 1) * p];
-                    xi.iter().zip(&beta[..p]).map(|(a, b)| a * b).sum()
-                } else {
-                    self.xb[i]
-                };
-                e += self.offset[i];
-                let f = &self.first;
-                e += self.lf * f.z[i] * u[f.offset + f.codes[i] as usize];
-                if let Some(r) = &self.other {
-                    e += self.lr * r.z[i] * u[r.offset + r.codes[i] as usize];
-                }
-                e
-            }
-        }
-    }
-
-    /// Rows r0..r1 into `s` (zeroed first): the deviance, and the sums of A
-    /// at the working weights (with X's blocks when η has Xβ in it).
-    fn pass<K>(&self, from: EtaFrom, r0: usize, r1: usize, s: &mut Sums, mu: &mut [f64], row: &K)
-    where
-        K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
-    {
-        let with_x = !matches!(
-            from,
-            EtaFrom::Modes {
-                with_beta: false,
-                ..
-            }
-        );
-        if !with_x {
-            return self.pass_cols::<0, K>(from, r0, r1, s, mu, row);
-        }
-        // X's columns as a constant: the products unrolled
-        match self.p {
-            1 => self.pass_cols::<1, K>(from, r0, r1, s, mu, row),
-            2 => self.pass_cols::<2, K>(from, r0, r1, s, mu, row),
-            3 => self.pass_cols::<3, K>(from, r0, r1, s, mu, row),
-            4 => self.pass_cols::<4, K>(from, r0, r1, s, mu, row),
-            5 => self.pass_cols::<5, K>(from, r0, r1, s, mu, row),
-            6 => self.pass_cols::<6, K>(from, r0, r1, s, mu, row),
-            7 => self.pass_cols::<7, K>(from, r0, r1, s, mu, row),
-            8 => self.pass_cols::<8, K>(from, r0, r1, s, mu, row),
-            _ => self.pass_cols::<ANY_P, K>(from, r0, r1, s, mu, row),
-        }
-    }
-
-    /// `pass` with P columns of X in the sums (0: none, PIRLS on u;
-    /// `ANY_P`: the model's p).
-    #[inline(always)]
-    fn pass_cols<const P: usize, K>(
-        &self,
-        from: EtaFrom,
-        r0: usize,
-        r1: usize,
-        s: &mut Sums,
-        mu: &mut [f64],
-        row: &K,
-    ) where
-        K: Fn(f64, f64, f64) -> (f64, f64, f64, f64),
-    {
-        let with_x = P != 0;
-        let p = if P == ANY_P || !with_x { self.p } else { P };
-        let p1 = p + 1;
-        s.a11.fill(0.0);
-        s.a22d.fill(0.0);
-        s.a21.fill(0.0);
-        s.zty.fill(0.0);
-        s.xx.fill(0.0);
-        if with_x {
-            s.zx.fill(0.0);
-        }
-        let (mut dev, mut zz) = (0.0, 0.0);
-        s.bad = None;
-        // [X ỹ]ᵀW[X ỹ] (whole squares) in a local array when X has fewer than 16 columns
-        let local = p1 <= 16;
-        let (mut xr, mut xl) = ([0.0; 16], [0.0; 256]);
-        let (f, other) = (&self.first, self.other.as_ref());
-        for i in r0..r1 {
-            let e = self.eta_p::<P>(i, from);
-            let (w, r, d, m) = row(e, self.y[i], self.prior[i]);
-            dev += d;
-            if let Some(slot) = mu.get_mut(i - r0) {
-                *slot = m;
-            }
-            let mut z = e - self.offset[i] + r;
-            if !with_x {
-                z -= self.xb[i];
-            }
-            if !(w > 0.0 && w.is_finite() && z.is_finite()) {
-                s.bad.get_or_insert((i, w, e));
-                continue;
-            }
-            let (c1, z1) = (f.offset + f.codes[i] as usize, f.z[i]);
-            let wz1 = w * z1;
-            s.a11[c1 - f.offset] += wz1 * z1;
-            s.zty[c1] += wz1 * z;
-            let second = other.map(|o| {
-                let (c2, z2) = (o.offset + o.codes[i] as usize, o.z[i]);
-                let wz2 = w * z2;
-                s.a22d[c2 - o.offset] += wz2 * z2;
-                s.a21[self.sr.slots[i]] += wz1 * z2;
-                s.zty[c2] += wz2 * z;
-                (c2, wz2)
-            });
-            if !with_x {
-                zz += w * z * z;
-                continue;
-            }
-            // Z̃ᵀX̃ level by level (p in a row), [X̃ ỹ]ᵀ[X̃ ỹ]
-            let xi = &self.xrow[i * p..(i + 1) * p];
-            let zx1 = &mut s.zx[c1 * p..(c1 + 1) * p];
-            for (a, &xj) in zx1.iter_mut().zip(xi) {
-                *a += wz1 * xj;
-            }
-            if let Some((c2, wz2)) = second {
-                let zx2 = &mut s.zx[c2 * p..(c2 + 1) * p];
-                for (a, &xj) in zx2.iter_mut().zip(xi) {
-                    *a += wz2 * xj;
-                }
-            }
-            if local {
-                xr[..p].copy_from_slice(xi);
-                xr[p] = z;
-                for k in 0..p1 {
-                    let wx = w * xr[k];
-                    let dst = &mut xl[k * 16..k * 16 + p1];
-                    for (a, &xj) in dst.iter_mut().zip(&xr[..p1]) {
-                        *a += wx * xj;
-                    }
-                }
-            } else {
-                let xv = |j: usize| if j == p { z } else { xi[j] };
-                for k in 0..p1 {
-                    let wx = w * xv(k);
-                    for j in 0..=k {
-                        s.xx[j + k * p1] += wx * xv(j);
-                    }
-                }
-            }
-        }
-        s.dev = dev;
-        if with_x && local {
-            for k in 0..p1 {
-                for j in 0..=k {
-                    s.xx[j + k * p1] = xl[k * 16 + j];
-                }
-            }
-        }
-        if !with_x {
-            s.xx[p + p * p1] = zz;
-        }
-    }
-}
-
-/// `Rows::pass_cols`'s P for any number of X's columns.
-const ANY_P: usize = usize::MAX;
-
-/// Runs the pass over every chunk (in parallel when there are several).
-/// (with μ stored in `mu` per row unless it is empty).
-fn run_pass(
-    fam: Family,
-    rows: &Rows,
-    from: EtaFrom,
-    bounds: &[usize],
-    sums: &mut [Sums],
-    mu: &mut [f64],
-) {
-    fn go<K: Fn(f64, f64, f64) -> (f64, f64, f64, f64) + Sync>(
-        rows: &Rows,
-        from: EtaFrom,
-        bounds: &[usize],
-        sums: &mut [Sums],
-        mu: &mut [f64],
-        row: K,
-    ) {
-        // each chunk's slice of μ (empty slices when μ is not kept)
-        let mut parts = Vec::with_capacity(sums.len());
-        let mut rest = mu;
-        for w in bounds.windows(2) {
-            let take = (w[1] - w[0]).min(rest.len());
-            let (head, tail) = rest.split_at_mut(take);
-            parts.push(head);
-            rest = tail;
-        }
-        if sums.len() == 1 {
-            rows.pass(
-                from,
-                bounds[0],
-                bounds[1],
-                &mut sums[0],
-                parts.remove(0),
-                &row,
-            );
-        } else {
-            sums.par_iter_mut()
-                .zip(parts)
-                .enumerate()
-                .for_each(|(c, (s, m))| {
-                    rows.pass(from, bounds[c], bounds[c + 1], s, m, &row);
-                });
-        }
-    }
-    use Distribution as D;
-    match (fam.dist, fam.link) {
-        (D::Binomial, Link::Logit) => go(rows, from, bounds, sums, mu, |e, y, wt| {
-            if e.abs() < 30.0 && (y == 0.0 || y == 1.0) {
-                logit_row(e, y, wt)
-            } else {
-                row_of(Link::Logit, D::Binomial, e, y, wt)
-            }
-        }),
-        (D::Poisson, Link::Log) => go(rows, from, bounds, sums, mu, |e, y, wt| {
-            row_of(Link::Log, D::Poisson, e, y, wt)
-        }),
-        (dist, link) => go(rows, from, bounds, sums, mu, |e, y, wt| {
-            row_of(link, dist, e, y, wt)
-        }),
-    }
-}
-
 impl Glmm {
     /// What a pass over the rows of `sr` reads.
     fn pass_rows<'a>(&'a self, sr: &'a ScalarRows) -> Rows<'a> {
@@ -445,7 +175,7 @@ impl Glmm {
             prior: &self.prior,
             offset: &self.offset,
             xb: &self.xb,
-            sr,
+            slots: &sr.slots,
             first: sr.first.cols(&self.ws),
             other: sr.other.map(|o| o.cols(&self.ws)),
             lf: self.templates[sr.first.term][0],

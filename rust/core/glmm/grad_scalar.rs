@@ -44,6 +44,48 @@ fn chunk_sums(
     out
 }
 
+/// X's columns up to which pass sums of X's rows stay in registers.
+const LOCAL_P: usize = 16;
+
+/// K sums at one level over consecutive rows, added into `acc` at
+/// `at[k] + level` when the level changes (as `fused.rs`'s `Run`: rows
+/// sorted by a factor would otherwise add into the same places row after
+/// row, each addition waiting for the last one's store).
+struct LevelRun<const K: usize> {
+    level: usize,
+    s: [f64; K],
+}
+
+impl<const K: usize> Default for LevelRun<K> {
+    fn default() -> Self {
+        Self {
+            level: 0,
+            s: [0.0; K],
+        }
+    }
+}
+
+impl<const K: usize> LevelRun<K> {
+    #[inline(always)]
+    fn add(&mut self, level: usize, v: [f64; K], acc: &mut [f64], at: [usize; K]) {
+        if level != self.level {
+            self.flush(acc, at);
+            self.level = level;
+        }
+        for (s, v) in self.s.iter_mut().zip(v) {
+            *s += v;
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, acc: &mut [f64], at: [usize; K]) {
+        for (s, a) in self.s.iter_mut().zip(at) {
+            acc[a + self.level] += *s;
+            *s = 0.0;
+        }
+    }
+}
+
 impl Glmm {
     /// The gradient of the last evaluation's objective for one or two
     /// scalar terms (see `gradient`).
@@ -100,29 +142,41 @@ impl Glmm {
                 c2 + other.map_or(0, |r| r.offset),
             )
         };
-        // pass 1: [ΛᵀZᵀa (q), ZᵀD' (q), Xᵀa (p), Σ w z₁ g₁, Σ w z₂ g₂]
+        // pass 1: [ΛᵀZᵀa (q), ZᵀD' (q), Xᵀa (p), Σ w z₁ g₁, Σ w z₂ g₂]; the sums
+        // every row adds into (Xᵀa, Σ w z g) in registers, not in `acc`, where
+        // each addition would wait for the last one's store
         let (ztd0, xa0, gs0) = (q, 2 * q, 2 * q + p);
+        let fast = self.fast;
         let s1 = chunk_sums(&sr.bounds, 2 * q + p + 2, |r0, r1, acc| {
+            let (mut gs, mut xa) = ([0.0; 2], [0.0; LOCAL_P]);
+            let mut runs = [LevelRun::<2>::default(), LevelRun::default()];
             for i in r0..r1 {
                 let (d1, w, a, g1, g2, c1, c2) = row(i);
                 let z1 = f.z[i];
-                acc[c1] += lf * z1 * a;
-                acc[ztd0 + c1] += z1 * d1;
-                acc[gs0] += w * z1 * g1;
+                runs[0].add(c1, [lf * z1 * a, z1 * d1], acc, [0, ztd0]);
+                gs[0] += w * z1 * g1;
                 if let Some(r) = other {
                     let z2 = r.z[i];
-                    acc[c2] += lr * z2 * a;
-                    acc[ztd0 + c2] += z2 * d1;
-                    acc[gs0 + 1] += w * z2 * g2;
+                    runs[1].add(c2, [lr * z2 * a, z2 * d1], acc, [0, ztd0]);
+                    gs[1] += w * z2 * g2;
                 }
-                if self.fast {
+                if fast && p <= LOCAL_P {
+                    for (j, s) in xa[..p].iter_mut().enumerate() {
+                        *s += x[j * n + i] * a;
+                    }
+                } else if fast {
                     for j in 0..p {
                         acc[xa0 + j] += x[j * n + i] * a;
                     }
                 }
             }
+            runs.iter_mut().for_each(|r| r.flush(acc, [0, ztd0]));
+            if fast && p <= LOCAL_P {
+                acc[xa0..xa0 + p].copy_from_slice(&xa[..p]);
+            }
+            acc[gs0..gs0 + 2].copy_from_slice(&gs);
         });
-        let (v_u, v_b) = if self.fast {
+        let (v_u, v_b) = if fast {
             self.joint_solve(&s1[..q], &s1[xa0..xa0 + p])
         } else {
             let mut v = s1[..q].to_vec();
@@ -131,8 +185,9 @@ impl Glmm {
             (v, vec![0.0; p])
         };
         // pass 2: [Zᵀr (q), Xᵀr (p)]
-        let fast = self.fast;
         let s2 = chunk_sums(&sr.bounds, q + p, |r0, r1, acc| {
+            let mut xr = [0.0; LOCAL_P];
+            let mut runs = [LevelRun::<1>::default(), LevelRun::default()];
             for i in r0..r1 {
                 let (d1, w, a, _, _, c1, c2) = row(i);
                 let z1 = f.z[i];
@@ -146,15 +201,23 @@ impl Glmm {
                     }
                 }
                 let rv = d1 + a - w * zlv;
-                acc[c1] += z1 * rv;
+                runs[0].add(c1, [z1 * rv], acc, [0]);
                 if let Some(r) = other {
-                    acc[c2] += r.z[i] * rv;
+                    runs[1].add(c2, [r.z[i] * rv], acc, [0]);
                 }
-                if !fast {
+                if !fast && p <= LOCAL_P {
+                    for (j, s) in xr[..p].iter_mut().enumerate() {
+                        *s += x[j * n + i] * rv;
+                    }
+                } else if !fast {
                     for j in 0..p {
                         acc[q + j] += x[j * n + i] * rv;
                     }
                 }
+            }
+            runs.iter_mut().for_each(|r| r.flush(acc, [0]));
+            if !fast && p <= LOCAL_P {
+                acc[q..q + p].copy_from_slice(&xr[..p]);
             }
         });
         let theta_grad = |s: &TermCols, gsum: f64, lay_n: usize| {

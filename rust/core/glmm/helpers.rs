@@ -1,5 +1,6 @@
 //! Pieces both PIRLS paths (the general one and `fused.rs`) share.
 
+use super::vmath::{exp4, ln4, F4};
 use super::{Glmm, Pirls, FAST_MODE_TOL};
 use crate::core::error::{check_finite, check_len, CoreError, Result};
 use crate::core::family::{Distribution, Link};
@@ -52,6 +53,94 @@ pub(super) fn logit_row(eta: f64, y: f64, wt: f64) -> (f64, f64, f64, f64) {
     let against = (y == 1.0) != (eta >= 0.0);
     let dev = 2.0 * wt * (d.ln() + if against { a } else { 0.0 });
     (wt * dmu, (y - mu) / dmu, dev, mu)
+}
+
+/// A row's (w, (y − μ)/μ', deviance residual, μ) (`row_of`).
+pub(super) type Row = (f64, f64, f64, f64);
+
+/// What a pass computes per row from (η, y, prior weight): one row, or
+/// four at once (the same numbers; `Logit` with the vectorized exponential
+/// and logarithm, `vmath.rs`).
+#[derive(Clone, Copy)]
+pub(super) enum RowKernel {
+    /// The binomial family with the logit link.
+    Logit,
+    /// Poisson with the log link (a known pair: its branches fold away).
+    PoissonLog,
+    Other(Link, Distribution),
+}
+
+impl RowKernel {
+    pub fn new(link: Link, dist: Distribution) -> Self {
+        match (dist, link) {
+            (Distribution::Binomial, Link::Logit) => Self::Logit,
+            (Distribution::Poisson, Link::Log) => Self::PoissonLog,
+            _ => Self::Other(link, dist),
+        }
+    }
+
+    #[inline(always)]
+    pub fn one(self, e: f64, y: f64, wt: f64) -> Row {
+        match self {
+            Self::Logit if e.abs() < LOGIT_FAST && (y == 0.0 || y == 1.0) => logit_row(e, y, wt),
+            Self::Logit => row_of(Link::Logit, Distribution::Binomial, e, y, wt),
+            Self::PoissonLog => row_of(Link::Log, Distribution::Poisson, e, y, wt),
+            Self::Other(link, dist) => row_of(link, dist, e, y, wt),
+        }
+    }
+
+    /// `one` on four rows.
+    #[inline(always)]
+    pub fn four(self, e: F4, y: F4, wt: F4) -> [Row; 4] {
+        match self {
+            Self::Logit => logit_rows4(e, y, wt),
+            _ => {
+                let mut out = [(0.0, 0.0, 0.0, 0.0); 4];
+                for l in 0..4 {
+                    out[l] = self.one(e[l], y[l], wt[l]);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// |η| below which a logit row takes `logit_row` (no clamp of lme4's applies).
+const LOGIT_FAST: f64 = 30.0;
+
+/// `logit_row` on four rows, with the exponential and the logarithm of the
+/// four lanes at once; rows outside its conditions take `row_of`.
+#[inline(always)]
+fn logit_rows4(eta: F4, y: F4, wt: F4) -> [Row; 4] {
+    let (mut a, mut na, mut d) = ([0.0; 4], [0.0; 4], [0.0; 4]);
+    for l in 0..4 {
+        a[l] = eta[l].abs().min(LOGIT_FAST);
+        na[l] = -a[l];
+    }
+    let e = exp4(na);
+    for l in 0..4 {
+        d[l] = 1.0 + e[l];
+    }
+    let ld = ln4(d);
+    let (mut w, mut r, mut dev, mut mu) = ([0.0; 4], [0.0; 4], [0.0; 4], [0.0; 4]);
+    for l in 0..4 {
+        let inv = 1.0 / d[l];
+        mu[l] = if eta[l] >= 0.0 { inv } else { e[l] * inv };
+        let dmu = e[l] * inv * inv;
+        let against = (y[l] == 1.0) != (eta[l] >= 0.0);
+        dev[l] = 2.0 * wt[l] * (ld[l] + if against { a[l] } else { 0.0 });
+        w[l] = wt[l] * dmu;
+        r[l] = (y[l] - mu[l]) / dmu;
+    }
+    let mut out = [(0.0, 0.0, 0.0, 0.0); 4];
+    for l in 0..4 {
+        out[l] = if eta[l].abs() < LOGIT_FAST && (y[l] == 0.0 || y[l] == 1.0) {
+            (w[l], r[l], dev[l], mu[l])
+        } else {
+            row_of(Link::Logit, Distribution::Binomial, eta[l], y[l], wt[l])
+        };
+    }
+    out
 }
 
 impl Memo {

@@ -64,7 +64,23 @@ pub(super) fn row_slots(ws: &Workspace) -> Vec<usize> {
 
 impl MinvA {
     /// M⁻¹ on A_ZZ's pattern at the workspace's last factorization.
+    ///
+    /// Compiled for the processor's vector width (pulp's dispatch, as the
+    /// row pass: the same numbers either way).
     pub fn new(ws: &Workspace) -> Self {
+        struct Op<'a>(&'a Workspace);
+        impl pulp::WithSimd for Op<'_> {
+            type Output = MinvA;
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _: S) -> MinvA {
+                MinvA::build(self.0)
+            }
+        }
+        pulp::Arch::new().dispatch(Op(ws))
+    }
+
+    #[inline(always)]
+    fn build(ws: &Workspace) -> Self {
         let fac = ws.factor();
         let order = fac.order();
         let kf = order.kf();
