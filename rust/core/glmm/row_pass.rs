@@ -224,13 +224,7 @@ impl Rows<'_> {
                 let (c1, z1) = (f.codes[i] as usize, f.z[i]);
                 let wz1 = w * z1;
                 if runs[0].level != c1 {
-                    runs[0].flush(
-                        &mut s.a11,
-                        &mut s.zty[f.offset..],
-                        &mut s.zx[f.offset * p..],
-                        p,
-                        zx_run,
-                    );
+                    runs[0].flush_into(s, false, f.offset, p, zx_run);
                     runs[0].level = c1;
                 }
                 runs[0].add::<P>(wz1, z1, z, xi, zx_run);
@@ -239,13 +233,7 @@ impl Rows<'_> {
                     let wz2 = w * z2;
                     s.a21[self.slots[i]] += wz1 * z2;
                     if runs[1].level != c2 {
-                        runs[1].flush(
-                            &mut s.a22d,
-                            &mut s.zty[o.offset..],
-                            &mut s.zx[o.offset * p..],
-                            p,
-                            zx_run,
-                        );
+                        runs[1].flush_into(s, true, o.offset, p, zx_run);
                         runs[1].level = c2;
                     }
                     runs[1].add::<P>(wz2, z2, z, xi, zx_run);
@@ -286,21 +274,9 @@ impl Rows<'_> {
                 }
             }
         }
-        runs[0].flush(
-            &mut s.a11,
-            &mut s.zty[f.offset..],
-            &mut s.zx[f.offset * p..],
-            p,
-            zx_run,
-        );
+        runs[0].flush_into(s, false, f.offset, p, zx_run);
         if let Some(o) = other {
-            runs[1].flush(
-                &mut s.a22d,
-                &mut s.zty[o.offset..],
-                &mut s.zx[o.offset * p..],
-                p,
-                zx_run,
-            );
+            runs[1].flush_into(s, true, o.offset, p, zx_run);
         }
         s.dev = dev;
         if with_x && local {
@@ -364,6 +340,15 @@ impl Run {
             }
         }
         (self.diag, self.zty) = (0.0, 0.0);
+    }
+
+    /// [`flush`](Self::flush) into a term's sums in `s`: the first term's
+    /// (A11's diagonal) or, with `other`, the other term's (A22's), the
+    /// term's random effects starting at `offset`.
+    #[inline(always)]
+    fn flush_into(&mut self, s: &mut Sums, other: bool, offset: usize, p: usize, cols: usize) {
+        let diag = if other { &mut s.a22d } else { &mut s.a11 };
+        self.flush(diag, &mut s.zty[offset..], &mut s.zx[offset * p..], p, cols);
     }
 }
 
