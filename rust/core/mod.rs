@@ -75,6 +75,8 @@
 //!   (direct, in threaded column chunks, or grouped by classes).
 //! - `chol`: [`SparseCholesky`], the sparse factor L22.
 //! - `small`: the dense k×k kernels.
+//! - `threads`: parallel parts on scoped threads (not the pool's sleeping
+//!   workers), as many as rayon's setting.
 //! - `factor`: [`BlockedFactor`]: L at θ, its solves, log det and CSC form.
 //! - `workspace`: [`Workspace`]: θ → L → objective, and the PLS solution.
 //! - `marginal`: V, V⁻¹B, VB, log det V, condVar, through the factor.
@@ -122,6 +124,7 @@ pub mod selinv;
 pub mod small;
 mod start;
 pub mod terms;
+mod threads;
 pub mod workspace;
 
 #[cfg(test)]
