@@ -28,7 +28,8 @@ use super::order::BlockOrder;
 use super::pattern::Pattern;
 use super::schur::{FillInputs, SchurFill};
 use super::small::{
-    chol_lower, col, col_mut, sandwich, solve_l, solve_lt, solve_right_lt, tt_mul, Dim, LogDet, K,
+    chol_lower, col, col_mut, consecutive, sandwich, solve_l, solve_lt, solve_right_lt, tt_mul,
+    Dim, LogDet, K,
 };
 
 /// The factor L in compressed columns, with its permutation: row i of L is
@@ -72,10 +73,34 @@ impl L21 {
         })
     }
 
+    /// Level j's rest rows and values when every block is 1 x 1 (`scalar`).
+    #[inline(always)]
+    fn scalar_level(&self, j: usize) -> (&[usize], &[f64]) {
+        let pat = &*self.vals.pat;
+        let (e0, e1) = (pat.ptr[j], pat.ptr[j + 1]);
+        (&pat.row[e0..e1], &self.vals.val[e0..e1])
+    }
+
     /// `dst −= L21[:, j] x`: `x` has level j's k_f values, `dst` is in the
     /// rest's numbering.
     #[inline]
     pub fn mul_sub(&self, j: usize, x: &[f64], dst: &mut [f64]) {
+        if self.scalar {
+            let (rows, lv) = self.scalar_level(j);
+            match consecutive(rows) {
+                Some(r0) => {
+                    for (d, &l) in dst[r0..r0 + rows.len()].iter_mut().zip(lv) {
+                        *d -= l * x[0];
+                    }
+                }
+                None => {
+                    for (&r, &l) in rows.iter().zip(lv) {
+                        dst[r] -= l * x[0];
+                    }
+                }
+            }
+            return;
+        }
         for (ro, kr, lv) in self.level(j) {
             for (c, &xc) in x.iter().enumerate() {
                 for r in 0..kr {
@@ -89,6 +114,13 @@ impl L21 {
     /// rest's numbering.
     #[inline]
     pub fn t_mul_sub(&self, j: usize, src: &[f64], v: &mut [f64]) {
+        if self.scalar {
+            let (rows, lv) = self.scalar_level(j);
+            for (&r, &l) in rows.iter().zip(lv) {
+                v[0] -= l * src[r];
+            }
+            return;
+        }
         for (ro, kr, lv) in self.level(j) {
             for (c, vc) in v.iter_mut().enumerate() {
                 for r in 0..kr {

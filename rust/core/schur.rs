@@ -11,7 +11,7 @@ use super::crossprod::{BlockColumns, CrossProducts};
 use super::order::BlockOrder;
 use super::pattern::Pattern;
 use super::schur_classes::{ClassSchur, ScalarParts};
-use super::small::sandwich;
+use super::small::{consecutive, sandwich};
 
 /// Schur-complement updates per evaluation above which the fill is split
 /// across threads.
@@ -418,8 +418,18 @@ impl ScalarFill<'_> {
             for (j, ec) in self.pattern.a21_row(c) {
                 let lc = l21[ec];
                 let end = self.a21[j + 1];
-                for (&rb, &lv) in self.a21_row[ec..end].iter().zip(&l21[ec..end]) {
-                    acc[rb] -= lv * lc;
+                let (rows, lv) = (&self.a21_row[ec..end], &l21[ec..end]);
+                match consecutive(rows) {
+                    Some(r0) => {
+                        for (a, &l) in acc[r0..r0 + rows.len()].iter_mut().zip(lv) {
+                            *a -= l * lc;
+                        }
+                    }
+                    None => {
+                        for (&rb, &l) in rows.iter().zip(lv) {
+                            acc[rb] -= l * lc;
+                        }
+                    }
                 }
             }
             let pos = m_ptr[c] - base;

@@ -274,6 +274,16 @@ pub fn col(m: MatRef<'_, f64>, j: usize) -> &[f64] {
     m.col(j).try_as_col_major().unwrap().as_slice()
 }
 
+/// The first of `rows` when they are consecutive (`rows` sorted and
+/// distinct, as a pattern's rows, and not empty): they are when they span
+/// their count. Crossed designs' columns are, and updates along them are
+/// then vector operations on a slice rather than scattered ones.
+#[inline(always)]
+pub fn consecutive(rows: &[usize]) -> Option<usize> {
+    let (&r0, &r1) = (rows.first()?, rows.last()?);
+    (r1 - r0 + 1 == rows.len()).then_some(r0)
+}
+
 /// Column `j` of a column-major matrix as a mutable slice.
 #[inline]
 pub fn col_mut(m: MatMut<'_, f64>, j: usize) -> &mut [f64] {
