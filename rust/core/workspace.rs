@@ -497,6 +497,15 @@ impl Workspace {
         self
     }
 
+    /// The direct scalar Schur fill as one dense product where the design
+    /// allows it (`on`), or as updates, for tests of both.
+    #[cfg(test)]
+    pub(crate) fn with_dense_schur(mut self, on: bool) -> Self {
+        let (order, a) = (&self.order, &self.a);
+        self.factor.schur_mut().force_dense(on, order, a);
+        self
+    }
+
     /// The Schur fill split into `parts` chunks whatever the work (tests).
     #[cfg(test)]
     pub(crate) fn with_schur_chunks(mut self, parts: usize) -> Self {

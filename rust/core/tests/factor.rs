@@ -116,6 +116,34 @@ fn crossed_scalar_terms_with_both_fills_in_one_or_several_chunks() {
 }
 
 #[test]
+fn fully_crossed_scalar_terms_with_the_dense_and_the_sparse_fill() {
+    // 1,500 rows over 15 x 7 levels: every pair met (each missing with
+    // probability about 6e-7), so L21 is dense
+    let specs = [crossed(15, 1), crossed(7, 1)];
+    for pr in [
+        design(1500, 51, &specs),
+        design(1500, 51, &specs).weighted(6),
+    ] {
+        for dense in [true, false] {
+            let mut ws = workspace(&pr).with_classes(false).with_dense_schur(dense);
+            assert_eq!(ws.factor().schur().is_dense(), dense);
+            for theta in [theta_for(&pr, 0.9, 0.0), theta_for(&pr, 0.3, 0.0)] {
+                ws.update(&theta).unwrap();
+                let what = format!("fully crossed, dense fill {dense}, θ {theta:?}");
+                check_factor(&pr, ws.factor(), &theta, &what);
+            }
+        }
+    }
+    // a pair never met: the sparse fill
+    let pr = design(60, 52, &specs);
+    assert!(!workspace(&pr)
+        .with_classes(false)
+        .factor()
+        .schur()
+        .is_dense());
+}
+
+#[test]
 fn crossed_with_a_vector_term() {
     // the slope term first, a scalar term in the sparse part
     let specs = [crossed(9, 2), crossed(5, 1)];
