@@ -126,21 +126,30 @@ impl SchurFill {
         };
         s.split(order, pattern, a, PARALLEL_SCHUR_MIN_WORK, threads);
         s.group(pattern, a, CLASS_MAX_RATIO, threads);
-        s.dense = s.dense_product(order, a);
+        s.dense = s.dense_product(order, pattern, a);
         s
     }
 
     /// The dense form of the direct scalar fill's products, when every
     /// first-term level meets every rest level (fully crossed scalar terms)
-    /// and the fill is one chunk: L21's values are then a dense q_rest x l_f
-    /// column-major matrix, and Σⱼ L21[:, j] L21[:, j]ᵀ one matrix product
-    /// rather than q_rest short updates per level (VerbAgg's 316 x 24 fill:
-    /// 34 µs as updates).
-    fn dense_product(&self, order: &BlockOrder, a: &CrossProducts) -> Option<Mat<f64>> {
+    /// and the fill is too small to be split across threads (so one chunk
+    /// on any number of threads, and at most about 700 x 700): L21's values
+    /// are then a dense q_rest x l_f column-major matrix, and
+    /// Σⱼ L21[:, j] L21[:, j]ᵀ one matrix product rather than q_rest short
+    /// updates per level (VerbAgg's 316 x 24 fill: 34 µs as updates).
+    fn dense_product(
+        &self,
+        order: &BlockOrder,
+        pattern: &Pattern,
+        a: &CrossProducts,
+    ) -> Option<Mat<f64>> {
         let (q_rest, ptr) = (order.q_rest(), &a.a21().pat.ptr);
-        let full = ptr.windows(2).all(|w| w[1] - w[0] == q_rest);
-        (self.scalar && q_rest > 0 && self.chunks.len() == 2 && full)
-            .then(|| Mat::zeros(q_rest, q_rest))
+        // every level in every rest row, and M22's pattern the whole lower triangle
+        let full = ptr.windows(2).all(|w| w[1] - w[0] == q_rest)
+            && (0..q_rest).all(|c| pattern.m_rows(c).len() == q_rest - c);
+        let small =
+            || scalar_fill_work(order, pattern, a).iter().sum::<usize>() < PARALLEL_SCHUR_MIN_WORK;
+        (self.scalar && q_rest > 0 && full && small()).then(|| Mat::zeros(q_rest, q_rest))
     }
 
     /// Splits the scalar direct fill into `parts` chunks of about equal work
@@ -154,15 +163,8 @@ impl SchurFill {
         parts: usize,
     ) {
         let nb = order.n_blocks();
-        let a21 = &*a.a21().pat;
         self.chunks = if self.scalar {
-            let work: Vec<usize> = (0..nb)
-                .map(|c| {
-                    let fill: usize = pattern.a21_row(c).map(|(j, e)| a21.ptr[j + 1] - e).sum();
-                    fill + pattern.m_rows(c).len()
-                })
-                .collect();
-            chunk_bounds(&work, min_work, parts)
+            chunk_bounds(&scalar_fill_work(order, pattern, a), min_work, parts)
         } else {
             vec![0, nb]
         };
@@ -216,9 +218,15 @@ impl SchurFill {
     /// The direct scalar fill as one dense product when the design allows
     /// it (`on`), or as updates (tests of both).
     #[cfg(test)]
-    pub(crate) fn force_dense(&mut self, on: bool, order: &BlockOrder, a: &CrossProducts) {
+    pub(crate) fn force_dense(
+        &mut self,
+        on: bool,
+        order: &BlockOrder,
+        pattern: &Pattern,
+        a: &CrossProducts,
+    ) {
         self.dense = if on {
-            self.dense_product(order, a)
+            self.dense_product(order, pattern, a)
         } else {
             None
         };
@@ -325,6 +333,15 @@ impl SchurFill {
             cl.fill(theta_f, &self.theta_r, ptr, row, &mut self.m_val);
             return;
         }
+        let ctx = ScalarFill {
+            theta_r: &self.theta_r,
+            a22d: inp.a.a22d(),
+            a22: inp.a.a22(),
+            a21: &inp.a.a21().pat.ptr,
+            a21_row: &inp.a.a21().pat.row,
+            l21: inp.l21,
+            pattern,
+        };
         if let Some(g) = &mut self.dense {
             let l21 = MatRef::from_column_major_slice(inp.l21, g.nrows(), order.lf());
             matmul(
@@ -335,35 +352,17 @@ impl SchurFill {
                 1.0,
                 Par::Seq,
             );
-            let (a22d, a22) = (inp.a.a22d(), inp.a.a22());
-            let (tr, acc) = (&self.theta_r, &mut self.chunk_acc[0]);
+            let acc = &mut self.chunk_acc[0];
             for c in 0..g.ncols() {
-                let tc = tr[c];
-                acc[c] = tc * tc * a22d[c] + 1.0;
-                for e in a22.pat.ptr[c]..a22.pat.ptr[c + 1] {
-                    let rb = a22.pat.row[e];
-                    acc[rb] += tr[rb] * a22.val[e] * tc;
-                }
+                ctx.start_column(c, acc);
                 for (a, &v) in acc[c..].iter_mut().zip(&g.col_as_slice(c)[c..]) {
                     *a -= v;
                 }
                 let vals = &mut self.m_val[pattern.m_col_ptr[c]..pattern.m_col_ptr[c + 1]];
-                for (v, &rb) in vals.iter_mut().zip(pattern.m_rows(c)) {
-                    *v = acc[rb];
-                }
-                acc[c..].fill(0.0);
+                ctx.gather_column(c, vals, acc);
             }
             return;
         }
-        let ctx = ScalarFill {
-            theta_r: &self.theta_r,
-            a22d: inp.a.a22d(),
-            a22: inp.a.a22(),
-            a21: &inp.a.a21().pat.ptr,
-            a21_row: &inp.a.a21().pat.row,
-            l21: inp.l21,
-            pattern,
-        };
         for_each_column_chunk(
             &self.chunks,
             &pattern.m_col_ptr,
@@ -477,14 +476,9 @@ impl ScalarFill<'_> {
     fn fill(&self, c0: usize, c1: usize, vals: &mut [f64], acc: &mut [f64]) {
         let m_ptr = &self.pattern.m_col_ptr;
         let base = m_ptr[c0];
-        let (a22, l21, tr) = (self.a22, self.l21, self.theta_r);
+        let l21 = self.l21;
         for c in c0..c1 {
-            let tc = tr[c];
-            acc[c] = tc * tc * self.a22d[c] + 1.0;
-            for e in a22.pat.ptr[c]..a22.pat.ptr[c + 1] {
-                let rb = a22.pat.row[e];
-                acc[rb] += tr[rb] * a22.val[e] * tc;
-            }
+            self.start_column(c, acc);
             for (j, ec) in self.pattern.a21_row(c) {
                 let lc = l21[ec];
                 let end = self.a21[j + 1];
@@ -503,11 +497,40 @@ impl ScalarFill<'_> {
                 }
             }
             let pos = m_ptr[c] - base;
-            let brows = self.pattern.m_rows(c);
-            for (v, &rb) in vals[pos..pos + brows.len()].iter_mut().zip(brows) {
-                *v = acc[rb];
-                acc[rb] = 0.0;
-            }
+            self.gather_column(c, &mut vals[pos..m_ptr[c + 1] - base], acc);
         }
     }
+
+    /// Column c of θ_rest A22 θ_rest + I into `acc` (zero there before).
+    #[inline(always)]
+    fn start_column(&self, c: usize, acc: &mut [f64]) {
+        let (a22, tr) = (self.a22, self.theta_r);
+        let tc = tr[c];
+        acc[c] = tc * tc * self.a22d[c] + 1.0;
+        for e in a22.pat.ptr[c]..a22.pat.ptr[c + 1] {
+            let rb = a22.pat.row[e];
+            acc[rb] += tr[rb] * a22.val[e] * tc;
+        }
+    }
+
+    /// Column c's values in the pattern from `acc` into `vals`, and `acc`
+    /// zero again.
+    #[inline(always)]
+    fn gather_column(&self, c: usize, vals: &mut [f64], acc: &mut [f64]) {
+        for (v, &rb) in vals.iter_mut().zip(self.pattern.m_rows(c)) {
+            *v = acc[rb];
+            acc[rb] = 0.0;
+        }
+    }
+}
+
+/// The direct scalar fill's multiply-adds per rest column.
+fn scalar_fill_work(order: &BlockOrder, pattern: &Pattern, a: &CrossProducts) -> Vec<usize> {
+    let a21 = &*a.a21().pat;
+    (0..order.n_blocks())
+        .map(|c| {
+            let fill: usize = pattern.a21_row(c).map(|(j, e)| a21.ptr[j + 1] - e).sum();
+            fill + pattern.m_rows(c).len()
+        })
+        .collect()
 }

@@ -501,8 +501,8 @@ impl Workspace {
     /// allows it (`on`), or as updates, for tests of both.
     #[cfg(test)]
     pub(crate) fn with_dense_schur(mut self, on: bool) -> Self {
-        let (order, a) = (&self.order, &self.a);
-        self.factor.schur_mut().force_dense(on, order, a);
+        let (order, pattern, a) = (&self.order, &self.pattern, &self.a);
+        self.factor.schur_mut().force_dense(on, order, pattern, a);
         self
     }
 
