@@ -10,6 +10,7 @@ invariant that lme4 satisfies too. ``fit`` is the catalogue's
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -549,7 +550,7 @@ def test_m91_cli_formula_without_random_terms(capsys):
 
 
 # -- Kenward-Roger on degenerate fits (the catalogue's fuzz seeds 21680 and 21899) ---------
-def test_m89_kenward_roger_negative_adjusted_variance_is_nan():
+def test_m89_kenward_roger_on_a_near_exact_fit_is_nan_with_a_warning():
     d = pd.DataFrame(
         {
             "y": [0.3168227104447234, -0.1824775209156545, 1.8298666078423236,
@@ -562,15 +563,36 @@ def test_m89_kenward_roger_negative_adjusted_variance_is_nan():
             "h": ["H0", "H1", "H1", "H1", "H0", "H1"],
         }
     )  # fmt: skip
-    # at fixed θ (independent of the optimizer): the fuzz run's optimum was near θ₀ = 928;
-    # at θ₀ = 500 every adjusted variance is negative (7 to 92 times Φ's, not roundoff)
+    # at fixed θ (independent of the optimizer): the fuzz run's optimum was near θ₀ = 928.
+    # At θ₀ = 500, σ = 0.0028 and the adjustment is a difference of terms about 10¹⁶ times
+    # its size: θ₀ one part in 10¹¹ either side gave finite standard errors from 0.4 to 2.7
+    # where θ₀ = 500 gave NaN. Every θ₀ here must give NaN and say why.
     model = mm.LinearMixedModel.from_formula("y ~ x + z + xz + (1 | g/h)", d.assign(xz=d.x * d.z))
     assert model.theta_names == ["h:g.(Intercept)", "g.(Intercept)"]
-    kr = model.fit_at([500.0, 0.0]).coef_table("kenward-roger")  # was: math domain error
-    assert kr.drop(columns="estimate").isna().all().all()
-    np.testing.assert_allclose(kr["estimate"], model.fit_at([500.0, 0.0]).fixef.to_numpy())
-    kr = model.fit_at([100.0, 0.0]).coef_table("kenward-roger")
+    for theta0 in (500.0 * (1 - 1e-11), 500.0, 500.0 * (1 + 1e-11), 928.0):
+        fit = model.fit_at([theta0, 0.0])
+        with pytest.warns(mm.PrecisionWarning, match="lost to rounding"):
+            kr = fit.coef_table("kenward-roger")  # was: math domain error
+        assert kr.drop(columns="estimate").isna().all().all()
+        np.testing.assert_allclose(kr["estimate"], fit.fixef.to_numpy())
+    # at θ₀ = 100 the terms are about 10¹² times larger: four digits left, reported
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mm.PrecisionWarning)
+        kr = model.fit_at([100.0, 0.0]).coef_table("kenward-roger")
     assert np.isfinite(kr.to_numpy()).all() and (kr["se"] > 0).all()
+
+
+def test_kenward_roger_negative_adjusted_variance_is_nan():
+    # the branch taken when an adjusted variance comes out negative (degenerate fits),
+    # on a fit where it does not: that coefficient alone gets NaN
+    from mixedmodels._kenward_roger import kenward_roger_info
+
+    fit = mm.lmer("Reaction ~ Days + (Days | Subject)", mm.datasets.load("sleepstudy"))
+    info = kenward_roger_info(fit)  # kept for this fit: the table below reads it
+    info.phi_a[1, 1] = -info.phi_a[1, 1]
+    kr = fit.coef_table("kenward-roger")
+    assert kr.loc["Days"].drop("estimate").isna().all()
+    assert np.isfinite(kr.loc["(Intercept)"].to_numpy()).all()
 
 
 def test_m89_kenward_roger_singular_information_matrix():

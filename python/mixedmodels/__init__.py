@@ -18,6 +18,7 @@ from .exceptions import (
     FormulaError,
     MixedModelsError,
     PirlsError,
+    PrecisionWarning,
     RankDeficiencyWarning,
     ThetaError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "MixedModelsError",
     "OptSummary",
     "PirlsError",
+    "PrecisionWarning",
     "RandomEffects",
     "RankDeficiencyWarning",
     "ThetaError",

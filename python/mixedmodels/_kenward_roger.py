@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,16 +11,30 @@ import pandas as pd
 from scipy import stats
 
 from ._cache import per_fit
-from .exceptions import NumericalError
+from .exceptions import NumericalError, PrecisionWarning
 from .matrices import z_matrix
 
 if TYPE_CHECKING:
     from .results import LinearMixedModelResult
 
-__all__ = ["KR_MAX_N", "KenwardRogerInfo", "kenward_roger", "kenward_roger_info"]
+__all__ = [
+    "KR_MAX_N",
+    "KR_MAX_ROUNDING",
+    "KenwardRogerInfo",
+    "kenward_roger",
+    "kenward_roger_info",
+]
 
 KR_MAX_N = 5000
 """Kenward-Roger works with dense n x n matrices; larger models are refused."""
+
+KR_MAX_ROUNDING = 1e-2
+"""Adjusted variances whose relative rounding error may exceed this are reported as NaN.
+
+On a near-exact fit (σ small against the random effects' scale) the
+adjustment is a small difference of terms up to 10¹⁸ times larger: its digits
+are rounding's, and one ulp's change in θ turns it from positive to negative.
+"""
 
 
 class KenwardRogerInfo:
@@ -104,12 +119,21 @@ class KenwardRogerInfo:
         self.W = 2 * inv
         """pbkrtest's W: twice the inverse expected information of the covariance parameters."""
         uu = np.zeros_like(self.phi)
+        size = np.zeros_like(self.phi)  # Σ |term|: what the sum cancels from
         for r in range(m):
             for s_ in range(r, m):
-                term = self.W[r, s_] * (Q[r, s_] - self.P[r] @ self.phi @ self.P[s_])
+                pp = self.P[r] @ self.phi @ self.P[s_]
+                term = self.W[r, s_] * (Q[r, s_] - pp)
+                mag = abs(self.W[r, s_]) * (np.abs(Q[r, s_]) + np.abs(pp))
                 uu += term if r == s_ else term + term.T
+                size += mag if r == s_ else mag + mag.T
         self.phi_a = self.phi + 2 * self.phi @ uu @ self.phi
         """The adjusted covariance of β̂ (pbkrtest's ``vcovAdj``)."""
+        bound = 2 * np.abs(self.phi) @ size @ np.abs(self.phi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.rounding = np.finfo(float).eps * np.diag(bound) / np.abs(np.diag(self.phi_a))
+        """Per coefficient, the adjusted variance's relative rounding error at worst: ε
+        times the sizes of the terms its sum cancels from, over its own size."""
 
     def test(self, L: np.ndarray, beta: np.ndarray) -> tuple[float, float, float, float]:
         """Return (F, NumDF, DenDF, p) for H0: Lβ = 0, as pbkrtest's KRmodcomp."""
@@ -154,18 +178,30 @@ def kenward_roger(fit: LinearMixedModelResult) -> pd.DataFrame:
     With the adjusted standard errors: columns estimate, se, df, t, p. ML
     fits are refitted by REML first, as pbkrtest does. On degenerate fits
     (a few rows, variances at the boundary) the adjusted variance of a
-    coefficient can come out negative, or the df undefined: that
-    coefficient's se, df, t and p are then NaN.
+    coefficient can come out negative, or the df undefined; on near-exact
+    fits it can be lost to rounding (`KR_MAX_ROUNDING`, with a
+    `PrecisionWarning`): that coefficient's se, df, t and p are then NaN.
     """
     info = kenward_roger_info(fit)
     beta = info.beta
     rows = []
     p = len(beta)
+    lost = [j for j in range(p) if not info.rounding[j] <= KR_MAX_ROUNDING]
+    if lost:
+        names = ", ".join(fit.design.x_names[j] for j in lost)
+        warnings.warn(
+            PrecisionWarning(
+                f"Kenward-Roger: the adjusted variance of {names} is lost to rounding "
+                f"(relative error up to {np.max(info.rounding[lost]):.2g}: a near-exact fit, "
+                f"σ = {fit.sigma:.3g}); its se, df, t and p are NaN"
+            ),
+            stacklevel=3,
+        )
     for j in range(p):
         L = np.zeros((1, p))
         L[0, j] = 1.0
         var = info.phi_a[j, j]
-        if not var > 0:  # degenerate: no adjusted standard error
+        if j in lost or not var > 0:  # degenerate: no adjusted standard error
             rows.append((beta[j], math.nan, math.nan, math.nan, math.nan))
             continue
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -22,6 +22,7 @@ __all__ = [
     "PirlsError",
     "ConvergenceWarning",
     "DataWarning",
+    "PrecisionWarning",
     "RankDeficiencyWarning",
     "RowsNotKeptError",
 ]
@@ -103,6 +104,14 @@ class RankDeficiencyWarning(UserWarning):
     """Columns of the fixed-effects model matrix were dropped.
 
     They are linear combinations of earlier ones (lme4 drops them too).
+    """
+
+
+class PrecisionWarning(UserWarning):
+    """A result lost its digits to rounding, and is reported as NaN.
+
+    For instance Kenward-Roger's adjusted variance on a near-exact fit,
+    where it is a small difference of terms many orders of magnitude larger.
     """
 
 
