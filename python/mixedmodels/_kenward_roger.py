@@ -33,7 +33,8 @@ KR_MAX_ROUNDING = 1e-2
 
 On a near-exact fit (σ small against the random effects' scale) the
 adjustment is a small difference of terms up to 10¹⁸ times larger: its digits
-are rounding's, and one ulp's change in θ turns it from positive to negative.
+are rounding's, and a change of θ in its 11th digit turns it from positive to
+negative (the m89 fit of the bad-inputs catalogue).
 """
 
 
@@ -132,8 +133,9 @@ class KenwardRogerInfo:
         bound = 2 * np.abs(self.phi) @ size @ np.abs(self.phi)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.rounding = np.finfo(float).eps * np.diag(bound) / np.abs(np.diag(self.phi_a))
-        """Per coefficient, the adjusted variance's relative rounding error at worst: ε
-        times the sizes of the terms its sum cancels from, over its own size."""
+        """Per coefficient, an estimate of the adjusted variance's relative rounding error: ε
+        times the sizes of the terms its sum cancels from, over its own size (the error of
+        V⁻¹, P and Q themselves is not counted)."""
 
     def test(self, L: np.ndarray, beta: np.ndarray) -> tuple[float, float, float, float]:
         """Return (F, NumDF, DenDF, p) for H0: Lβ = 0, as pbkrtest's KRmodcomp."""
