@@ -108,7 +108,25 @@ impl Rows<'_> {
             #[inline(always)]
             fn with_simd<S: pulp::Simd>(self, _: S) {
                 let (from, r0, r1, row) = self.args;
-                self.rows.pass_any(from, r0, r1, self.s, self.mu, row);
+                let (rows, s, mu) = (self.rows, self.s, self.mu);
+                if let EtaFrom::Modes {
+                    with_beta: false, ..
+                } = from
+                {
+                    return rows.pass_cols::<0>(from, r0, r1, s, mu, row);
+                }
+                // X's columns as a constant: the products unrolled
+                match rows.p {
+                    1 => rows.pass_cols::<1>(from, r0, r1, s, mu, row),
+                    2 => rows.pass_cols::<2>(from, r0, r1, s, mu, row),
+                    3 => rows.pass_cols::<3>(from, r0, r1, s, mu, row),
+                    4 => rows.pass_cols::<4>(from, r0, r1, s, mu, row),
+                    5 => rows.pass_cols::<5>(from, r0, r1, s, mu, row),
+                    6 => rows.pass_cols::<6>(from, r0, r1, s, mu, row),
+                    7 => rows.pass_cols::<7>(from, r0, r1, s, mu, row),
+                    8 => rows.pass_cols::<8>(from, r0, r1, s, mu, row),
+                    _ => rows.pass_cols::<ANY_P>(from, r0, r1, s, mu, row),
+                }
             }
         }
         pulp::Arch::new().dispatch(Op {
@@ -117,41 +135,6 @@ impl Rows<'_> {
             s,
             mu,
         });
-    }
-
-    /// `pass` for the vector width of the caller.
-    #[inline(always)]
-    fn pass_any(
-        &self,
-        from: EtaFrom,
-        r0: usize,
-        r1: usize,
-        s: &mut Sums,
-        mu: &mut [f64],
-        row: RowKernel,
-    ) {
-        let with_x = !matches!(
-            from,
-            EtaFrom::Modes {
-                with_beta: false,
-                ..
-            }
-        );
-        if !with_x {
-            return self.pass_cols::<0>(from, r0, r1, s, mu, row);
-        }
-        // X's columns as a constant: the products unrolled
-        match self.p {
-            1 => self.pass_cols::<1>(from, r0, r1, s, mu, row),
-            2 => self.pass_cols::<2>(from, r0, r1, s, mu, row),
-            3 => self.pass_cols::<3>(from, r0, r1, s, mu, row),
-            4 => self.pass_cols::<4>(from, r0, r1, s, mu, row),
-            5 => self.pass_cols::<5>(from, r0, r1, s, mu, row),
-            6 => self.pass_cols::<6>(from, r0, r1, s, mu, row),
-            7 => self.pass_cols::<7>(from, r0, r1, s, mu, row),
-            8 => self.pass_cols::<8>(from, r0, r1, s, mu, row),
-            _ => self.pass_cols::<ANY_P>(from, r0, r1, s, mu, row),
-        }
     }
 
     /// `pass` with P columns of X in the sums (0: none, PIRLS on u;
